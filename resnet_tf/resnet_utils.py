@@ -1,0 +1,388 @@
+"""Infrastructure shared by every ResNet family: slim's `resnet_utils.py` in Keras 3.
+
+The names are TF-slim's, so a reader who knows `tf_slim.nets.resnet_utils` finds each piece here:
+`Block`, `subsample`, `conv2d_same`, `stack_blocks_dense` and `resnet_arg_scope`.
+
+Where slim uses implicit global state (`arg_scope`, graph collections), this module uses plain
+arguments: `resnet_arg_scope()` returns a dict of keyword arguments that the layers take, and
+`stack_blocks_dense` fills an `end_points` dict that the caller passes in.
+
+Keras layer names may not contain "/", so a layer whose slim scope is
+`block1/unit_1/bottleneck_v2` is named `block1.unit_1.bottleneck_v2`: replacing "." by "/" gives
+the slim scope back (see `slim_variables.py`).
+
+Only `keras.layers` / `keras.ops` are used: this module runs on the TensorFlow, JAX and PyTorch
+backends.
+
+References:
+  [1] Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun. Deep Residual Learning for Image
+      Recognition. arXiv:1512.03385
+  [2] Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun. Identity Mappings in Deep Residual
+      Networks. arXiv:1603.05027
+"""
+
+from __future__ import annotations
+
+import collections
+
+import keras
+from keras import ops
+
+PACKAGE = "resnet_tf"
+
+
+def resnet_arg_scope(
+    weight_decay: float = 1e-4,
+    batch_norm_decay: float = 0.997,
+    batch_norm_epsilon: float = 1e-5,
+    batch_norm_scale: bool = True,
+) -> dict:
+    """slim's `resnet_arg_scope`, as keyword arguments for the layers of this package.
+
+    The defaults are slim's (appropriate for the reference models of [1, 2]):
+    L2 weight decay on conv weights only, He (variance-scaling, fan-in, factor 2) init, biases
+    zero, and batch norm with decay 0.997, epsilon 1e-5 and a learned scale (gamma).
+    """
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0. Received: weight_decay={weight_decay}")
+    if not 0.0 <= batch_norm_decay < 1.0:
+        raise ValueError(
+            f"batch_norm_decay must be in [0, 1). Received: batch_norm_decay={batch_norm_decay}"
+        )
+    if batch_norm_epsilon <= 0:
+        raise ValueError(
+            f"batch_norm_epsilon must be > 0. Received: batch_norm_epsilon={batch_norm_epsilon}"
+        )
+    return dict(
+        weight_decay=float(weight_decay),
+        batch_norm_decay=float(batch_norm_decay),
+        batch_norm_epsilon=float(batch_norm_epsilon),
+        batch_norm_scale=bool(batch_norm_scale),
+    )
+
+
+def slim_l2_regularizer(weight_decay: float):
+    """slim's `l2_regularizer(weight_decay)`: `weight_decay * tf.nn.l2_loss(w)`.
+
+    `tf.nn.l2_loss` is `sum(w**2) / 2`, while Keras' `L2(l)` is `l * sum(w**2)`: hence the half.
+    """
+    return keras.regularizers.L2(weight_decay / 2.0) if weight_decay > 0 else None
+
+
+def batch_norm(name: str, batch_norm_decay=0.997, batch_norm_epsilon=1e-5, batch_norm_scale=True,
+               **unused_arg_scope):
+    """slim's `batch_norm` under a `resnet_arg_scope`, as a Keras layer.
+
+    Deliberate difference from slim: in training mode slim's fused batch norm updates the moving
+    variance with the Bessel-corrected (n / (n - 1)) batch variance, Keras with the biased one. The
+    normalised outputs are identical; only the moving average drifts differently.
+    """
+    return keras.layers.BatchNormalization(
+        axis=-1,
+        momentum=batch_norm_decay,
+        epsilon=batch_norm_epsilon,
+        center=True,
+        scale=batch_norm_scale,
+        name=name,
+    )
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Conv2DSame(keras.layers.Layer):
+    """slim's `conv2d` + `conv2d_same`: a 2-D convolution with TensorFlow 'SAME' output size.
+
+    With stride 1 this is a 'SAME' convolution (with atrous `rate`). With stride > 1 the input is
+    zero-padded explicitly by `kernel_size_effective - 1` (half before, the rest after) and the
+    convolution runs 'VALID'. That differs from a strided 'SAME' convolution when the input is
+    even (TF puts the extra pad after, not before), and is what makes
+
+        conv2d_same(x, n, 3, stride=s)  ==  subsample(conv2d(x, n, 3, stride=1, 'SAME'), s)
+
+    hold for any input size, which keeps features aligned across output strides (see
+    `tests/test_resnet_utils.py::test_conv2d_same_even`).
+
+    Like slim's `conv2d`, the layer optionally applies batch norm (scope `BatchNorm`) and a ReLU
+    after the convolution. Without batch norm it has a bias, with it none (slim's `normalizer_fn`
+    replaces the bias). Weight decay applies to the kernel only.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int,
+        stride: int = 1,
+        rate: int = 1,
+        use_batch_norm: bool = False,
+        activation: str | None = None,
+        weight_decay: float = 1e-4,
+        batch_norm_decay: float = 0.997,
+        batch_norm_epsilon: float = 1e-5,
+        batch_norm_scale: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_positive_int("filters", filters)
+        _check_positive_int("kernel_size", kernel_size)
+        _check_positive_int("stride", stride)
+        _check_positive_int("rate", rate)
+        if stride > 1 and rate > 1:
+            raise ValueError(
+                f"stride and rate cannot both be > 1. Received: stride={stride}, rate={rate}"
+            )
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation must be None or 'relu'. Received: activation={activation!r}")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.rate = rate
+        self.use_batch_norm = use_batch_norm
+        self.activation = activation
+        self.weight_decay = weight_decay
+        self.batch_norm_decay = batch_norm_decay
+        self.batch_norm_epsilon = batch_norm_epsilon
+        self.batch_norm_scale = batch_norm_scale
+        self.batch_norm = (
+            batch_norm("BatchNorm", batch_norm_decay, batch_norm_epsilon, batch_norm_scale)
+            if use_batch_norm
+            else None
+        )
+        effective = kernel_size + (kernel_size - 1) * (rate - 1)
+        pad_total = effective - 1
+        self._pad = (pad_total // 2, pad_total - pad_total // 2)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"The channel dimension of the input to {self.name} must be known. "
+                             f"Received: input_shape={input_shape}")
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.kernel_size, self.kernel_size, channels, self.filters),
+            initializer=keras.initializers.HeNormal(),
+            regularizer=slim_l2_regularizer(self.weight_decay),
+        )
+        self.bias = None
+        if not self.use_batch_norm:
+            self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+        if self.batch_norm is not None:
+            self.batch_norm.build(tuple(input_shape[:-1]) + (self.filters,))
+        self.input_spec = keras.layers.InputSpec(min_ndim=4, axes={-1: channels})
+
+    def call(self, inputs, training=None):
+        if self.stride == 1:
+            net = ops.conv(inputs, self.kernel, strides=1, padding="same",
+                           dilation_rate=self.rate)
+        else:
+            if self._pad != (0, 0):
+                inputs = ops.pad(inputs, [[0, 0], self._pad, self._pad, [0, 0]])
+            net = ops.conv(inputs, self.kernel, strides=self.stride, padding="valid")
+        if self.bias is not None:
+            net = ops.add(net, self.bias)
+        if self.batch_norm is not None:
+            net = self.batch_norm(net, training=training)
+        if self.activation == "relu":
+            net = ops.relu(net)
+        return net
+
+    def compute_output_shape(self, input_shape):
+        def out(size):
+            if size is None:
+                return None
+            return -(-size // self.stride)  # ceil: 'SAME' output size
+
+        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            rate=self.rate,
+            use_batch_norm=self.use_batch_norm,
+            activation=self.activation,
+            weight_decay=self.weight_decay,
+            batch_norm_decay=self.batch_norm_decay,
+            batch_norm_epsilon=self.batch_norm_epsilon,
+            batch_norm_scale=self.batch_norm_scale,
+        )
+        return config
+
+
+def conv2d_same(inputs, num_outputs, kernel_size, stride, rate=1, name=None, **conv_kwargs):
+    """slim's `conv2d_same(inputs, num_outputs, kernel_size, stride, rate)`, functional style.
+
+    By default a plain convolution with bias (slim's `conv2d` with `normalizer_fn=None,
+    activation_fn=None`); pass `use_batch_norm=True, activation="relu"` for slim's arg-scoped conv.
+    """
+    return Conv2DSame(num_outputs, kernel_size, stride=stride, rate=rate, name=name,
+                      **conv_kwargs)(inputs)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Subsample(keras.layers.Layer):
+    """slim's `subsample`: a 1x1 max-pool with stride `factor` (identity when factor == 1).
+
+    A 1x1 'SAME' max-pool with stride f keeps rows and columns 0, f, 2f, ...: exactly a strided
+    slice, which is what we compute (no pooling window, no padding).
+    """
+
+    def __init__(self, factor: int, **kwargs):
+        super().__init__(**kwargs)
+        _check_positive_int("factor", factor)
+        self.factor = factor
+
+    def call(self, inputs):
+        if self.factor == 1:
+            return inputs
+        return inputs[:, :: self.factor, :: self.factor, :]
+
+    def compute_output_shape(self, input_shape):
+        def out(size):
+            return None if size is None else -(-size // self.factor)
+
+        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(factor=self.factor)
+        return config
+
+
+def subsample(inputs, factor, name=None):
+    """slim's `subsample(inputs, factor)`, functional style."""
+    if factor == 1:
+        return inputs
+    return Subsample(factor, name=name)(inputs)
+
+
+def _unit_layer_class(unit_fn):
+    """A Block's `unit_fn` may be a unit layer class or its slim-style function."""
+    return getattr(unit_fn, "layer_class", unit_fn)
+
+
+class Block(collections.namedtuple("Block", ["scope", "unit_fn", "args"])):
+    """A named tuple describing a ResNet block, as in slim.
+
+    Its parts are:
+      scope: the block's name, e.g. "block1".
+      unit_fn: the residual unit, e.g. `Bottleneck` (or slim-style `bottleneck`).
+      args: one entry per unit, either slim's dict form
+        `{"depth": 256, "depth_bottleneck": 64, "stride": 1}` or the seed's tuple form
+        `(depth, depth_bottleneck, stride)`. They are normalised to dicts and validated here.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, scope, unit_fn, args):
+        if not isinstance(scope, str) or not scope or "/" in scope or "." in scope:
+            raise ValueError(f"Block scope must be a non-empty name without '/' or '.'. "
+                             f"Received: scope={scope!r}")
+        layer_class = _unit_layer_class(unit_fn)
+        arg_names = getattr(layer_class, "unit_arg_names", None)
+        if arg_names is None:
+            raise ValueError(f"unit_fn must be a residual unit of resnet_tf (with "
+                             f"`unit_arg_names`). Received: unit_fn={unit_fn!r}")
+        if isinstance(args, (str, bytes)) or not hasattr(args, "__iter__"):
+            raise ValueError(f"Block args must be a list of units. Received: args={args!r}")
+        units = []
+        for i, unit in enumerate(args):
+            if isinstance(unit, dict):
+                unknown = set(unit) - set(arg_names)
+                if unknown:
+                    raise ValueError(f"Block {scope!r} unit {i + 1} has unknown keys "
+                                     f"{sorted(unknown)}; expected {list(arg_names)}. "
+                                     f"Received: {unit!r}")
+                unit = dict(unit)
+            elif isinstance(unit, (tuple, list)):
+                if len(unit) != len(arg_names):
+                    raise ValueError(f"Block {scope!r} unit {i + 1} must be a tuple "
+                                     f"{tuple(arg_names)}. Received: {tuple(unit)!r}")
+                unit = dict(zip(arg_names, unit))
+            else:
+                raise ValueError(f"Block {scope!r} unit {i + 1} must be a dict or tuple. "
+                                 f"Received: {unit!r}")
+            unit.setdefault("stride", 1)
+            for key, value in unit.items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"Block {scope!r} unit {i + 1}: {key} must be a positive "
+                                     f"integer. Received: {key}={value!r}")
+            missing = set(arg_names) - set(unit)
+            if missing:
+                raise ValueError(f"Block {scope!r} unit {i + 1} is missing {sorted(missing)}. "
+                                 f"Received: {unit!r}")
+            units.append(unit)
+        if not units:
+            raise ValueError(f"Block {scope!r} must have at least one unit. Received: args={args!r}")
+        return super().__new__(cls, scope, unit_fn, units)
+
+
+def check_output_stride(blocks, output_stride, initial_stride=1):
+    """Validates `output_stride` against the blocks before anything is built (slim checks late).
+
+    Returns the output stride the blocks must produce (None: nominal).
+    """
+    if output_stride is None:
+        return None
+    if isinstance(output_stride, bool) or not isinstance(output_stride, int) or output_stride < 1:
+        raise ValueError(f"output_stride must be a positive integer or None. "
+                         f"Received: output_stride={output_stride!r}")
+    reachable = [initial_stride]
+    for block in blocks:
+        for unit in block.args:
+            reachable.append(reachable[-1] * unit["stride"])
+    if output_stride not in reachable:
+        raise ValueError(
+            f"The target output_stride cannot be reached: the unit strides give "
+            f"{sorted(set(reachable))}. Received: output_stride={output_stride}")
+    return output_stride
+
+
+def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_info=None,
+                       current_stride=1, **arg_scope):
+    """Stacks ResNet `Block`s and controls output feature density, as slim does.
+
+    Units are named `<block.scope>.unit_<i>.<unit scope>` (slim: `block1/unit_1/bottleneck_v2`).
+    With `output_stride` set, units that would take the running stride past it run with stride 1
+    and a growing atrous rate instead ([2]; cf. DeepLab). `current_stride` is the stride of `net`
+    relative to the image (slim divides output_stride by 4 for the root block instead).
+
+    Args:
+      net: a `[batch, height, width, channels]` Keras tensor.
+      blocks: a list of `Block`.
+      output_stride: None (nominal) or the requested ratio of input to output resolution; it must
+        equal the running product of unit strides at some unit (a `ValueError` otherwise).
+      end_points: optional dict; each block's output is stored under its scope name.
+      block_info: optional dict; each block's `{"stride": s, "channels": c}` is stored under its
+        scope name (for feature pyramids).
+      **arg_scope: `resnet_arg_scope()` keywords given to every unit.
+
+    Returns:
+      The output of the last block.
+    """
+    check_output_stride(blocks, output_stride, current_stride)
+    rate = 1
+    for block in blocks:
+        layer_class = _unit_layer_class(block.unit_fn)
+        for i, unit in enumerate(block.args):
+            name = f"{block.scope}.unit_{i + 1}.{layer_class.slim_scope}"
+            if output_stride is not None and current_stride == output_stride:
+                # Target reached: stride 1 here, and later units dilate by this unit's stride.
+                layer = layer_class(**dict(unit, stride=1), rate=rate, name=name, **arg_scope)
+                rate *= unit["stride"]
+            else:
+                layer = layer_class(**unit, rate=1, name=name, **arg_scope)
+                current_stride *= unit["stride"]
+            net = layer(net)
+        if end_points is not None:
+            end_points[block.scope] = net
+        if block_info is not None:
+            block_info[block.scope] = {"stride": current_stride,
+                                       "channels": int(net.shape[-1])}
+    return net
+

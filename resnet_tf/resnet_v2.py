@@ -1,0 +1,286 @@
+"""ResNet V2 (pre-activation) as TF-slim's `nets/resnet_v2.py` builds it, in Keras 3.
+
+    model = resnet_v2_50(num_classes=1001)     # a functional keras.Model named "resnet_v2_50"
+    logits = model(images, training=False)     # [N, 1001]
+
+The model is numerically equal to slim's graph (tests/test_slim_parity.py) and its variables map
+one-to-one onto slim's checkpoint names (`slim_variables.py`). Differences from slim's code, all
+deliberate: `spatial_squeeze` and the `global_pool` end point come from the newer
+tensorflow/models research/slim; `training` is a call argument instead of `is_training`; arg
+scopes are plain keyword arguments (`resnet_arg_scope()`).
+
+Only `keras.layers` / `keras.ops` are used, so the model runs on TensorFlow, JAX and PyTorch.
+
+References:
+  [1] Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun. Deep Residual Learning for Image
+      Recognition. arXiv:1512.03385
+  [2] Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun. Identity Mappings in Deep Residual
+      Networks. arXiv:1603.05027
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from resnet_tf.resnet_utils import (
+    PACKAGE,
+    Block,
+    Conv2DSame,
+    Subsample,
+    batch_norm,
+    check_output_stride,
+    resnet_arg_scope,
+    stack_blocks_dense,
+)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Bottleneck(keras.layers.Layer):
+    """slim's `bottleneck` (v2): the full pre-activation bottleneck unit of [2], Fig. 1(b).
+
+        preact   = relu(batch_norm(x))                     scope preact
+        shortcut = subsample(x, stride)                    if depth == depth_in (un-normalised x)
+                 = conv 1x1 / stride, bias, on preact      otherwise, scope shortcut
+        residual = conv1 1x1 (BN, ReLU)                    scope conv1
+                 -> conv2 3x3 conv2d_same, stride, rate (BN, ReLU)   scope conv2
+                 -> conv3 1x1, bias, no BN                 scope conv3
+        output   = shortcut + residual
+
+    The stride sits in this unit (slim puts a block's stride in its last unit).
+    """
+
+    slim_scope = "bottleneck_v2"
+    unit_arg_names = ("depth", "depth_bottleneck", "stride")
+    expansion = 4  # resnet_v2_block: depth = 4 * depth_bottleneck
+
+    def __init__(
+        self,
+        depth: int,
+        depth_bottleneck: int,
+        stride: int = 1,
+        rate: int = 1,
+        weight_decay: float = 1e-4,
+        batch_norm_decay: float = 0.997,
+        batch_norm_epsilon: float = 1e-5,
+        batch_norm_scale: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for key, value in (("depth", depth), ("depth_bottleneck", depth_bottleneck),
+                           ("stride", stride), ("rate", rate)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
+        self.depth = depth
+        self.depth_bottleneck = depth_bottleneck
+        self.stride = stride
+        self.rate = rate
+        self.arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
+                                          batch_norm_scale)
+        conv = dict(self.arg_scope)
+        self.preact = batch_norm("preact", **conv)
+        self.conv1 = Conv2DSame(depth_bottleneck, 1, use_batch_norm=True, activation="relu",
+                                name="conv1", **conv)
+        self.conv2 = Conv2DSame(depth_bottleneck, 3, stride=stride, rate=rate,
+                                use_batch_norm=True, activation="relu", name="conv2", **conv)
+        self.conv3 = Conv2DSame(depth, 1, name="conv3", **conv)
+        self.shortcut = None  # known once the input depth is (build)
+
+    def build(self, input_shape):
+        depth_in = input_shape[-1]
+        self.preact.build(input_shape)
+        if depth_in == self.depth:
+            self.shortcut = Subsample(self.stride, name="shortcut")
+        else:
+            self.shortcut = Conv2DSame(self.depth, 1, stride=self.stride, name="shortcut",
+                                       **self.arg_scope)
+            self.shortcut.build(input_shape)
+        self.conv1.build(input_shape)
+        inner = self.conv1.compute_output_shape(input_shape)
+        self.conv2.build(inner)
+        self.conv3.build(self.conv2.compute_output_shape(inner))
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: depth_in})
+
+    @property
+    def projection_shortcut(self) -> bool:
+        return isinstance(self.shortcut, Conv2DSame)
+
+    def call(self, inputs, training=None, return_end_points=False):
+        preact = ops.relu(self.preact(inputs, training=training))
+        if self.projection_shortcut:
+            shortcut = self.shortcut(preact)
+        else:
+            shortcut = self.shortcut(inputs)
+        conv1 = self.conv1(preact, training=training)
+        conv2 = self.conv2(conv1, training=training)
+        conv3 = self.conv3(conv2)
+        output = ops.add(shortcut, conv3)
+        if not return_end_points:
+            return output
+        end_points = {"conv1": conv1, "conv2": conv2, "conv3": conv3}
+        if self.projection_shortcut:
+            end_points["shortcut"] = shortcut
+        return output, end_points
+
+    def slim_sublayers(self):
+        """(slim scope, layer) for each sublayer that holds variables."""
+        named = [("preact", self.preact)]
+        if self.projection_shortcut:
+            named.append(("shortcut", self.shortcut))
+        named += [("conv1", self.conv1), ("conv2", self.conv2), ("conv3", self.conv3)]
+        return named
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(depth=self.depth, depth_bottleneck=self.depth_bottleneck,
+                      stride=self.stride, rate=self.rate, **self.arg_scope)
+        return config
+
+
+def bottleneck(inputs, depth, depth_bottleneck, stride, rate=1, name=None, **arg_scope):
+    """slim's `bottleneck(inputs, depth, depth_bottleneck, stride, rate)`, functional style."""
+    return Bottleneck(depth, depth_bottleneck, stride, rate, name=name, **arg_scope)(inputs)
+
+
+bottleneck.layer_class = Bottleneck
+
+
+def resnet_v2_block(scope: str, base_depth: int, num_units: int, stride: int) -> Block:
+    """slim's helper: `num_units` bottleneck units of depth 4 * base_depth, stride in the last."""
+    for key, value in (("base_depth", base_depth), ("num_units", num_units), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
+    unit = {"depth": base_depth * Bottleneck.expansion, "depth_bottleneck": base_depth}
+    return Block(scope, Bottleneck,
+                 [dict(unit, stride=1)] * (num_units - 1) + [dict(unit, stride=stride)])
+
+
+# Units per block for each depth; the base depths (64, 128, 256, 512) and strides (2, 2, 2, 1)
+# are shared. ResNet-200 is from [2]; the others from [1].
+RESNET_V2_UNITS = {
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3),
+}
+BASE_DEPTHS = (64, 128, 256, 512)
+BLOCK_STRIDES = (2, 2, 2, 1)
+
+
+def resnet_v2_blocks(depth: int, base_depth: int = 64) -> list[Block]:
+    """The four blocks of ResNet-`depth` V2; `base_depth` scales the widths (64 is the paper's)."""
+    if depth not in RESNET_V2_UNITS:
+        raise ValueError(f"Unknown ResNet V2 depth; known depths are {sorted(RESNET_V2_UNITS)}. "
+                         f"Received: depth={depth!r}")
+    scale = [d // 64 for d in BASE_DEPTHS]
+    return [
+        resnet_v2_block(f"block{i + 1}", base_depth * s, units, stride)
+        for i, (s, units, stride) in enumerate(zip(scale, RESNET_V2_UNITS[depth], BLOCK_STRIDES))
+    ]
+
+
+def _check_input_shape(input_shape):
+    if input_shape is None:
+        return (None, None, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or any(
+        d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1)
+        for d in input_shape
+    ) or input_shape[-1] is None:
+        raise ValueError("input_shape must be (height, width, channels) with positive sizes "
+                         f"(height and width may be None). Received: input_shape={input_shape}")
+    return input_shape
+
+
+def resnet_v2(
+    blocks,
+    num_classes: int | None = None,
+    global_pool: bool = True,
+    output_stride: int | None = None,
+    include_root_block: bool = True,
+    spatial_squeeze: bool = True,
+    input_shape=None,
+    name: str = "resnet_v2",
+    weight_decay: float = 1e-4,
+    batch_norm_decay: float = 0.997,
+    batch_norm_epsilon: float = 1e-5,
+    batch_norm_scale: bool = True,
+) -> keras.Model:
+    """slim's `resnet_v2` generator: a functional Keras model over any list of `Block`s.
+
+    Args:
+      blocks: a list of `Block` (e.g. `resnet_v2_blocks(50)`).
+      num_classes: None returns the features (after `postnorm`, and `pool5` if `global_pool`);
+        otherwise a 1x1 conv `logits` layer with bias gives the pre-softmax activations.
+      global_pool: mean over height and width (keepdims) before the logits.
+      output_stride: None (nominal, 32 for the standard blocks) or a stride reachable by the units
+        (a multiple of 4 with the root block): deeper units then use atrous convolution.
+      include_root_block: the 7x7/2 conv (with bias, no BN, no ReLU: the first unit's preact does
+        that, [2] appendix) and 3x3/2 'SAME' max-pool.
+      spatial_squeeze: squeeze logits `[N, 1, 1, C]` to `[N, C]` (research/slim's default); needs
+        `global_pool` when there are classes.
+      input_shape: `(height, width, channels)`; default `(None, None, 3)`, any image size.
+      name: the model's name, which is also the slim scope of its variables.
+      weight_decay, batch_norm_*: `resnet_arg_scope` semantics and defaults.
+    """
+    arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
+                                 batch_norm_scale)
+    if num_classes is not None and (isinstance(num_classes, bool) or
+                                    not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer or None. "
+                         f"Received: num_classes={num_classes!r}")
+    if num_classes and spatial_squeeze and not global_pool:
+        raise ValueError("spatial_squeeze=True squeezes [N, 1, 1, C] logits and needs "
+                         "global_pool=True; pass spatial_squeeze=False for dense logits. "
+                         f"Received: global_pool={global_pool}, spatial_squeeze={spatial_squeeze}")
+    if not blocks or not all(isinstance(b, Block) for b in blocks):
+        raise ValueError(f"blocks must be a non-empty list of Block. Received: blocks={blocks!r}")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"name must be a non-empty string without '/'. Received: name={name!r}")
+    root_stride = 4 if include_root_block else 1
+    if include_root_block and output_stride is not None and (
+        not isinstance(output_stride, int) or output_stride % 4 != 0
+    ):
+        raise ValueError("The output_stride needs to be a multiple of 4 (the root block has "
+                         f"stride 4). Received: output_stride={output_stride!r}")
+    check_output_stride(blocks, output_stride, root_stride)
+    input_shape = _check_input_shape(input_shape)
+
+    images = keras.Input(shape=input_shape, name="images")
+    net = images
+    if include_root_block:
+        net = Conv2DSame(64, 7, stride=2, name="conv1", **arg_scope)(net)
+        # TF 'SAME': on even sizes 0 pad before, 1 after; keras.applications pads 1 on each side.
+        net = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(net)
+    net = stack_blocks_dense(net, blocks, output_stride, current_stride=root_stride, **arg_scope)
+    # Pre-activation units leave their output un-normalised, hence a final BN + ReLU ([2] appendix).
+    net = batch_norm("postnorm", **arg_scope)(net)
+    net = keras.layers.ReLU(name="postnorm.relu")(net)
+    if global_pool:
+        net = keras.layers.GlobalAveragePooling2D(keepdims=True, name="pool5")(net)
+    if num_classes:
+        net = Conv2DSame(num_classes, 1, name="logits", **arg_scope)(net)
+        if spatial_squeeze:
+            net = keras.layers.Reshape((num_classes,), name="spatial_squeeze")(net)
+    return keras.Model(images, net, name=name)
+
+
+def _resnet_v2_factory(depth: int):
+    def build(num_classes=None, global_pool=True, output_stride=None, spatial_squeeze=True,
+              input_shape=None, name=f"resnet_v2_{depth}", **arg_scope):
+        return resnet_v2(resnet_v2_blocks(depth), num_classes=num_classes,
+                         global_pool=global_pool, output_stride=output_stride,
+                         include_root_block=True, spatial_squeeze=spatial_squeeze,
+                         input_shape=input_shape, name=name, **arg_scope)
+
+    units = RESNET_V2_UNITS[depth]
+    build.__name__ = build.__qualname__ = f"resnet_v2_{depth}"
+    build.__doc__ = (f"ResNet-{depth} V2 (blocks of {units} bottleneck units), slim's "
+                     f"`resnet_v2_{depth}`. See `resnet_v2` for the arguments.")
+    return build
+
+
+resnet_v2_50 = _resnet_v2_factory(50)
+resnet_v2_101 = _resnet_v2_factory(101)
+resnet_v2_152 = _resnet_v2_factory(152)
+resnet_v2_200 = _resnet_v2_factory(200)

@@ -1,0 +1,94 @@
+"""Runs TF-slim's own ResNet graph (tf_slim.nets) as the reference for the parity tests.
+
+tf_slim 1.1.0 imports `tf_keras.legacy_tf_layers`, which tf-keras 2.21 ships only as
+`tf_keras.src.legacy_tf_layers`: registering the latter under the former name makes it import
+(see ../shared/REFERENCE.md). The graph runs in `tf.compat.v1` graph mode inside its own
+`tf.Graph`, so it coexists with eager Keras in one process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+
+def import_tf_slim():
+    if "tf_keras.legacy_tf_layers" not in sys.modules:
+        legacy = importlib.import_module("tf_keras.src.legacy_tf_layers")
+        sys.modules["tf_keras.legacy_tf_layers"] = legacy
+        for sub in ("base", "core", "convolutional", "normalization", "pooling",
+                    "variable_scope_shim"):
+            sys.modules[f"tf_keras.legacy_tf_layers.{sub}"] = importlib.import_module(
+                f"tf_keras.src.legacy_tf_layers.{sub}")
+    import tf_slim
+    from tf_slim.nets import resnet_utils, resnet_v1, resnet_v2
+
+    return tf_slim, resnet_utils, resnet_v1, resnet_v2
+
+
+def random_value(name: str, shape, rng: np.random.Generator) -> np.ndarray:
+    """A random value for a slim variable, so a swapped or skipped variable cannot go unnoticed."""
+    leaf = name.rsplit("/", 1)[-1]
+    if leaf in ("moving_variance", "gamma"):
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    if leaf in ("moving_mean", "beta", "biases"):
+        return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+    if leaf == "weights":
+        fan_in = int(np.prod(shape[:-1]))
+        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    raise ValueError(f"No random value rule for slim variable {name!r}")
+
+
+def run_slim(family: str, images: np.ndarray, checkpoint_path: str, *, depth=None, blocks=None,
+             num_classes=None, is_training=False, global_pool=True, output_stride=None,
+             include_root_block=True, scope="resnet", seed=0):
+    """Builds slim's `resnet_<family>` under `resnet_arg_scope()`, gives every variable a random
+    value, saves them as a slim checkpoint at `checkpoint_path` and evaluates the graph.
+
+    Either `depth` (slim's `resnet_v2_50` etc.) or `blocks` (resnet_tf `Block`s, translated to
+    slim's) selects the network.
+
+    Returns:
+      (net, end_points, regularization_loss) as numpy values.
+    """
+    tf_slim, slim_utils, slim_v1, slim_v2 = import_tf_slim()
+    module = {"v1": slim_v1, "v2": slim_v2}[family]
+    rng = np.random.default_rng(seed)
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs = tf.compat.v1.placeholder(tf.float32, images.shape)
+        with tf_slim.arg_scope(slim_utils.resnet_arg_scope()):
+            if depth is not None:
+                net, points = getattr(module, f"resnet_{family}_{depth}")(
+                    inputs, num_classes, is_training=is_training, global_pool=global_pool,
+                    output_stride=output_stride, scope=scope)
+            else:
+                slim_blocks = [slim_utils.Block(b.scope, module.bottleneck, list(b.args))
+                               for b in blocks]
+                net, points = getattr(module, f"resnet_{family}")(
+                    inputs, slim_blocks, num_classes, is_training=is_training,
+                    global_pool=global_pool, output_stride=output_stride,
+                    include_root_block=include_root_block, scope=scope)
+        regularization = tf.compat.v1.losses.get_regularization_loss()
+        variables = tf.compat.v1.global_variables()
+        saver = tf.compat.v1.train.Saver(variables)
+        values = [random_value(v.op.name, v.shape.as_list(), rng) for v in variables]
+        placeholders = [tf.compat.v1.placeholder(v.dtype.base_dtype, v.shape) for v in variables]
+        assign_all = tf.group(*[v.assign(p) for v, p in zip(variables, placeholders)])
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(assign_all, dict(zip(placeholders, values)))
+            saver.save(session, checkpoint_path, write_meta_graph=False)
+            net_value, point_values, reg_value = session.run(
+                [net, points, regularization], {inputs: images})
+    return net_value, point_values, float(reg_value)
+
+
+def relative_error(actual, expected) -> float:
+    """max |actual - expected| / max |expected|: an error relative to the tensor's scale."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    scale = max(float(np.max(np.abs(expected))), 1e-12)
+    return float(np.max(np.abs(actual - expected))) / scale

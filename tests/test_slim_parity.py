@@ -1,0 +1,105 @@
+"""resnet_tf's ResNet V2 against TF-slim's own graph (tf_slim.nets.resnet_v2).
+
+Each case: slim's graph with random-valued variables (BN statistics, gamma, beta and biases too)
+-> a slim checkpoint -> `load_slim_checkpoint` -> the model's output, every end point and the
+weight-decay loss, equal within 2e-4 relative (max abs difference over max abs value).
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import resnet_tf
+from slim_reference import relative_error, run_slim
+
+TOLERANCE = 2e-4
+# research/slim's end points that the pip tf-slim predates.
+RESEARCH_SLIM_EXTRAS = {"global_pool", "{scope}/spatial_squeeze"}
+
+
+def assert_matches_slim(model, images, checkpoint, slim_net, slim_points, slim_reg, training):
+    resnet_tf.load_slim_checkpoint(model, checkpoint)
+    scope = model.name
+    net = np.asarray(model(images, training=training))
+    assert relative_error(net.reshape(slim_net.shape), slim_net) < TOLERANCE
+
+    points = {k: np.asarray(v) for k, v in resnet_tf.end_points(model)(images, training=training).items()}
+    extras = {e.format(scope=scope) for e in RESEARCH_SLIM_EXTRAS}
+    assert set(slim_points) <= set(points)
+    assert set(points) - set(slim_points) <= extras
+    for name, expected in slim_points.items():
+        actual = points[name]
+        if name == "predictions":  # research/slim squeezes the logits before the softmax
+            actual = actual.reshape(expected.shape)
+        assert actual.shape == expected.shape, name
+        assert relative_error(actual, expected) < TOLERANCE, name
+
+    reg = float(sum(np.asarray(loss) for loss in model.losses))
+    assert reg == pytest.approx(slim_reg, rel=TOLERANCE)
+
+
+# Narrow and short, but with every feature of the real blocks: projection and subsample
+# shortcuts, strides in the last unit, a stride-1 last block.
+TINY_BLOCKS = [
+    resnet_tf.resnet_v2_block("block1", base_depth=4, num_units=2, stride=2),
+    resnet_tf.resnet_v2_block("block2", base_depth=8, num_units=2, stride=2),
+    resnet_tf.resnet_v2_block("block3", base_depth=16, num_units=2, stride=2),
+    resnet_tf.resnet_v2_block("block4", base_depth=32, num_units=1, stride=1),
+]
+
+# Output stride x image size (even, odd) x head x pooling x mode, on a narrow ResNet-50.
+GRID = list(itertools.product([None, 8, 16], [64, 49], [None, 5], [True, False], [False, True]))
+
+
+@pytest.mark.parametrize("output_stride,size,num_classes,global_pool,training", GRID)
+def test_tiny_resnet_v2_matches_slim(tmp_path, output_stride, size, num_classes, global_pool,
+                                     training):
+    rng = np.random.default_rng(size)
+    images = rng.uniform(-1, 1, (2, size, size + 3, 3)).astype(np.float32)
+    checkpoint = str(tmp_path / "model.ckpt")
+    slim_net, slim_points, slim_reg = run_slim(
+        "v2", images, checkpoint, blocks=TINY_BLOCKS, num_classes=num_classes,
+        is_training=training, global_pool=global_pool, output_stride=output_stride,
+        scope="resnet_v2_tiny")
+    model = resnet_tf.resnet_v2(TINY_BLOCKS, num_classes=num_classes, global_pool=global_pool,
+                                output_stride=output_stride, spatial_squeeze=bool(global_pool),
+                                name="resnet_v2_tiny")
+    assert_matches_slim(model, images, checkpoint, slim_net, slim_points, slim_reg, training)
+
+
+@pytest.mark.parametrize("output_stride", [None, 2, 4])
+def test_without_root_block_matches_slim(tmp_path, output_stride):
+    blocks = resnet_tf.resnet_v2_blocks(50, base_depth=2)[:3]
+    images = np.random.default_rng(1).normal(size=(2, 17, 16, 5)).astype(np.float32)
+    checkpoint = str(tmp_path / "model.ckpt")
+    slim_net, slim_points, slim_reg = run_slim(
+        "v2", images, checkpoint, blocks=blocks, num_classes=3, global_pool=False,
+        output_stride=output_stride, include_root_block=False, scope="rootless")
+    model = resnet_tf.resnet_v2(blocks, num_classes=3, global_pool=False, spatial_squeeze=False,
+                                output_stride=output_stride, include_root_block=False,
+                                input_shape=(None, None, 5), name="rootless")
+    assert_matches_slim(model, images, checkpoint, slim_net, slim_points, slim_reg, False)
+
+
+# The released architectures at full width: every depth, eval and training mode, 1001 classes.
+FULL = [
+    (50, None, 65, False), (50, 16, 64, True),
+    (101, 8, 57, False), (101, None, 64, True),
+    (152, 16, 49, False), (152, None, 33, True),
+    (200, None, 64, False), (200, 8, 41, True),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth,output_stride,size,training", FULL)
+def test_full_resnet_v2_matches_slim(tmp_path, depth, output_stride, size, training):
+    images = np.random.default_rng(depth).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+    checkpoint = str(tmp_path / "model.ckpt")
+    scope = f"resnet_v2_{depth}"
+    slim_net, slim_points, slim_reg = run_slim(
+        "v2", images, checkpoint, depth=depth, num_classes=1001, is_training=training,
+        output_stride=output_stride, scope=scope)
+    assert len(slim_points) == {50: 75, 101: 126, 152: 186, 200: 246}[depth]
+    model = resnet_tf.create_model(scope, num_classes=1001, output_stride=output_stride)
+    assert_matches_slim(model, images, checkpoint, slim_net, slim_points, slim_reg, training)
