@@ -228,8 +228,9 @@ def conv2d_same(inputs, num_outputs, kernel_size, stride, rate=1, name=None, **c
 class Subsample(keras.layers.Layer):
     """slim's `subsample`: a 1x1 max-pool with stride `factor` (identity when factor == 1).
 
-    A 1x1 'SAME' max-pool with stride f keeps rows and columns 0, f, 2f, ...: exactly a strided
-    slice, which is what we compute (no pooling window, no padding).
+    A 1x1 max-pool with stride f keeps rows and columns 0, f, 2f, ... ('SAME' and 'VALID' agree for
+    a 1x1 window). We pool 'VALID' rather than slice: its symbolic output size, (n - 1) // f + 1,
+    is the one the strided convolutions produce, which JAX's shape tracing needs to add them.
     """
 
     def __init__(self, factor: int, **kwargs):
@@ -240,7 +241,7 @@ class Subsample(keras.layers.Layer):
     def call(self, inputs):
         if self.factor == 1:
             return inputs
-        return inputs[:, :: self.factor, :: self.factor, :]
+        return ops.max_pool(inputs, pool_size=1, strides=self.factor, padding="valid")
 
     def compute_output_shape(self, input_shape):
         def out(size):
