@@ -1,0 +1,127 @@
+"""ResNet V2 forward on this CPU: resnet_tf vs TF-slim's own graph vs keras.applications.
+
+All models run in one process, interleaved step by step (the order rotates every step) so the
+machine's drift affects all alike; medians are reported. TF-slim runs as the seed ran it (a TF1
+graph and `session.run`); the Keras models run as `tf.function`s. Every step waits for its
+result. Writes a JSON report (every duration) and prints a table.
+
+    python benchmarks/cpu_vs_slim.py --depth 50 --batch-size 8 --steps 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import resnet_tf  # noqa: E402
+from resnet_tf.benchmark import KERAS_APPLICATIONS, device_description, versions  # noqa: E402
+
+
+def slim_step(depth, images, num_classes):
+    from slim_reference import import_tf_slim
+
+    tf_slim, slim_utils, _, slim_v2 = import_tf_slim()
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs = tf.constant(images)
+        with tf_slim.arg_scope(slim_utils.resnet_arg_scope()):
+            net, _ = getattr(slim_v2, f"resnet_v2_{depth}")(inputs, num_classes,
+                                                             is_training=False)
+        session = tf.compat.v1.Session(graph=graph)
+        session.run(tf.compat.v1.global_variables_initializer())
+    return lambda: session.run(net)
+
+
+def keras_step(model, images, jit_compile=False):
+    @tf.function(jit_compile=jit_compile)
+    def forward(x):
+        return model(x, training=False)
+
+    x = tf.constant(images)
+    return lambda: forward(x).numpy()
+
+
+def build(builder, dtype):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)
+    try:
+        return builder()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--depth", type=int, default=50, choices=[50, 101, 152])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--burn-in", type=int, default=3)
+    parser.add_argument("--no-bf16", action="store_true", help="skip the mixed_bfloat16 run")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    name = f"resnet_v2_{args.depth}"
+    images = np.random.default_rng(0).uniform(
+        0, 1, (args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
+    shape = (args.image_size, args.image_size, 3)
+    apps = getattr(keras.applications, KERAS_APPLICATIONS[name])
+    steps = {
+        "tf_slim graph (fp32)": slim_step(args.depth, images, 1000),
+        "resnet_tf (fp32)": keras_step(build(lambda: resnet_tf.create_model(
+            name, num_classes=1000, input_shape=shape), "float32"), images),
+        "keras.applications (fp32)": keras_step(build(lambda: apps(
+            weights=None, input_shape=shape, classes=1000), "float32"), images),
+    }
+    if not args.no_bf16:
+        steps["resnet_tf (mixed_bfloat16)"] = keras_step(build(lambda: resnet_tf.create_model(
+            name, num_classes=1000, input_shape=shape), "mixed_bfloat16"), images)
+
+    for step in steps.values():
+        for _ in range(args.burn_in):
+            step()
+    durations = {label: [] for label in steps}
+    order = list(steps)
+    for i in range(args.steps):
+        rotated = order[i % len(order):] + order[: i % len(order)]
+        for label in rotated:
+            start = time.perf_counter()
+            steps[label]()
+            durations[label].append(time.perf_counter() - start)
+
+    baseline = statistics.median(durations["resnet_tf (fp32)"])
+    print(f"{name} forward, batch {args.batch_size}, {args.image_size} px, "
+          f"{args.steps} interleaved steps; {device_description()}")
+    print(f"{'model':32s} {'median s/batch':>15s} {'images/s':>10s} {'vs resnet_tf fp32':>18s}")
+    results = {}
+    for label, values in durations.items():
+        median = statistics.median(values)
+        results[label] = {"median_s": median, "mean_s": statistics.fmean(values),
+                          "images_per_s": args.batch_size / median, "durations_s": values}
+        print(f"{label:32s} {median:15.4f} {args.batch_size / median:10.1f} "
+              f"{baseline / median:17.3f}x")
+    report = {"date": datetime.now().isoformat(timespec="seconds"), "model": name,
+              "batch_size": args.batch_size, "image_size": args.image_size,
+              "steps": args.steps, "device": device_description(), "cpu_count": os.cpu_count(),
+              "versions": versions(), "results": results}
+    path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                     f"cpu_{name}_b{args.batch_size}.json")
+    with open(path, "w") as handle:
+        json.dump(report, handle, indent=2)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
