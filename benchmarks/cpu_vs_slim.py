@@ -70,6 +70,7 @@ def main():
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--burn-in", type=int, default=3)
     parser.add_argument("--no-bf16", action="store_true", help="skip the mixed_bfloat16 run")
+    parser.add_argument("--xla", action="store_true", help="also time ours with XLA")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -85,6 +86,9 @@ def main():
         "keras.applications (fp32)": keras_step(build(lambda: apps(
             weights=None, input_shape=shape, classes=1000), "float32"), images),
     }
+    if args.xla:
+        steps["resnet_tf (fp32, XLA)"] = keras_step(build(lambda: resnet_tf.create_model(
+            name, num_classes=1000, input_shape=shape), "float32"), images, jit_compile=True)
     if not args.no_bf16:
         steps["resnet_tf (mixed_bfloat16)"] = keras_step(build(lambda: resnet_tf.create_model(
             name, num_classes=1000, input_shape=shape), "mixed_bfloat16"), images)

@@ -173,18 +173,40 @@ class Conv2DSame(keras.layers.Layer):
             self.batch_norm.build(tuple(input_shape[:-1]) + (self.filters,))
         self.input_spec = keras.layers.InputSpec(min_ndim=4, axes={-1: channels})
 
-    def call(self, inputs, training=None):
+    def _convolve(self, inputs, kernel):
         if self.stride == 1:
-            net = ops.conv(inputs, self.kernel, strides=1, padding="same",
-                           dilation_rate=self.rate)
+            return ops.conv(inputs, kernel, strides=1, padding="same", dilation_rate=self.rate)
+        if self._pad != (0, 0):
+            inputs = ops.pad(inputs, [[0, 0], self._pad, self._pad, [0, 0]])
+        return ops.conv(inputs, kernel, strides=self.stride, padding="valid")
+
+    def _folded_batch_norm(self):
+        """Inference-mode batch norm as a kernel scale and a bias: BN(conv(x, w)) equals
+        conv(x, w * s) + (beta - mean * s) with s = gamma / sqrt(variance + epsilon).
+
+        One convolution plus a bias (and ReLU) is the pattern that backends fuse (TensorFlow's
+        CPU remapper, XLA); slim's graph gets the same from its fused batch-norm op. Computed
+        in float32 like Keras' BatchNormalization, then cast to the compute dtype.
+        """
+        norm = self.batch_norm
+        scale = ops.rsqrt(ops.cast(norm.moving_variance, "float32") + norm.epsilon)
+        if norm.scale:
+            scale = scale * ops.cast(norm.gamma, "float32")
+        offset = -ops.cast(norm.moving_mean, "float32") * scale
+        if norm.center:
+            offset = offset + ops.cast(norm.beta, "float32")
+        return ops.cast(scale, self.compute_dtype), ops.cast(offset, self.compute_dtype)
+
+    def call(self, inputs, training=None):
+        if self.batch_norm is not None and not (training and self.batch_norm.trainable):
+            scale, offset = self._folded_batch_norm()
+            net = ops.add(self._convolve(inputs, ops.multiply(self.kernel, scale)), offset)
         else:
-            if self._pad != (0, 0):
-                inputs = ops.pad(inputs, [[0, 0], self._pad, self._pad, [0, 0]])
-            net = ops.conv(inputs, self.kernel, strides=self.stride, padding="valid")
-        if self.bias is not None:
-            net = ops.add(net, self.bias)
-        if self.batch_norm is not None:
-            net = self.batch_norm(net, training=training)
+            net = self._convolve(inputs, self.kernel)
+            if self.bias is not None:
+                net = ops.add(net, self.bias)
+            if self.batch_norm is not None:
+                net = self.batch_norm(net, training=training)
         if self.activation == "relu":
             net = ops.relu(net)
         return net
