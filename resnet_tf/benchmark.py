@@ -152,10 +152,13 @@ def make_step(model, images, labels, mode: str, jit_compile: bool):
                  "o": [v.value for v in optimizer.variables]}
 
         def loss_and_updates(trainable, non_trainable, x, y):
-            logits, non_trainable = model.stateless_call(trainable, non_trainable, x,
-                                                         training=True, return_losses=False)
+            logits, non_trainable, losses = model.stateless_call(
+                trainable, non_trainable, x, training=True, return_losses=True)
             logits = logits.reshape(logits.shape[0], -1)
-            return loss_fn(y, logits), non_trainable
+            loss = loss_fn(y, logits)
+            if losses:  # weight decay, as in the TensorFlow step
+                loss = loss + sum(losses).astype(loss.dtype)
+            return loss, non_trainable
 
         grad_fn = jax.value_and_grad(loss_and_updates, has_aux=True)
 

@@ -82,3 +82,24 @@ def test_bench_option_errors_are_argparse_errors(capsys):
     with pytest.raises(SystemExit):
         cli.main(["bench", "--batch-size", "0"])
     assert "--batch-size" in capsys.readouterr().err
+
+
+def test_bench_on_the_jax_backend(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, KERAS_BACKEND="jax",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    path = tmp_path / "jax.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "resnet_tf.cli", "bench", "--model", "resnet_v2_50",
+         "--batch-size", "2", "--image-size", "32", "--num-batches", "2", "--burn-in", "1",
+         "--mode", "forward-backward", "--json", str(path)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert SUMMARY.match(result.stdout.strip().splitlines()[-1]).group(1) == "Forward-backward"
+    report = json.loads(path.read_text())
+    assert report["backend"] == "jax" and report["device"].startswith("cpu")
