@@ -11,7 +11,6 @@ result. Writes a JSON report (every duration) and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,7 +25,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import resnet_tf  # noqa: E402
-from resnet_tf.benchmark import KERAS_APPLICATIONS, device_description, versions  # noqa: E402
+from resnet_tf.benchmark import (  # noqa: E402
+    KERAS_APPLICATIONS, device_description, make_step, versions, write_json)
+from resnet_tf.resnet_utils import dtype_policy_scope  # noqa: E402
 
 
 def slim_step(depth, images, num_classes):
@@ -44,22 +45,10 @@ def slim_step(depth, images, num_classes):
     return lambda: session.run(net)
 
 
-def keras_step(model, images, jit_compile=False):
-    @tf.function(jit_compile=jit_compile)
-    def forward(x):
-        return model(x, training=False)
-
-    x = tf.constant(images)
-    return lambda: forward(x).numpy()
-
-
-def build(builder, dtype):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(dtype)
-    try:
-        return builder()
-    finally:
-        keras.config.set_dtype_policy(previous)
+def keras_forward(builder, images, dtype="float32", jit_compile=False):
+    with dtype_policy_scope(dtype):
+        model = builder()
+    return make_step(model, images, None, "forward", jit_compile)
 
 
 def main():
@@ -79,19 +68,20 @@ def main():
         0, 1, (args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
     shape = (args.image_size, args.image_size, 3)
     apps = getattr(keras.applications, KERAS_APPLICATIONS[name])
+
+    def ours():
+        return resnet_tf.create_model(name, num_classes=1000, input_shape=shape)
+
     steps = {
         "tf_slim graph (fp32)": slim_step(args.depth, images, 1000),
-        "resnet_tf (fp32)": keras_step(build(lambda: resnet_tf.create_model(
-            name, num_classes=1000, input_shape=shape), "float32"), images),
-        "keras.applications (fp32)": keras_step(build(lambda: apps(
-            weights=None, input_shape=shape, classes=1000), "float32"), images),
+        "resnet_tf (fp32)": keras_forward(ours, images),
+        "keras.applications (fp32)": keras_forward(
+            lambda: apps(weights=None, input_shape=shape, classes=1000), images),
     }
     if args.xla:
-        steps["resnet_tf (fp32, XLA)"] = keras_step(build(lambda: resnet_tf.create_model(
-            name, num_classes=1000, input_shape=shape), "float32"), images, jit_compile=True)
+        steps["resnet_tf (fp32, XLA)"] = keras_forward(ours, images, jit_compile=True)
     if not args.no_bf16:
-        steps["resnet_tf (mixed_bfloat16)"] = keras_step(build(lambda: resnet_tf.create_model(
-            name, num_classes=1000, input_shape=shape), "mixed_bfloat16"), images)
+        steps["resnet_tf (mixed_bfloat16)"] = keras_forward(ours, images, "mixed_bfloat16")
 
     for step in steps.values():
         for _ in range(args.burn_in):
@@ -122,8 +112,7 @@ def main():
               "versions": versions(), "results": results}
     path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                      f"cpu_{name}_b{args.batch_size}.json")
-    with open(path, "w") as handle:
-        json.dump(report, handle, indent=2)
+    write_json(report, path)
     print(f"wrote {path}")
 
 

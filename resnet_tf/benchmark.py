@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -103,6 +104,9 @@ def make_step(model, images, labels, mode: str, jit_compile: bool):
     if backend == "tensorflow":
         import tensorflow as tf
 
+        # Tensors made once: a numpy argument would be copied into a tensor on every step.
+        images = tf.constant(images)
+        labels = None if labels is None else tf.constant(labels)
         if mode == "forward":
             @tf.function(jit_compile=jit_compile)
             def forward(x):
@@ -217,6 +221,7 @@ def run_benchmark(model_name="resnet_v2_152", batch_size=32, image_size=224, num
     import keras
 
     from resnet_tf.registry import create_model
+    from resnet_tf.resnet_utils import dtype_policy_scope
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
@@ -232,17 +237,13 @@ def run_benchmark(model_name="resnet_v2_152", batch_size=32, image_size=224, num
     theirs_builder = (_keras_applications_builder(model_name)
                       if compare == "keras-applications" else None)
 
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(dtype)
-    try:
+    with dtype_policy_scope(dtype):
         ours = create_model(model_name, num_classes=num_classes,
                             input_shape=(image_size, image_size, 3))
         theirs = None
         if theirs_builder is not None:
             theirs = theirs_builder(weights=None, input_shape=(image_size, image_size, 3),
                                     classes=num_classes, classifier_activation=None)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (batch_size, image_size, image_size, 3)).astype(np.float32)
@@ -296,6 +297,13 @@ def run_benchmark(model_name="resnet_v2_152", batch_size=32, image_size=224, num
         },
     }
     if json_path:
-        with open(json_path, "w") as handle:
-            json.dump(report, handle, indent=2)
+        write_json(report, json_path)
     return report
+
+
+def write_json(report: dict, path) -> None:
+    """Writes `report` to `path` whole or not at all: an earlier report survives a failure."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump(report, handle, indent=2)
+    os.replace(temporary, path)

@@ -24,6 +24,7 @@ References:
 from __future__ import annotations
 
 import collections
+import contextlib
 
 import keras
 from keras import ops
@@ -59,6 +60,17 @@ def resnet_arg_scope(
         batch_norm_epsilon=float(batch_norm_epsilon),
         batch_norm_scale=bool(batch_norm_scale),
     )
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(policy: str):
+    """Builds layers under a Keras dtype policy (e.g. "mixed_bfloat16"), then restores the old one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def slim_l2_regularizer(weight_decay: float):

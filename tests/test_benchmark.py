@@ -103,3 +103,13 @@ def test_bench_on_the_jax_backend(tmp_path):
     assert SUMMARY.match(result.stdout.strip().splitlines()[-1]).group(1) == "Forward-backward"
     report = json.loads(path.read_text())
     assert report["backend"] == "jax" and report["device"].startswith("cpu")
+
+
+def test_a_failed_json_write_leaves_the_earlier_report(tmp_path):
+    from resnet_tf.benchmark import write_json
+
+    path = tmp_path / "bench.json"
+    write_json({"run": 1}, path)
+    with pytest.raises(TypeError):
+        write_json({"run": 2, "bad": object()}, path)
+    assert json.loads(path.read_text()) == {"run": 1}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import resnet_tf
+from resnet_tf.resnet_utils import dtype_policy_scope
 from resnet_tf.resnet_v2 import RESNET_V2_UNITS
 from slim_reference import relative_error, run_slim
 
@@ -134,14 +135,8 @@ def test_full_resnet_v2_matches_slim(tmp_path, depth, output_stride, size, train
 
 def float64_end_points(scope, output_stride, checkpoint, images):
     """The same network and checkpoint computed in float64: the exact answer, for tolerances."""
-    import keras
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float64")
-    try:
+    with dtype_policy_scope("float64"):
         model = resnet_tf.create_model(scope, num_classes=1001, output_stride=output_stride)
-    finally:
-        keras.config.set_dtype_policy(previous)
     resnet_tf.load_slim_checkpoint(model, checkpoint)
     points = resnet_tf.end_points(model)(images.astype(np.float64), training=True)
     return {name: np.asarray(value) for name, value in points.items()}
