@@ -1,0 +1,184 @@
+"""Training configs: flat YAML files whose keys override `TrainConfig`'s defaults.
+
+`configs/default.yaml` lists every key with its default value (a test keeps it equal to this
+schema); a config file names only what it changes. Unknown keys and wrong types are errors that
+name the key, the value and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+
+import yaml
+
+DATASETS = ("digits", "folder", "tfrecord")
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+SCHEDULES = ("constant", "cosine", "exponential")
+DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # Model: a registry name (`resnet-tf train --help` lists them), or "resnet_v2" for a custom
+    # stack of slim bottleneck blocks given by `units`, `base_depth` and `block_strides`.
+    model: str = "resnet_v2_50"
+    units: typing.Optional[list] = None
+    base_depth: int = 64
+    block_strides: typing.Optional[list] = None
+    include_root_block: bool = True
+    num_classes: typing.Optional[int] = None  # None: the dataset's number of classes
+    weight_decay: float = 1e-4
+    batch_norm_decay: float = 0.997
+    dtype: str = "float32"
+
+    # Data.
+    dataset: str = "folder"
+    train_data: str = ""  # image folder, or TFRecord file pattern
+    val_data: str = ""
+    validation_split: float = 0.0  # held out of train_data when val_data is empty
+    image_size: int = 224
+    augment: bool = True  # slim's Inception training distortions
+    color_distortion: bool = True
+    central_fraction: float = 0.875  # eval crop (slim: 0.875)
+    label_offset: int = 0  # 1 adds slim's background class 0 to folder labels
+    class_names: str = ""  # a text file, one name per line (default: folder names / ImageNet)
+    train_examples: typing.Optional[int] = None  # for TFRecords: examples per epoch
+    val_examples: typing.Optional[int] = None
+    shuffle_buffer: int = 10000
+    seed: int = 0
+
+    # Optimisation.
+    epochs: int = 10
+    batch_size: int = 32  # global, over all replicas
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    decay_epochs: float = 2.0  # exponential: multiply by decay_rate every decay_epochs
+    decay_rate: float = 0.94
+    label_smoothing: float = 0.0
+
+    # Fine-tuning.
+    slim_checkpoint: str = ""
+    checkpoint_exclude: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("dtype", self.dtype, DTYPES)
+        for key in ("epochs", "batch_size", "image_size", "base_depth", "shuffle_buffer"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1. Received: {key}={getattr(self, key)}")
+        for key in ("train_examples", "val_examples", "num_classes"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be >= 1 or null. Received: {key}={value}")
+        for key in ("units", "block_strides"):
+            value = getattr(self, key)
+            if value is not None and (not value or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+                raise ValueError(f"{key} must be a non-empty list of positive integers. "
+                                 f"Received: {key}={value!r}")
+        if self.model == "resnet_v2" and self.units is None:
+            raise ValueError("model 'resnet_v2' is a custom stack and needs `units` "
+                             "(bottleneck units per block). Received: units=None")
+        if self.block_strides is not None and self.units is not None and \
+                len(self.block_strides) != len(self.units):
+            raise ValueError(f"block_strides needs one stride per block of units. Received: "
+                             f"units={self.units}, block_strides={self.block_strides}")
+        for key in ("validation_split", "label_smoothing"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"{key} must be in [0, 1). Received: {key}={getattr(self, key)}")
+        if not 0.0 < self.central_fraction <= 1.0:
+            raise ValueError(f"central_fraction must be in (0, 1]. "
+                             f"Received: central_fraction={self.central_fraction}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0. Received: learning_rate={self.learning_rate}")
+        if self.dataset in ("folder", "tfrecord") and not self.train_data:
+            raise ValueError(f"dataset {self.dataset!r} needs train_data (an image folder or a "
+                             "TFRecord file pattern). Received: train_data=''")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_choice(key, value, choices):
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {list(choices)}. Received: {key}={value!r}")
+
+
+def _type_ok(value, annotation) -> bool:
+    """Whether a YAML value fits a field's annotation (int is accepted for float, not bool)."""
+    if typing.get_origin(annotation) is typing.Union:
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _type_name(annotation) -> str:
+    if typing.get_origin(annotation) is typing.Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    return "null" if annotation is type(None) else annotation.__name__
+
+
+def config_from_dict(values: dict, source: str = "config") -> TrainConfig:
+    """Validates keys and types (naming `source`), then builds the config."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{source}: a config is a flat mapping of keys to values. "
+                         f"Received: {type(values).__name__}")
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(_FIELDS)}")
+    for key, value in values.items():
+        if not _type_ok(value, _HINTS[key]):
+            raise ValueError(f"{source}: {key} must be {_type_name(_HINTS[key])}. "
+                             f"Received: {key}={value!r} ({type(value).__name__})")
+    values = {k: (float(v) if _HINTS[k] is float else v) for k, v in values.items()}
+    try:
+        return TrainConfig(**values)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+
+
+def load_config(path: str, **overrides) -> TrainConfig:
+    """Reads a YAML config; `overrides` (e.g. epochs=5 from the command line) win over the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No config file at {path!r}")
+    with open(path) as f:
+        try:
+            values = yaml.safe_load(f)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML: {error}") from None
+    values = {} if values is None else values
+    if isinstance(values, dict):
+        values = dict(values, **{k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(values, source=path)
+
+
+def save_config(config: TrainConfig, path: str):
+    """Writes the resolved config (atomically: other workers may be reading it)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+    os.replace(tmp, path)
+
+
+def default_values() -> dict:
+    """Every key's default (what configs/default.yaml lists)."""
+    return {
+        name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        for name, f in _FIELDS.items()
+    }

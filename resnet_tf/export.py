@@ -1,0 +1,120 @@
+"""`resnet-tf export`: a SavedModel that plain TensorFlow serves, written with Keras' ExportArchive.
+
+Signatures (inference mode: batch norm uses its moving statistics, so an image scores the same
+alone or in a batch):
+
+  serving_default(images: float32 [N, H, W, 3], raw 0..255 pixels)
+      -> probabilities float32 [N, C], classes int64 [N]
+  serving_bytes(image_bytes: string [N], encoded JPEG/PNG/BMP/GIF)
+      -> probabilities, classes
+
+Preprocessing is inside: slim's Inception eval (central crop, bilinear resize to the model's
+image size, values to [-1, 1]). Class names, when known, go along as `assets/class_names.txt`,
+one per line, line i for class i.
+
+    loaded = tf.saved_model.load("export")
+    out = loaded.signatures["serving_default"](images=tf.constant(pixels, tf.float32))
+
+TensorFlow only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from resnet_tf import preprocessing
+
+CLASS_NAMES_ASSET = "class_names.txt"
+SLIM_EVAL_IMAGE_SIZE = 299  # slim's ResNet V2 checkpoints are evaluated at 299 px
+
+
+def export_saved_model(model: keras.Model, output: str, image_size: int,
+                       central_fraction: float = preprocessing.EVAL_CENTRAL_FRACTION,
+                       class_names=None, overwrite: bool = False) -> str:
+    """Writes `model` with the two serving signatures to `output` (refused if it exists,
+    unless `overwrite`); written to a temporary dir first, so a failure leaves nothing behind."""
+    output = os.path.abspath(output)
+    if os.path.exists(output) and not overwrite:
+        raise FileExistsError(f"The export dir {output!r} exists; pass --overwrite to replace it")
+    num_classes = int(model.output_shape[-1])
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
+
+    def classify(images):
+        logits = tf.cast(model(images, training=False), tf.float32)
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1)}
+
+    def serve_images(images):
+        return classify(preprocessing.preprocess_for_eval(
+            preprocessing.scale_pixels(images), image_size, image_size, central_fraction))
+
+    def serve_bytes(image_bytes):
+        def one(encoded):
+            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+            return preprocessing.preprocess_for_eval(image, image_size, image_size,
+                                                     central_fraction)
+
+        images = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec(
+            [image_size, image_size, 3], tf.float32))
+        return classify(images)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve_images, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+    archive.add_endpoint("serving_bytes", serve_bytes, input_signature=[
+        tf.TensorSpec([None], tf.string, name="image_bytes")])
+
+    parent = os.path.dirname(output)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        target = os.path.join(staging, "saved_model")
+        archive.write_out(target, verbose=False)
+        if class_names is not None:
+            os.makedirs(os.path.join(target, "assets"), exist_ok=True)
+            with open(os.path.join(target, "assets", CLASS_NAMES_ASSET), "w") as f:
+                f.write("\n".join(class_names) + "\n")
+        if os.path.exists(output):
+            shutil.rmtree(output)
+        os.replace(target, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output
+
+
+def load_model_dir(model_dir: str):
+    """(model, config, class names) of a `resnet-tf train` model dir."""
+    from resnet_tf.data import read_class_names
+    from resnet_tf.training import ModelDir
+    from resnet_tf.config import load_config
+
+    import resnet_tf  # noqa: F401  (registers the layers for deserialisation)
+
+    paths = ModelDir(model_dir)
+    if not os.path.isfile(paths.model):
+        raise FileNotFoundError(f"No trained model in {model_dir!r} (expected {paths.model}; "
+                                "run `resnet-tf train` first)")
+    config = load_config(paths.config)
+    model = keras.saving.load_model(paths.model, compile=False)
+    names = read_class_names(paths.class_names) if os.path.isfile(paths.class_names) else None
+    return model, config, names
+
+
+def model_from_slim_checkpoint(checkpoint: str, model_name: str, num_classes: int):
+    """A registry model loaded strictly from a slim checkpoint, with slim's class names for
+    ImageNet-sized heads."""
+    from resnet_tf.data import imagenet_class_names
+    from resnet_tf.registry import create_model
+    from resnet_tf.slim_checkpoint import load_slim_checkpoint
+
+    model = create_model(model_name, num_classes=num_classes)
+    load_slim_checkpoint(model, checkpoint)
+    names = imagenet_class_names(num_classes) if num_classes in (1000, 1001) else None
+    return model, names

@@ -1,0 +1,409 @@
+"""`resnet-tf train`: model.fit from a config, with checkpoints, resume, logs and metrics.json.
+
+A model dir holds:
+
+    config.yaml          the resolved config (a re-run must use the same one)
+    class_names.txt      one name per class
+    model.keras          the model after the last completed run
+    checkpoints/last.keras, checkpoints/best.keras (best val_accuracy)
+    backup/              BackupAndRestore: re-running continues where training stopped
+    logs/                TensorBoard
+    training_log.csv     one row per epoch, across runs
+    metrics.json         val_accuracy, val_loss, epochs, replicas, train_seconds, ...
+
+`--distribute mirrored` trains with `tf.distribute.MirroredStrategy` (local GPUs, or N logical
+CPU devices with `--cpu-devices N`); `--distribute multiworker` with
+`tf.distribute.MultiWorkerMirroredStrategy` and `TF_CONFIG`. Keras 3's `model.fit` fails under
+the multi-worker strategy (keras-team/keras#20585), so that mode runs a custom `strategy.run`
+loop with the same effects: per-epoch checkpoints, resume, the CSV log and metrics.json.
+
+TensorFlow only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+import tensorflow as tf
+
+from resnet_tf.config import TrainConfig, load_config, save_config
+from resnet_tf.registry import create_model
+from resnet_tf.resnet_utils import dtype_policy_scope
+from resnet_tf.resnet_v2 import BLOCK_STRIDES, resnet_v2, resnet_v2_block
+
+DISTRIBUTE = ("none", "mirrored", "multiworker")
+
+
+# --------------------------------------------------------------------------------------------
+# Model, optimizer, loss
+
+
+def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
+    """The model a config names, for `num_classes` classes and `image_size` inputs."""
+    arg_scope = dict(weight_decay=config.weight_decay, batch_norm_decay=config.batch_norm_decay)
+    input_shape = (config.image_size, config.image_size, 3)
+    with dtype_policy_scope(config.dtype):
+        if config.model == "resnet_v2":
+            strides = config.block_strides or (list(BLOCK_STRIDES[:len(config.units) - 1]) + [1])
+            blocks = [resnet_v2_block(f"block{i + 1}", config.base_depth * 2 ** i, units, stride)
+                      for i, (units, stride) in enumerate(zip(config.units, strides))]
+            return resnet_v2(blocks, num_classes=num_classes, input_shape=input_shape,
+                             include_root_block=config.include_root_block, name="resnet_v2",
+                             **arg_scope)
+        return create_model(config.model, num_classes=num_classes, input_shape=input_shape,
+                            **arg_scope)
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
+    """Keras' own schedules: constant, cosine (with linear warm-up) or slim's staircase
+    exponential decay (`decay_rate` every `decay_epochs`)."""
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else config.learning_rate,
+            decay_steps=max(total - warmup, 1), warmup_target=config.learning_rate if warmup
+            else None, warmup_steps=warmup)
+    if warmup:
+        raise ValueError(f"warmup_epochs={config.warmup_epochs} needs schedule 'cosine'. "
+                         f"Received: schedule={config.schedule!r}")
+    if config.schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            config.learning_rate, decay_steps=max(int(config.decay_epochs * steps_per_epoch), 1),
+            decay_rate=config.decay_rate, staircase=True)
+    return config.learning_rate
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int):
+    lr = learning_rate_schedule(config, steps_per_epoch)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=config.momentum)
+    if config.optimizer == "rmsprop":  # slim's train_image_classifier default
+        return keras.optimizers.RMSprop(lr, rho=0.9, momentum=config.momentum, epsilon=1.0)
+    return keras.optimizers.Adam(lr)
+
+
+def make_loss(config: TrainConfig, reduction="sum_over_batch_size"):
+    return keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                label_smoothing=config.label_smoothing,
+                                                reduction=reduction)
+
+
+# --------------------------------------------------------------------------------------------
+# Devices
+
+
+def configure_cpu_devices(count: int):
+    """Splits the CPU into `count` logical devices (before TensorFlow starts its runtime)."""
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+    except RuntimeError as error:
+        raise ValueError(f"--cpu-devices must be set before TensorFlow starts: {error}") from None
+
+
+def make_strategy(distribute: str, cpu_devices: int | None = None):
+    if distribute not in DISTRIBUTE:
+        raise ValueError(f"distribute must be one of {list(DISTRIBUTE)}. "
+                         f"Received: distribute={distribute!r}")
+    if cpu_devices and distribute != "mirrored":
+        raise ValueError("--cpu-devices splits the CPU into replicas for --distribute mirrored. "
+                         f"Received: distribute={distribute!r}, cpu_devices={cpu_devices}")
+    if cpu_devices:
+        configure_cpu_devices(cpu_devices)
+    if distribute == "none":
+        return tf.distribute.get_strategy()
+    if distribute == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--distribute multiworker needs the TF_CONFIG environment variable "
+                             "(cluster and task); see the README")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+# --------------------------------------------------------------------------------------------
+# Model dir
+
+
+class ModelDir:
+    """The paths of a model dir (see the module docstring)."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.config = os.path.join(root, "config.yaml")
+        self.class_names = os.path.join(root, "class_names.txt")
+        self.model = os.path.join(root, "model.keras")
+        self.checkpoints = os.path.join(root, "checkpoints")
+        self.last = os.path.join(self.checkpoints, "last.keras")
+        self.best = os.path.join(self.checkpoints, "best.keras")
+        self.backup = os.path.join(root, "backup")
+        self.logs = os.path.join(root, "logs")
+        self.csv = os.path.join(root, "training_log.csv")
+        self.metrics = os.path.join(root, "metrics.json")
+
+    def completed_epochs(self) -> list[dict]:
+        """The rows of the CSV log: one per completed epoch, over all runs."""
+        if not os.path.isfile(self.csv):
+            return []
+        with open(self.csv) as f:
+            return [{k: float(v) for k, v in row.items() if v not in (None, "")}
+                    for row in csv.DictReader(f)]
+
+    def read_metrics(self) -> dict:
+        if not os.path.isfile(self.metrics):
+            return {}
+        with open(self.metrics) as f:
+            return json.load(f)
+
+
+def _write_json(path, data):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def prepare_model_dir(model_dir: str, config: TrainConfig, write: bool = True) -> ModelDir:
+    """Creates the model dir, or checks that a re-run uses the config it was started with
+    (everything but `epochs` must match: resuming with another model or data is refused)."""
+    paths = ModelDir(model_dir)
+    if os.path.isfile(paths.config):
+        previous = load_config(paths.config).to_dict()
+        current = config.to_dict()
+        changed = sorted(k for k in current if k != "epochs" and current[k] != previous.get(k))
+        if changed:
+            details = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
+            raise ValueError(f"The model dir {model_dir!r} was trained with another config "
+                             f"({details}); use a new --model-dir to start over")
+    if write:
+        os.makedirs(paths.checkpoints, exist_ok=True)
+        save_config(config, paths.config)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def train(config: TrainConfig, model_dir: str, distribute: str = "none",
+          cpu_devices: int | None = None, verbose: int | None = None) -> dict:
+    """Trains as `config` says into `model_dir` and returns the metrics written to metrics.json."""
+    from resnet_tf.data import make_datasets
+
+    strategy = make_strategy(distribute, cpu_devices)
+    is_chief = _is_chief(strategy)
+    paths = prepare_model_dir(model_dir, config, write=is_chief)
+    keras.utils.set_random_seed(config.seed)
+    data = make_datasets(config)
+    if is_chief:
+        with open(paths.class_names, "w") as f:
+            f.write("\n".join(data.class_names) + "\n")
+    steps = data.steps_per_epoch or int(data.train.cardinality().numpy())
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+
+    with strategy.scope():
+        model = build_model(config, data.num_classes)
+        if config.slim_checkpoint and not has_progress(paths):
+            from resnet_tf.slim_checkpoint import load_slim_checkpoint
+
+            load_slim_checkpoint(model, config.slim_checkpoint, exclude=config.checkpoint_exclude)
+        optimizer = make_optimizer(config, steps)
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        if data.num_classes > 5:
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+        model.compile(optimizer=optimizer, loss=make_loss(config), metrics=metrics)
+
+    previous = paths.read_metrics()
+    start = time.perf_counter()
+    if distribute == "multiworker":
+        custom_loop(strategy, model, config, data, paths, is_chief)
+    else:
+        model.fit(data.train, epochs=config.epochs, steps_per_epoch=data.steps_per_epoch,
+                  validation_data=data.val, validation_steps=data.validation_steps,
+                  callbacks=fit_callbacks(paths), verbose=verbose,
+                  shuffle=False)  # the pipeline shuffles
+    seconds = time.perf_counter() - start
+    _save_model(model, paths.model if is_chief else _worker_path(paths.model, strategy))
+    return write_metrics(paths, strategy, config, seconds, previous, is_chief)
+
+
+def has_progress(paths: ModelDir) -> bool:
+    """True once training has started: then the backup, not the slim checkpoint, holds the
+    weights to continue from."""
+    return bool(paths.completed_epochs()) or os.path.isdir(paths.backup)
+
+
+def fit_callbacks(paths: ModelDir):
+    history = paths.completed_epochs()
+    best = max((row.get("val_accuracy", -math.inf) for row in history), default=None)
+    return [
+        keras.callbacks.BackupAndRestore(paths.backup, delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(paths.last),
+        keras.callbacks.ModelCheckpoint(paths.best, monitor="val_accuracy", mode="max",
+                                        save_best_only=True,
+                                        initial_value_threshold=best),
+        keras.callbacks.TensorBoard(paths.logs),
+        keras.callbacks.CSVLogger(paths.csv, append=True),
+    ]
+
+
+def write_metrics(paths, strategy, config, seconds, previous, is_chief) -> dict:
+    history = paths.completed_epochs()
+    last = history[-1] if history else {}
+    result = {
+        "val_accuracy": last.get("val_accuracy"),
+        "val_loss": last.get("val_loss"),
+        "accuracy": last.get("accuracy"),
+        "loss": last.get("loss"),
+        "epochs": len(history),
+        "replicas": int(strategy.num_replicas_in_sync),
+        "train_seconds": round(previous.get("train_seconds", 0.0) + seconds, 3),
+        "last_run_seconds": round(seconds, 3),
+        "best_val_accuracy": max((r["val_accuracy"] for r in history if "val_accuracy" in r),
+                                 default=None),
+        "model": config.model,
+        "dtype": config.dtype,
+        "history": history,
+    }
+    if not is_chief:  # the chief writes the model dir's metrics; a worker's view may lag
+        return {}
+    _write_json(paths.metrics, result)
+    return result
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (task_type == "worker" and task_id == 0 and
+                                    "chief" not in resolver.cluster_spec().as_dict())
+
+
+def _worker_path(path, strategy):
+    resolver = strategy.cluster_resolver
+    root, name = os.path.split(path)
+    worker_dir = os.path.join(root, "workers", f"{resolver.task_type}_{resolver.task_id}")
+    os.makedirs(worker_dir, exist_ok=True)
+    return os.path.join(worker_dir, name)
+
+
+def _save_model(model, path):
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-worker: a strategy.run loop (model.fit fails under MultiWorkerMirroredStrategy)
+
+
+def custom_loop(strategy, model, config, data, paths, is_chief):
+    """Trains `model` (compiled, for its optimizer and loss) epoch by epoch with `strategy.run`.
+
+    Every worker runs the same steps and saves the same state (workers other than the chief
+    under `workers/`, as TensorFlow's multi-worker guide does); the chief's backup is the one a
+    re-run resumes from, so the model dir must be on storage all workers share.
+    """
+    optimizer = model.optimizer
+    loss_fn = make_loss(config, reduction="none")
+    global_batch = config.batch_size
+    steps = data.steps_per_epoch or int(data.train.cardinality().numpy())
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_ds = strategy.experimental_distribute_dataset(data.train.with_options(options))
+    val_ds = (strategy.experimental_distribute_dataset(data.val.with_options(options))
+              if data.val is not None else None)
+
+    def replica_train(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = loss_fn(labels, tf.cast(logits, tf.float32))
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        correct = tf.reduce_sum(tf.cast(
+            tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)), tf.float32))
+        return loss, correct, tf.cast(tf.shape(labels)[0], tf.float32)
+
+    def replica_eval(images, labels):
+        logits = tf.cast(model(images, training=False), tf.float32)
+        per_example = loss_fn(labels, logits)
+        correct = tf.reduce_sum(tf.cast(
+            tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)), tf.float32))
+        return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(labels)[0], tf.float32)
+
+    def reduce(values):
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
+
+    @tf.function
+    def train_step(images, labels):
+        return reduce(strategy.run(replica_train, args=(images, labels)))
+
+    @tf.function
+    def eval_step(images, labels):
+        return reduce(strategy.run(replica_eval, args=(images, labels)))
+
+    with strategy.scope():
+        optimizer.build(model.trainable_variables)
+    backup_weights = os.path.join(paths.backup, "latest.weights.h5")
+    state_path = os.path.join(paths.backup, "state.json")
+    start_epoch = 0
+    if os.path.isfile(state_path):
+        with open(state_path) as f:
+            start_epoch = json.load(f)["epoch"]
+        model.load_weights(backup_weights)
+    save_root = paths.backup if is_chief else os.path.dirname(
+        _worker_path(backup_weights, strategy))
+    os.makedirs(save_root, exist_ok=True)
+
+    for epoch in range(start_epoch, config.epochs):
+        began = time.perf_counter()
+        totals = [0.0, 0.0, 0.0]  # loss sum (per-step mean), correct, count
+        iterator = iter(train_ds)
+        for step in range(steps):
+            loss, correct, count = train_step(*next(iterator))
+            totals = [totals[0] + float(loss), totals[1] + float(correct),
+                      totals[2] + float(count)]
+        row = {"epoch": epoch, "loss": totals[0] / steps, "accuracy": totals[1] / totals[2]}
+        if val_ds is not None:
+            v = [0.0, 0.0, 0.0]
+            for images, labels in val_ds:
+                v = [a + float(b) for a, b in zip(v, eval_step(images, labels))]
+            row.update(val_loss=v[0] / v[2], val_accuracy=v[1] / v[2])
+        print(f"Epoch {epoch + 1}/{config.epochs} - {time.perf_counter() - began:.1f}s - " +
+              " - ".join(f"{k}: {v:.4f}" for k, v in row.items() if k != "epoch"), flush=True)
+        # Every worker saves (reading mirrored variables may need all of them); the chief's
+        # files are the real ones.
+        model.save_weights(os.path.join(save_root, "latest.weights.h5"))
+        if is_chief:
+            _save_model(model, paths.last)
+            history = paths.completed_epochs()
+            best = max((r.get("val_accuracy", -math.inf) for r in history), default=-math.inf)
+            if row.get("val_accuracy", -math.inf) > best:
+                _save_model(model, paths.best)
+            _append_csv(paths.csv, row)
+            _write_json(state_path, {"epoch": epoch + 1})
+
+
+def _append_csv(path, row):
+    exists = os.path.isfile(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if not exists:
+            writer.writeheader()
+        writer.writerow(row)
+
