@@ -357,6 +357,22 @@ def custom_loop(strategy, model, config, data, paths, is_chief):
     def eval_step(images, labels):
         return reduce(strategy.run(replica_eval, args=(images, labels)))
 
+    # Each replica's batch norm updates its own moving statistics. They are exponential moving
+    # averages, linear in the batch statistics, so averaging them over replicas equals averaging
+    # every step's update (tf.keras' ON_READ/MEAN semantics); done before each save.
+    statistics = [v for v in model.non_trainable_variables]
+
+    @tf.function
+    def average_statistics():
+        def replica_mean():
+            context = tf.distribute.get_replica_context()
+            return [context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v))
+                    for v in statistics]
+
+        means = strategy.experimental_local_results(strategy.run(replica_mean))[0]
+        for variable, mean in zip(statistics, means):
+            variable.assign(mean)
+
     with strategy.scope():
         optimizer.build(model.trainable_variables)
     backup_weights = os.path.join(paths.backup, "latest.weights.h5")
@@ -386,6 +402,8 @@ def custom_loop(strategy, model, config, data, paths, is_chief):
             row.update(val_loss=v[0] / v[2], val_accuracy=v[1] / v[2])
         print(f"Epoch {epoch + 1}/{config.epochs} - {time.perf_counter() - began:.1f}s - " +
               " - ".join(f"{k}: {v:.4f}" for k, v in row.items() if k != "epoch"), flush=True)
+        if statistics:
+            average_statistics()
         # Every worker saves (reading mirrored variables may need all of them); the chief's
         # files are the real ones.
         model.save_weights(os.path.join(save_root, "latest.weights.h5"))

@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from resnet_tf.slim_variables import slim_variables
+
 
 def import_tf_slim():
     if "tf_keras.legacy_tf_layers" not in sys.modules:
@@ -92,3 +94,19 @@ def relative_error(actual, expected) -> float:
     expected = np.asarray(expected, np.float64)
     scale = max(float(np.max(np.abs(expected))), 1e-12)
     return float(np.max(np.abs(actual - expected))) / scale
+
+
+def save_slim_checkpoint(values: dict, path: str):
+    """Writes a TF1 name-based checkpoint, as slim's Saver does, with exactly these names."""
+    with tf.Graph().as_default():
+        variables = [tf.compat.v1.Variable(value, name=name) for name, value in values.items()]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver(variables).save(session, path, write_meta_graph=False)
+    return path
+
+
+def random_slim_values(model, seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: rng.uniform(0.5, 1.5, tuple(var.shape)).astype(np.float32)
+            for name, var in slim_variables(model).items()}

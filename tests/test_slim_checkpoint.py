@@ -6,25 +6,10 @@ import tensorflow as tf
 
 import resnet_tf
 from resnet_tf import resnet_v2, resnet_v2_block
+from slim_reference import random_slim_values, save_slim_checkpoint
 
 TINY = [resnet_v2_block("block1", base_depth=2, num_units=2, stride=2),
         resnet_v2_block("block2", base_depth=4, num_units=1, stride=1)]
-
-
-def save_slim_checkpoint(values: dict, path: str):
-    """Writes a TF1 name-based checkpoint, as slim's Saver does, with exactly these names."""
-    with tf.Graph().as_default():
-        variables = [tf.compat.v1.Variable(value, name=name) for name, value in values.items()]
-        with tf.compat.v1.Session() as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            tf.compat.v1.train.Saver(variables).save(session, path, write_meta_graph=False)
-    return path
-
-
-def random_slim_values(model, seed=0):
-    rng = np.random.default_rng(seed)
-    return {name: rng.uniform(0.5, 1.5, tuple(var.shape)).astype(np.float32)
-            for name, var in resnet_tf.slim_variables(model).items()}
 
 
 def weights_of(model):

@@ -1,0 +1,69 @@
+"""Training configs: every shipped config loads; errors name the key, the value and the file."""
+
+import os
+
+import pytest
+import yaml
+
+from resnet_tf.config import TrainConfig, config_from_dict, default_values, load_config
+
+CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+
+
+def test_default_yaml_lists_every_key_with_its_default():
+    with open(os.path.join(CONFIGS, "default.yaml")) as f:
+        assert yaml.safe_load(f) == default_values()
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(CONFIGS) if f.endswith(".yaml")
+                                        and f != "default.yaml"))
+def test_shipped_configs_load(name):
+    config = load_config(os.path.join(CONFIGS, name))
+    assert isinstance(config, TrainConfig)
+
+
+def test_imagenet_config_is_slims_recipe():
+    config = load_config(os.path.join(CONFIGS, "imagenet_resnet_v2_50.yaml"))
+    assert (config.model, config.num_classes, config.dataset) == ("resnet_v2_50", 1001, "tfrecord")
+    assert (config.optimizer, config.momentum, config.batch_size) == ("sgd", 0.9, 256)
+    assert (config.label_smoothing, config.weight_decay) == (0.1, 1e-4)
+    assert config.warmup_epochs > 0 and config.schedule == "cosine" and config.augment
+
+
+def test_overrides_win_over_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: digits\nepochs: 3\n")
+    assert load_config(str(path)).epochs == 3
+    assert load_config(str(path), epochs=7, dtype=None).epochs == 7
+
+
+@pytest.mark.parametrize("text, message", [
+    ("dataset: digits\nepoch: 3\n", r"unknown key\(s\) \['epoch'\]"),
+    ("dataset: digits\nepochs: three\n", r"epochs must be int. Received: epochs='three'"),
+    ("dataset: digits\nepochs: 2.5\n", r"epochs must be int"),
+    ("dataset: digits\naugment: 1\n", r"augment must be bool"),
+    ("dataset: digits\nlearning_rate: true\n", r"learning_rate must be float"),
+    ("dataset: digits\nunits: 3\n", r"units must be list or null"),
+    ("dataset: pictures\n", r"dataset must be one of"),
+    ("dataset: folder\n", r"needs train_data"),
+    ("dataset: digits\nepochs: 0\n", r"epochs must be >= 1"),
+    ("dataset: digits\nmodel: resnet_v2\n", r"needs `units`"),
+    ("- a\n- list\n", r"flat mapping"),
+    ("dataset: [unclosed\n", r"not valid YAML"),
+])
+def test_malformed_configs_say_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as error:
+        load_config(str(path))
+    assert str(path) in str(error.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No config file"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_ints_are_floats_where_floats_are_expected():
+    config = config_from_dict({"dataset": "digits", "learning_rate": 1})
+    assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
