@@ -13,16 +13,34 @@ from resnet_tf.feature_extraction import end_points
 from resnet_tf.resnet_utils import (
     Block,
     Conv2DSame,
+    ResidualUnit,
     Subsample,
+    ZeroPadShortcut,
     conv2d_same,
     resnet_arg_scope,
     stack_blocks_dense,
     subsample,
 )
+from resnet_tf.resnet_v1 import (
+    BasicBlockV1,
+    BottleneckV1,
+    resnet_v1,
+    resnet_v1_18,
+    resnet_v1_34,
+    resnet_v1_50,
+    resnet_v1_101,
+    resnet_v1_152,
+    resnet_v1_200,
+    resnet_v1_block,
+    resnet_v1_blocks,
+)
 from resnet_tf.resnet_v2 import (
+    BasicBlockV2,
     Bottleneck,
     bottleneck,
     resnet_v2,
+    resnet_v2_18,
+    resnet_v2_34,
     resnet_v2_50,
     resnet_v2_101,
     resnet_v2_152,
@@ -30,6 +48,7 @@ from resnet_tf.resnet_v2 import (
     resnet_v2_block,
     resnet_v2_blocks,
 )
+from resnet_tf.cifar import AblationUnit, cifar_resnet_ablation, cifar_resnet_v1, cifar_resnet_v2
 from resnet_tf.registry import MODELS, create_model
 from resnet_tf.slim_variables import slim_variables
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from resnet_tf.resnet_v2 import resnet_v2_50, resnet_v2_101, resnet_v2_152, resnet_v2_200
+from resnet_tf.cifar import cifar_resnet_ablation, cifar_resnet_v1, cifar_resnet_v2
+from resnet_tf.resnet_v1 import (resnet_v1_18, resnet_v1_34, resnet_v1_50, resnet_v1_101,
+                                 resnet_v1_152, resnet_v1_200)
+from resnet_tf.resnet_v2 import (resnet_v2_18, resnet_v2_34, resnet_v2_50, resnet_v2_101,
+                                 resnet_v2_152, resnet_v2_200)
 
-MODELS = {builder.__name__: builder
-          for builder in (resnet_v2_50, resnet_v2_101, resnet_v2_152, resnet_v2_200)}
+MODELS = {
+    builder.__name__: builder
+    for builder in (
+        resnet_v1_18, resnet_v1_34, resnet_v1_50, resnet_v1_101, resnet_v1_152, resnet_v1_200,
+        resnet_v2_18, resnet_v2_34, resnet_v2_50, resnet_v2_101, resnet_v2_152, resnet_v2_200,
+        cifar_resnet_v1, cifar_resnet_v2, cifar_resnet_ablation,
+    )
+}
 
 
 def create_model(name: str, **kwargs):

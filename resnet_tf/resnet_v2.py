@@ -23,15 +23,16 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from resnet_tf.resnet_v1 import BASIC_DEPTHS, basic_block
 from resnet_tf.resnet_utils import (
     PACKAGE,
     Block,
     Conv2DSame,
+    ResidualUnit,
     Subsample,
     batch_norm,
-    check_output_stride,
     resnet_arg_scope,
-    stack_blocks_dense,
+    resnet_model,
 )
 
 
@@ -145,6 +146,35 @@ def bottleneck(inputs, depth, depth_bottleneck, stride, rate=1, name=None, **arg
 bottleneck.layer_class = Bottleneck
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BasicBlockV2(ResidualUnit):
+    """[2]'s full pre-activation basic unit (Fig. 4(e)), in slim's V2 conventions:
+
+        preact   = relu(batch_norm(x))
+        shortcut = subsample(x) (or zero-padded, option A), or a 1x1 projection with bias on preact
+        residual = conv1 3x3, stride, on preact (BN, ReLU) -> conv2 3x3 with bias, no BN
+        output   = shortcut + residual
+    """
+
+    slim_scope = "basic_v2"
+    unit_arg_names = ("depth", "stride")
+    preactivation = True
+
+    def _make_layers(self):
+        return [
+            ("preact", batch_norm("preact", **self.arg_scope)),
+            ("conv1", Conv2DSame(self.depth, 3, stride=self.stride, rate=self.rate,
+                                 use_batch_norm=True, activation="relu", name="conv1",
+                                 **self.arg_scope)),
+            ("conv2", Conv2DSame(self.depth, 3, rate=self.rate, name="conv2", **self.arg_scope)),
+        ]
+
+    def _residual(self, inputs, preact, training):
+        conv1 = self.conv1(preact, training=training)
+        conv2 = self.conv2(conv1, training=training)
+        return conv2, {"conv1": conv1, "conv2": conv2}
+
+
 def resnet_v2_block(scope: str, base_depth: int, num_units: int, stride: int) -> Block:
     """slim's helper: `num_units` bottleneck units of depth 4 * base_depth, stride in the last."""
     for key, value in (("base_depth", base_depth), ("num_units", num_units), ("stride", stride)):
@@ -158,6 +188,8 @@ def resnet_v2_block(scope: str, base_depth: int, num_units: int, stride: int) ->
 # Units per block for each depth; the base depths (64, 128, 256, 512) and strides (2, 2, 2, 1)
 # are shared. ResNet-200 is from [2]; the others from [1].
 RESNET_V2_UNITS = {
+    18: (2, 2, 2, 2),  # basic units, stride in the first unit of blocks 2-4 (as [1])
+    34: (3, 4, 6, 3),
     50: (3, 4, 6, 3),
     101: (3, 4, 23, 3),
     152: (3, 8, 36, 3),
@@ -172,24 +204,14 @@ def resnet_v2_blocks(depth: int, base_depth: int = 64) -> list[Block]:
     if depth not in RESNET_V2_UNITS:
         raise ValueError(f"Unknown ResNet V2 depth; known depths are {sorted(RESNET_V2_UNITS)}. "
                          f"Received: depth={depth!r}")
+    if depth in BASIC_DEPTHS:
+        return [basic_block(f"block{i + 1}", BasicBlockV2, base_depth * 2 ** i, n,
+                            1 if i == 0 else 2) for i, n in enumerate(RESNET_V2_UNITS[depth])]
     scale = [d // 64 for d in BASE_DEPTHS]
     return [
         resnet_v2_block(f"block{i + 1}", base_depth * s, units, stride)
         for i, (s, units, stride) in enumerate(zip(scale, RESNET_V2_UNITS[depth], BLOCK_STRIDES))
     ]
-
-
-def _check_input_shape(input_shape):
-    if input_shape is None:
-        return (None, None, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or any(
-        d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1)
-        for d in input_shape
-    ) or input_shape[-1] is None:
-        raise ValueError("input_shape must be (height, width, channels) with positive sizes "
-                         f"(height and width may be None). Received: input_shape={input_shape}")
-    return input_shape
 
 
 def resnet_v2(
@@ -225,44 +247,16 @@ def resnet_v2(
     """
     arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
                                  batch_norm_scale)
-    if num_classes is not None and (isinstance(num_classes, bool) or
-                                    not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive integer or None. "
-                         f"Received: num_classes={num_classes!r}")
-    if num_classes and spatial_squeeze and not global_pool:
-        raise ValueError("spatial_squeeze=True squeezes [N, 1, 1, C] logits and needs "
-                         "global_pool=True; pass spatial_squeeze=False for dense logits. "
-                         f"Received: global_pool={global_pool}, spatial_squeeze={spatial_squeeze}")
-    if not blocks or not all(isinstance(b, Block) for b in blocks):
-        raise ValueError(f"blocks must be a non-empty list of Block. Received: blocks={blocks!r}")
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"name must be a non-empty string without '/'. Received: name={name!r}")
-    root_stride = 4 if include_root_block else 1
-    if include_root_block and output_stride is not None and (
-        not isinstance(output_stride, int) or output_stride % 4 != 0
-    ):
-        raise ValueError("The output_stride needs to be a multiple of 4 (the root block has "
-                         f"stride 4). Received: output_stride={output_stride!r}")
-    check_output_stride(blocks, output_stride, root_stride)
-    input_shape = _check_input_shape(input_shape)
-
-    images = keras.Input(shape=input_shape, name="images")
-    net = images
+    root = None
     if include_root_block:
-        net = Conv2DSame(64, 7, stride=2, name="conv1", **arg_scope)(net)
-        # TF 'SAME': on even sizes 0 pad before, 1 after; keras.applications pads 1 on each side.
-        net = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(net)
-    net = stack_blocks_dense(net, blocks, output_stride, current_stride=root_stride, **arg_scope)
-    # Pre-activation units leave their output un-normalised, hence a final BN + ReLU ([2] appendix).
-    net = batch_norm("postnorm", **arg_scope)(net)
-    net = keras.layers.ReLU(name="postnorm.relu")(net)
-    if global_pool:
-        net = keras.layers.GlobalAveragePooling2D(keepdims=True, name="pool5")(net)
-    if num_classes:
-        net = Conv2DSame(num_classes, 1, name="logits", **arg_scope)(net)
-        if spatial_squeeze:
-            net = keras.layers.Reshape((num_classes,), name="spatial_squeeze")(net)
-    return keras.Model(images, net, name=name)
+        root = [Conv2DSame(64, 7, stride=2, name="conv1", **arg_scope),
+                # TF 'SAME': on even sizes 0 pad before, 1 after; keras.applications pads 1+1.
+                keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")]
+    # Pre-activation units leave their output un-normalised: a final BN + ReLU ([2] appendix).
+    return resnet_model(blocks, root=root, postnorm=True, num_classes=num_classes,
+                        global_pool=global_pool, output_stride=output_stride,
+                        spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name,
+                        arg_scope=arg_scope)
 
 
 def _resnet_v2_factory(depth: int):
@@ -274,12 +268,15 @@ def _resnet_v2_factory(depth: int):
                          input_shape=input_shape, name=name, **arg_scope)
 
     units = RESNET_V2_UNITS[depth]
+    kind = "basic" if depth in BASIC_DEPTHS else "bottleneck"
     build.__name__ = build.__qualname__ = f"resnet_v2_{depth}"
-    build.__doc__ = (f"ResNet-{depth} V2 (blocks of {units} bottleneck units), slim's "
-                     f"`resnet_v2_{depth}`. See `resnet_v2` for the arguments.")
+    build.__doc__ = (f"ResNet-{depth} V2 (blocks of {units} {kind} units). "
+                     "See `resnet_v2` for the arguments.")
     return build
 
 
+resnet_v2_18 = _resnet_v2_factory(18)
+resnet_v2_34 = _resnet_v2_factory(34)
 resnet_v2_50 = _resnet_v2_factory(50)
 resnet_v2_101 = _resnet_v2_factory(101)
 resnet_v2_152 = _resnet_v2_factory(152)

@@ -133,10 +133,10 @@ def test_full_resnet_v2_matches_slim(tmp_path, depth, output_stride, size, train
                         float64_points)
 
 
-def float64_end_points(scope, output_stride, checkpoint, images):
+def float64_end_points(scope, output_stride, checkpoint, images, num_classes=1001):
     """The same network and checkpoint computed in float64: the exact answer, for tolerances."""
     with dtype_policy_scope("float64"):
-        model = resnet_tf.create_model(scope, num_classes=1001, output_stride=output_stride)
+        model = resnet_tf.create_model(scope, num_classes=num_classes, output_stride=output_stride)
     resnet_tf.load_slim_checkpoint(model, checkpoint)
     points = resnet_tf.end_points(model)(images.astype(np.float64), training=True)
     return {name: np.asarray(value) for name, value in points.items()}

@@ -1,0 +1,186 @@
+"""ResNet V1 (post-activation) as TF-slim's `nets/resnet_v1.py` builds it, and the basic-unit
+ResNet-18/34 of [1], in Keras 3.
+
+    model = resnet_v1_50(num_classes=1000)     # slim's resnet_v1_50, loads slim's V1 checkpoints
+    model = resnet_v1_18(num_classes=1000)     # [1]'s ResNet-18, option B: torchvision's sizes
+
+slim's V1 differs from V2 in the unit (`bottleneck_v1`: conv-BN-ReLU, the sum then ReLU) and the
+root (conv1 has batch norm and ReLU); there is no `postnorm`. Only `keras.layers` / `keras.ops`.
+
+References:
+  [1] Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun. Deep Residual Learning for Image
+      Recognition. arXiv:1512.03385
+"""
+
+from __future__ import annotations
+
+import keras
+
+from resnet_tf.resnet_utils import (
+    PACKAGE,
+    Block,
+    Conv2DSame,
+    ResidualUnit,
+    resnet_arg_scope,
+    resnet_model,
+)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BottleneckV1(ResidualUnit):
+    """slim's `bottleneck` (v1), [1] Fig. 5 right / [2] Fig. 1(a):
+
+        shortcut = subsample(x, stride) if depth == depth_in, else conv 1x1 / stride + BN
+        residual = conv1 1x1 (BN, ReLU) -> conv2 3x3 conv2d_same, stride, rate (BN, ReLU)
+                   -> conv3 1x1 (BN)
+        output   = relu(shortcut + residual)
+    """
+
+    slim_scope = "bottleneck_v1"
+    unit_arg_names = ("depth", "depth_bottleneck", "stride")
+    expansion = 4
+
+    def _make_layers(self):
+        bn = dict(self.arg_scope, use_batch_norm=True)
+        return [
+            ("conv1", Conv2DSame(self.depth_bottleneck, 1, activation="relu", name="conv1", **bn)),
+            ("conv2", Conv2DSame(self.depth_bottleneck, 3, stride=self.stride, rate=self.rate,
+                                 activation="relu", name="conv2", **bn)),
+            ("conv3", Conv2DSame(self.depth, 1, name="conv3", **bn)),
+        ]
+
+    def _residual(self, inputs, preact, training):
+        conv1 = self.conv1(inputs, training=training)
+        conv2 = self.conv2(conv1, training=training)
+        conv3 = self.conv3(conv2, training=training)
+        return conv3, {"conv1": conv1, "conv2": conv2, "conv3": conv3}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BasicBlockV1(ResidualUnit):
+    """[1]'s basic unit (Fig. 2), post-activation:
+
+        residual = conv1 3x3, stride (BN, ReLU) -> conv2 3x3 (BN)
+        output   = relu(shortcut + residual)        (shortcut: options A, B, C)
+    """
+
+    slim_scope = "basic_v1"
+    unit_arg_names = ("depth", "stride")
+
+    def _make_layers(self):
+        bn = dict(self.arg_scope, use_batch_norm=True)
+        return [
+            ("conv1", Conv2DSame(self.depth, 3, stride=self.stride, rate=self.rate,
+                                 activation="relu", name="conv1", **bn)),
+            ("conv2", Conv2DSame(self.depth, 3, rate=self.rate, name="conv2", **bn)),
+        ]
+
+    def _residual(self, inputs, preact, training):
+        conv1 = self.conv1(inputs, training=training)
+        conv2 = self.conv2(conv1, training=training)
+        return conv2, {"conv1": conv1, "conv2": conv2}
+
+
+def bottleneck(inputs, depth, depth_bottleneck, stride, rate=1, name=None, **arg_scope):
+    """slim's `resnet_v1.bottleneck(inputs, depth, depth_bottleneck, stride, rate)`."""
+    return BottleneckV1(depth, stride, rate, depth_bottleneck=depth_bottleneck, name=name,
+                        **arg_scope)(inputs)
+
+
+bottleneck.layer_class = BottleneckV1
+
+
+def resnet_v1_block(scope: str, base_depth: int, num_units: int, stride: int) -> Block:
+    """slim's helper: `num_units` bottleneck_v1 units of depth 4 * base_depth, stride in the last."""
+    for key, value in (("base_depth", base_depth), ("num_units", num_units), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
+    unit = {"depth": base_depth * 4, "depth_bottleneck": base_depth}
+    return Block(scope, BottleneckV1,
+                 [dict(unit, stride=1)] * (num_units - 1) + [dict(unit, stride=stride)])
+
+
+def basic_block(scope: str, unit_fn, depth: int, num_units: int, stride: int) -> Block:
+    """`num_units` basic units of `depth` channels with the stride in the FIRST unit, as [1] and
+    torchvision place it for ResNet-18/34 (slim's bottleneck blocks put it in the last)."""
+    for key, value in (("depth", depth), ("num_units", num_units), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
+    return Block(scope, unit_fn, [{"depth": depth, "stride": stride}] +
+                 [{"depth": depth, "stride": 1}] * (num_units - 1))
+
+
+# Units per block. 50-152 are [1]'s; 200 is slim's; 18 and 34 use basic units.
+RESNET_V1_UNITS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3),
+}
+BASIC_DEPTHS = (18, 34)
+
+
+def resnet_v1_blocks(depth: int, base_depth: int = 64) -> list[Block]:
+    """The four blocks of ResNet-`depth` V1 (basic units for 18 and 34, bottlenecks otherwise)."""
+    if depth not in RESNET_V1_UNITS:
+        raise ValueError(f"Unknown ResNet V1 depth; known depths are {sorted(RESNET_V1_UNITS)}. "
+                         f"Received: depth={depth!r}")
+    units = RESNET_V1_UNITS[depth]
+    if depth in BASIC_DEPTHS:
+        return [basic_block(f"block{i + 1}", BasicBlockV1, base_depth * 2 ** i, n,
+                            1 if i == 0 else 2) for i, n in enumerate(units)]
+    return [resnet_v1_block(f"block{i + 1}", base_depth * 2 ** i, n, stride)
+            for i, (n, stride) in enumerate(zip(units, (2, 2, 2, 1)))]
+
+
+def resnet_v1(
+    blocks,
+    num_classes: int | None = None,
+    global_pool: bool = True,
+    output_stride: int | None = None,
+    include_root_block: bool = True,
+    spatial_squeeze: bool = True,
+    input_shape=None,
+    name: str = "resnet_v1",
+    weight_decay: float = 1e-4,
+    batch_norm_decay: float = 0.997,
+    batch_norm_epsilon: float = 1e-5,
+    batch_norm_scale: bool = True,
+) -> keras.Model:
+    """slim's `resnet_v1` generator: root conv1 7x7/2 with BN and ReLU, 3x3/2 max-pool, the
+    blocks, `pool5`, `logits`. Arguments as `resnet_v2` (there is no `postnorm`)."""
+    arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
+                                 batch_norm_scale)
+    root = None
+    if include_root_block:
+        root = [Conv2DSame(64, 7, stride=2, use_batch_norm=True, activation="relu",
+                           name="conv1", **arg_scope),
+                keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")]
+    return resnet_model(blocks, root=root, num_classes=num_classes, global_pool=global_pool,
+                        output_stride=output_stride, spatial_squeeze=spatial_squeeze,
+                        input_shape=input_shape, name=name, arg_scope=arg_scope)
+
+
+def _resnet_v1_factory(depth: int):
+    def build(num_classes=None, global_pool=True, output_stride=None, spatial_squeeze=True,
+              input_shape=None, name=f"resnet_v1_{depth}", **arg_scope):
+        return resnet_v1(resnet_v1_blocks(depth), num_classes=num_classes,
+                         global_pool=global_pool, output_stride=output_stride,
+                         include_root_block=True, spatial_squeeze=spatial_squeeze,
+                         input_shape=input_shape, name=name, **arg_scope)
+
+    kind = "basic" if depth in BASIC_DEPTHS else "bottleneck"
+    build.__name__ = build.__qualname__ = f"resnet_v1_{depth}"
+    build.__doc__ = (f"ResNet-{depth} V1 (blocks of {RESNET_V1_UNITS[depth]} {kind} units). "
+                     "See `resnet_v1` for the arguments.")
+    return build
+
+
+resnet_v1_18 = _resnet_v1_factory(18)
+resnet_v1_34 = _resnet_v1_factory(34)
+resnet_v1_50 = _resnet_v1_factory(50)
+resnet_v1_101 = _resnet_v1_factory(101)
+resnet_v1_152 = _resnet_v1_factory(152)
+resnet_v1_200 = _resnet_v1_factory(200)

@@ -1,0 +1,193 @@
+"""ResNet V1, basic units and ResNet-18/34, shortcut options, CIFAR ResNets, [2]'s ablations."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import resnet_tf
+from resnet_tf.cifar import ORDERS, SHORTCUT_TYPES, AblationUnit
+from resnet_tf.resnet_utils import make_shortcut, resnet_arg_scope
+
+
+def trainable_count(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+# torchvision's resnet18/34/50 at 1000 classes (its counts are trainable parameters: BN moving
+# statistics are buffers).
+@pytest.mark.parametrize("builder,count", [
+    (resnet_tf.resnet_v1_18, 11_689_512),
+    (resnet_tf.resnet_v1_34, 21_797_672),
+    (resnet_tf.resnet_v1_50, 25_557_032),
+])
+def test_v1_sizes_are_torchvisions(builder, count):
+    assert trainable_count(builder(num_classes=1000)) == count
+
+
+def test_v2_basic_sizes():
+    # Pre-activation: a BN before every unit and after the last, biases on conv2 and the
+    # shortcut projections, no BN after the root conv.
+    assert trainable_count(resnet_tf.resnet_v2_18(num_classes=1000)) == 11_690_600
+    assert trainable_count(resnet_tf.resnet_v2_34(num_classes=1000)) == 21_800_616
+
+
+# [1] Table 6 (0.27M ... 1.7M) and the exact counts with option A and a 10-way fc.
+@pytest.mark.parametrize("depth,count,paper", [
+    (20, 269_722, 0.27), (32, 464_154, 0.46), (44, 658_586, 0.66), (56, 853_018, 0.85),
+    (110, 1_727_962, 1.7),
+])
+def test_cifar_v1_sizes_are_the_papers(depth, count, paper):
+    model = resnet_tf.cifar_resnet_v1(depth)
+    assert trainable_count(model) == count and round(count / 1e6, 2 if paper < 1 else 1) == paper
+    assert model.output_shape == (None, 10)
+
+
+@pytest.mark.slow
+def test_cifar_1202_and_1001_sizes():
+    assert round(trainable_count(resnet_tf.cifar_resnet_v1(1202)) / 1e6, 1) == 19.4
+    # [2] Table 3's 10.2M for ResNet-1001 counts convolution and fc weights (10,178,480);
+    # with batch-norm parameters and biases the model has 10,377,898.
+    v1001 = resnet_tf.cifar_resnet_v2(1001)
+    kernels = sum(int(np.prod(w.shape)) for w in v1001.trainable_weights
+                  if w.path.endswith("kernel"))
+    assert round(kernels / 1e6, 1) == 10.2 and trainable_count(v1001) == 10_377_898
+
+
+def test_cifar_v2_follows_the_paper():
+    v110, v164 = resnet_tf.cifar_resnet_v2(110), resnet_tf.cifar_resnet_v2(164)
+    assert round(trainable_count(v110) / 1e6, 1) == 1.7  # basic units
+    assert round(trainable_count(v164) / 1e6, 1) == 1.7  # bottleneck units, [2] Table 3
+    assert v164.get_layer("block3.unit_1.bottleneck_v2").depth == 256
+    assert v110.get_layer("block3.unit_1.basic_v2").depth == 64
+    assert resnet_tf.cifar_resnet_v2(56, unit="bottleneck").get_layer(
+        "block1.unit_6.bottleneck_v2") is not None
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: resnet_tf.cifar_resnet_v1(21), r"depth must be 6n\+2"),
+    (lambda: resnet_tf.cifar_resnet_v1(2), r"depth must be 6n\+2"),
+    (lambda: resnet_tf.cifar_resnet_v2(57, unit="bottleneck"), r"depth must be 9n\+2"),
+    (lambda: resnet_tf.cifar_resnet_v2(165, unit="basic"), r"depth must be 6n\+2"),
+    (lambda: resnet_tf.cifar_resnet_v2(56, unit="wide"), r"unit must be"),
+    (lambda: resnet_tf.cifar_resnet_v1(20, shortcut="D"), r"shortcut must be one of"),
+    (lambda: resnet_tf.cifar_resnet_ablation(20, shortcut_type="skip"), r"shortcut_type must"),
+    (lambda: resnet_tf.cifar_resnet_ablation(20, order="bn_relu"), r"order must be one of"),
+    (lambda: resnet_tf.resnet_v1_blocks(77), r"Unknown ResNet V1 depth"),
+])
+def test_invalid_configurations_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_shortcut_options():
+    scope = resnet_arg_scope()
+    a = make_shortcut("A", 16, 32, 2, True, scope)
+    x = np.arange(2 * 4 * 4 * 16, dtype="float32").reshape(2, 4, 4, 16)
+    y = np.asarray(a(x))
+    assert y.shape == (2, 2, 2, 32) and not a.weights
+    np.testing.assert_array_equal(y[..., :16], x[:, ::2, ::2, :])  # subsampled
+    np.testing.assert_array_equal(y[..., 16:], 0)                   # zero-padded channels
+    assert type(make_shortcut("B", 16, 16, 2, True, scope)).__name__ == "Subsample"
+    assert type(make_shortcut("B", 16, 32, 2, True, scope)).__name__ == "Conv2DSame"
+    c = make_shortcut("C", 16, 16, 1, True, scope)
+    assert type(c).__name__ == "Conv2DSame" and c.use_batch_norm
+    with pytest.raises(ValueError, match="cannot reduce"):
+        make_shortcut("A", 32, 16, 1, True, scope)
+    # Parameter counts: A adds nothing, C adds a projection to every unit.
+    counts = {o: trainable_count(resnet_tf.cifar_resnet_v1(20, shortcut=o)) for o in "ABC"}
+    assert counts["A"] < counts["B"] < counts["C"]
+    assert counts["B"] - counts["A"] == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+
+
+def unit_on_scalar(shortcut_type, order, w1, w2, x, gate_weight=None, **kwargs):
+    """A 1-channel AblationUnit on a 1x1 map: a 3x3 conv sees only its centre tap, batch norm
+    (inference, mean 0, variance 1 - eps: exactly identity) and the gate are hand-set."""
+    unit = AblationUnit(1, shortcut_type=shortcut_type, order=order, **kwargs)
+    unit.build((1, 1, 1, 1))
+    for conv, w in ((unit.conv1, w1), (unit.conv2, w2)):
+        kernel = np.zeros((3, 3, 1, 1), "float32")
+        kernel[1, 1] = w
+        conv.kernel.assign(kernel)
+    if gate_weight is not None:
+        unit.gate.kernel.assign(np.full((1, 1, 1, 1), gate_weight, "float32"))
+    for layer in unit._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_variance.assign(np.full((1,), 1.0 - layer.epsilon, "float32"))
+    return float(np.asarray(unit(np.full((1, 1, 1, 1), x, "float32"), training=False))
+                 .squeeze())
+
+
+relu = lambda v: max(v, 0.0)  # noqa: E731
+sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+
+
+@pytest.mark.parametrize("x", [1.5, -0.75])
+def test_ablation_orders_by_hand(x):
+    w1, w2 = 2.0, -0.5
+    cases = {
+        "original": relu(x + w2 * relu(w1 * x)),
+        "bn_after_addition": relu(x + w2 * relu(w1 * x)),  # BN is identity here
+        "relu_before_addition": x + relu(w2 * relu(w1 * x)),
+        "relu_preactivation": x + w2 * relu(w1 * relu(x)),
+        "full_preactivation": x + w2 * relu(w1 * relu(x)),
+    }
+    for order, expected in cases.items():
+        assert unit_on_scalar("identity", order, w1, w2, x) == pytest.approx(expected, abs=1e-5), order
+
+
+def test_ablation_shortcuts_by_hand():
+    x, w1, w2 = 1.5, 2.0, -0.5
+    f = w2 * relu(w1 * x)
+    assert unit_on_scalar("scaling", "relu_preactivation", w1, w2, x, shortcut_scale=0.5,
+                          residual_scale=0.25) == pytest.approx(0.5 * x + 0.25 * f, abs=1e-5)
+    unit = AblationUnit(1, shortcut_type="exclusive_gating", order="relu_preactivation")
+    unit.build((1, 1, 1, 1))
+    assert float(np.asarray(unit.gate.bias)[0]) == -6.0  # [2]'s b_g initialisation
+    for shortcut_type, merge in (("exclusive_gating", lambda g: (1 - g) * x + g * f),
+                                 ("shortcut_gating", lambda g: (1 - g) * x + f)):
+        out = unit_on_scalar(shortcut_type, "relu_preactivation", w1, w2, x, gate_weight=0.4,
+                             gate_bias=-1.0)
+        g = sigmoid(0.4 * x - 1.0)
+        assert out == pytest.approx(merge(g), abs=1e-5), shortcut_type
+    # dropout: the identity at inference.
+    assert unit_on_scalar("dropout", "relu_preactivation", w1, w2, x) == pytest.approx(x + f,
+                                                                                      abs=1e-5)
+
+
+def test_conv_shortcut_projects_every_unit():
+    model = resnet_tf.cifar_resnet_ablation(20, shortcut_type="conv")
+    units = [layer for layer in model.layers if isinstance(layer, AblationUnit)]
+    assert len(units) == 9 and all(u.projection_shortcut for u in units)
+
+
+BUILDERS = [
+    lambda: resnet_tf.resnet_v1_18(num_classes=7, input_shape=(64, 64, 3)),
+    lambda: resnet_tf.resnet_v2_18(num_classes=7, input_shape=(64, 64, 3)),
+    lambda: resnet_tf.resnet_v1(resnet_tf.resnet_v1_blocks(50, base_depth=4), num_classes=3),
+    lambda: resnet_tf.cifar_resnet_v1(20, shortcut="A"),
+    lambda: resnet_tf.cifar_resnet_v1(20, shortcut="C"),
+    lambda: resnet_tf.cifar_resnet_v2(20),
+    lambda: resnet_tf.cifar_resnet_v2(11, unit="bottleneck"),
+] + [
+    (lambda s=s, o=o: resnet_tf.cifar_resnet_ablation(8, shortcut_type=s, order=o))
+    for s in SHORTCUT_TYPES for o in ORDERS
+]
+
+
+@pytest.mark.parametrize("build", BUILDERS)
+def test_keras_round_trip(tmp_path, build):
+    model = build()
+    for w in model.non_trainable_weights:
+        w.assign(np.random.default_rng(0).uniform(0.5, 1.5, w.shape).astype("float32"))
+    shape = tuple(d or 40 for d in model.input_shape[1:3]) + (3,)
+    images = np.random.default_rng(1).uniform(-1, 1, (2,) + shape).astype("float32")
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded(images, training=False), model(images, training=False),
+                               rtol=1e-5, atol=1e-5)
+    # Every variable has a slim name, and end points work for every family.
+    assert len(resnet_tf.slim_variables(model)) == len(model.weights)
+    assert f"{model.name}/logits" in resnet_tf.end_points(model)(images)
