@@ -13,9 +13,13 @@ import typing
 
 import yaml
 
-DATASETS = ("digits", "folder", "tfrecord")
+DATASETS = ("digits", "cifar10", "folder", "tfrecord")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
-SCHEDULES = ("constant", "cosine", "exponential")
+SCHEDULES = ("constant", "cosine", "exponential", "piecewise")
+PREPROCESSING = ("inception", "cifar")
+# Keys that go to the CIFAR builders (cifar_resnet_v1/v2/ablation) when set.
+CIFAR_MODEL_KEYS = ("depth", "unit", "shortcut", "shortcut_type", "order", "shortcut_scale",
+                    "residual_scale", "gate_bias")
 DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -29,6 +33,15 @@ class TrainConfig:
     block_strides: typing.Optional[list] = None
     include_root_block: bool = True
     num_classes: typing.Optional[int] = None  # None: the dataset's number of classes
+    # CIFAR builders only (null: the builder's default): see resnet_tf/cifar.py.
+    depth: typing.Optional[int] = None
+    unit: typing.Optional[str] = None  # cifar_resnet_v2: basic | bottleneck
+    shortcut: typing.Optional[str] = None  # cifar_resnet_v1: A | B | C
+    shortcut_type: typing.Optional[str] = None  # cifar_resnet_ablation
+    order: typing.Optional[str] = None  # cifar_resnet_ablation
+    shortcut_scale: typing.Optional[float] = None
+    residual_scale: typing.Optional[float] = None
+    gate_bias: typing.Optional[float] = None
     weight_decay: float = 1e-4
     batch_norm_decay: float = 0.997
     dtype: str = "float32"
@@ -39,7 +52,8 @@ class TrainConfig:
     val_data: str = ""
     validation_split: float = 0.0  # held out of train_data when val_data is empty
     image_size: int = 224
-    augment: bool = True  # slim's Inception training distortions
+    preprocessing: str = "inception"  # inception (slim's) | cifar (pad 4, random crop, flip)
+    augment: bool = True  # training distortions
     color_distortion: bool = True
     central_fraction: float = 0.875  # eval crop (slim: 0.875)
     label_offset: int = 0  # 1 adds slim's background class 0 to folder labels
@@ -59,6 +73,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     decay_epochs: float = 2.0  # exponential: multiply by decay_rate every decay_epochs
     decay_rate: float = 0.94
+    boundaries_epochs: list = dataclasses.field(default_factory=list)  # piecewise: x decay_rate
     label_smoothing: float = 0.0
 
     # Fine-tuning.
@@ -70,6 +85,14 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("preprocessing", self.preprocessing, PREPROCESSING)
+        cifar_keys = [k for k in CIFAR_MODEL_KEYS if getattr(self, k) is not None]
+        if cifar_keys and not self.model.startswith("cifar_"):
+            raise ValueError(f"{cifar_keys} apply to the cifar_* models only. "
+                             f"Received: model={self.model!r}")
+        if self.schedule == "piecewise" and not self.boundaries_epochs:
+            raise ValueError("schedule 'piecewise' needs boundaries_epochs (e.g. [82, 123]). "
+                             "Received: boundaries_epochs=[]")
         for key in ("epochs", "batch_size", "image_size", "base_depth", "shuffle_buffer"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1. Received: {key}={getattr(self, key)}")
@@ -146,7 +169,8 @@ def config_from_dict(values: dict, source: str = "config") -> TrainConfig:
         if not _type_ok(value, _HINTS[key]):
             raise ValueError(f"{source}: {key} must be {_type_name(_HINTS[key])}. "
                              f"Received: {key}={value!r} ({type(value).__name__})")
-    values = {k: (float(v) if _HINTS[k] is float else v) for k, v in values.items()}
+    values = {k: (float(v) if v is not None and _HINTS[k] in (float, typing.Optional[float])
+                  else v) for k, v in values.items()}
     try:
         return TrainConfig(**values)
     except ValueError as error:

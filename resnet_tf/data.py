@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -152,7 +153,10 @@ def _pipeline(dataset, config, num_classes, training, shuffle_size=None):
     size = config.image_size
 
     def preprocess(image, label):
-        if training and config.augment:
+        if config.preprocessing == "cifar":
+            image = (preprocessing.cifar_preprocess_for_train(image, size, size) if training and
+                     config.augment else preprocessing.preprocess_for_eval(image, size, size, None))
+        elif training and config.augment:
             image = preprocessing.preprocess_for_train(
                 image, size, size, color_distortion=config.color_distortion)
         else:
@@ -178,6 +182,15 @@ def make_datasets(config) -> Datasets:
         names = [str(i) for i in range(10)]
         train = tf.data.Dataset.from_tensor_slices((x_train, y_train))
         val = tf.data.Dataset.from_tensor_slices((x_val, y_val))
+        train_examples = len(y_train)
+    elif config.dataset == "cifar10":
+        # Keras' copy of CIFAR-10 (downloaded once into ~/.keras/datasets): 50,000 training and
+        # 10,000 test images, the test set as validation, as in the papers.
+        (x_train, y_train), (x_val, y_val) = keras.datasets.cifar10.load_data()
+        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck"]
+        train = tf.data.Dataset.from_tensor_slices((x_train, y_train[:, 0].astype(np.int64)))
+        val = tf.data.Dataset.from_tensor_slices((x_val, y_val[:, 0].astype(np.int64)))
         train_examples = len(y_train)
     elif config.dataset == "folder":
         paths, labels, names = list_image_folder(config.train_data)

@@ -112,6 +112,19 @@ def preprocess_for_train(image, height, width, bbox=None, color_distortion=True,
     return scale_to_signed_unit(image)
 
 
+def cifar_preprocess_for_train(image, height, width, padding=4, seed=None):
+    """[1]'s CIFAR augmentation: (resize to height x width if needed), zero-pad `padding`
+    pixels per side, a random height x width crop, a random left-right flip; then [-1, 1]."""
+    _check_size(height, width)
+    image = _to_unit_float(image)
+    if image.shape[0] != height or image.shape[1] != width:
+        image = _resize(image, height, width)
+    image = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+    image = tf.image.random_crop(image, [height, width, 3], seed=seed)
+    image = tf.image.random_flip_left_right(image, seed=seed)
+    return scale_to_signed_unit(image)
+
+
 def preprocess_image(image, height, width, is_training=False, **kwargs):
     """slim's `preprocess_image` entry point."""
     if is_training:

@@ -32,7 +32,7 @@ import time
 import keras
 import tensorflow as tf
 
-from resnet_tf.config import TrainConfig, load_config, save_config
+from resnet_tf.config import CIFAR_MODEL_KEYS, TrainConfig, load_config, save_config
 from resnet_tf.registry import create_model
 from resnet_tf.resnet_utils import dtype_policy_scope
 from resnet_tf.resnet_v2 import BLOCK_STRIDES, resnet_v2, resnet_v2_block
@@ -56,13 +56,15 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
             return resnet_v2(blocks, num_classes=num_classes, input_shape=input_shape,
                              include_root_block=config.include_root_block, name="resnet_v2",
                              **arg_scope)
+        extra = {k: getattr(config, k) for k in CIFAR_MODEL_KEYS if getattr(config, k) is not None}
         return create_model(config.model, num_classes=num_classes, input_shape=input_shape,
-                            **arg_scope)
+                            **extra, **arg_scope)
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
-    """Keras' own schedules: constant, cosine (with linear warm-up) or slim's staircase
-    exponential decay (`decay_rate` every `decay_epochs`)."""
+    """Keras' own schedules: constant, cosine (with linear warm-up), slim's staircase
+    exponential decay (`decay_rate` every `decay_epochs`) or piecewise constant (the learning
+    rate times `decay_rate` after each of `boundaries_epochs`, as the ResNet papers' CIFAR runs)."""
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     total = config.epochs * steps_per_epoch
     if config.schedule == "cosine":
@@ -73,6 +75,11 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     if warmup:
         raise ValueError(f"warmup_epochs={config.warmup_epochs} needs schedule 'cosine'. "
                          f"Received: schedule={config.schedule!r}")
+    if config.schedule == "piecewise":
+        boundaries = [int(e * steps_per_epoch) for e in config.boundaries_epochs]
+        values = [config.learning_rate * config.decay_rate ** i
+                  for i in range(len(boundaries) + 1)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     if config.schedule == "exponential":
         return keras.optimizers.schedules.ExponentialDecay(
             config.learning_rate, decay_steps=max(int(config.decay_epochs * steps_per_epoch), 1),

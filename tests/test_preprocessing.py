@@ -65,3 +65,14 @@ def test_bad_sizes_are_named():
         preprocessing.preprocess_for_eval(tf.zeros((4, 4, 3)), 0, 4)
     with pytest.raises(ValueError, match="central_fraction must be in"):
         preprocessing.preprocess_for_eval(tf.zeros((4, 4, 3)), 4, 4, 1.5)
+
+
+def test_cifar_augmentation_is_a_shifted_flipped_copy():
+    image = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    scaled = (image / 255.0 - 0.5) * 2
+    padded = np.pad(scaled, [(4, 4), (4, 4), (0, 0)], constant_values=-1.0)  # zero pixels
+    out = preprocessing.cifar_preprocess_for_train(tf.constant(image), 32, 32).numpy()
+    assert out.shape == (32, 32, 3)
+    windows = [padded[i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
+    assert any(np.allclose(out, w, atol=1e-6) or np.allclose(out, w[:, ::-1], atol=1e-6)
+               for w in windows)

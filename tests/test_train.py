@@ -173,3 +173,28 @@ def test_multiworker_two_processes_end_with_identical_weights(tmp_path):
     assert "Epoch 2/2" in outputs[0] and "Epoch 1/2" not in outputs[0]
     with open(os.path.join(model_dir, "metrics.json")) as f:
         assert json.load(f)["epochs"] == 2
+
+
+def test_cifar_ablation_model_trains_from_a_config(tmp_path):
+    folder = write_image_folder(tmp_path / "images")
+    config = config_from_dict(dict(
+        model="cifar_resnet_ablation", depth=8, shortcut_type="exclusive_gating",
+        order="full_preactivation", dataset="folder", train_data=folder, validation_split=0.25,
+        preprocessing="cifar", image_size=16, batch_size=3, epochs=1, schedule="piecewise",
+        boundaries_epochs=[0.5], decay_rate=0.1, learning_rate=0.01))
+    metrics = train(config, str(tmp_path / "run"), verbose=0)
+    assert metrics["epochs"] == 1 and np.isfinite(metrics["val_loss"])
+
+
+def test_every_ablation_config_builds(tmp_path):
+    from resnet_tf.config import load_config
+
+    configs = sorted(f for f in os.listdir(os.path.join(ROOT, "configs"))
+                     if f.startswith("cifar10_ablation_"))
+    assert len(configs) == 10
+    for name in configs:
+        config = load_config(os.path.join(ROOT, "configs", name), depth=8)
+        model = build_model(config, num_classes=10)
+        units = [layer for layer in model.layers if hasattr(layer, "shortcut_type")]
+        assert {(u.shortcut_type, u.order) for u in units} == {
+            (config.shortcut_type, config.order)}, name
