@@ -84,7 +84,8 @@ def time_run(step, info: str, num_batches: int = 100, burn_in: int = 10, log=pri
 
 
 KERAS_APPLICATIONS = {"resnet_v2_50": "ResNet50V2", "resnet_v2_101": "ResNet101V2",
-                      "resnet_v2_152": "ResNet152V2"}
+                      "resnet_v2_152": "ResNet152V2", "resnet_v1_50": "ResNet50",
+                      "resnet_v1_101": "ResNet101", "resnet_v1_152": "ResNet152"}
 
 
 def _keras_applications_builder(model_name: str):
