@@ -21,7 +21,6 @@ References:
 from __future__ import annotations
 
 import keras
-from keras import ops
 
 from resnet_tf.resnet_v1 import BASIC_DEPTHS, basic_block
 from resnet_tf.resnet_utils import (
@@ -29,7 +28,6 @@ from resnet_tf.resnet_utils import (
     Block,
     Conv2DSame,
     ResidualUnit,
-    Subsample,
     batch_norm,
     resnet_arg_scope,
     resnet_model,
@@ -37,7 +35,7 @@ from resnet_tf.resnet_utils import (
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class Bottleneck(keras.layers.Layer):
+class Bottleneck(ResidualUnit):
     """slim's `bottleneck` (v2): the full pre-activation bottleneck unit of [2], Fig. 1(b).
 
         preact   = relu(batch_norm(x))                     scope preact
@@ -48,94 +46,35 @@ class Bottleneck(keras.layers.Layer):
                  -> conv3 1x1, bias, no BN                 scope conv3
         output   = shortcut + residual
 
-    The stride sits in this unit (slim puts a block's stride in its last unit).
+    The stride sits in this unit (slim puts a block's stride in its last unit). `shortcut`
+    ("B", slim's rule, by default) takes [1]'s options like the other units.
     """
 
     slim_scope = "bottleneck_v2"
     unit_arg_names = ("depth", "depth_bottleneck", "stride")
     expansion = 4  # resnet_v2_block: depth = 4 * depth_bottleneck
+    preactivation = True
 
-    def __init__(
-        self,
-        depth: int,
-        depth_bottleneck: int,
-        stride: int = 1,
-        rate: int = 1,
-        weight_decay: float = 1e-4,
-        batch_norm_decay: float = 0.997,
-        batch_norm_epsilon: float = 1e-5,
-        batch_norm_scale: bool = True,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        for key, value in (("depth", depth), ("depth_bottleneck", depth_bottleneck),
-                           ("stride", stride), ("rate", rate)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
-        self.depth = depth
-        self.depth_bottleneck = depth_bottleneck
-        self.stride = stride
-        self.rate = rate
-        self.arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
-                                          batch_norm_scale)
-        conv = dict(self.arg_scope)
-        self.preact = batch_norm("preact", **conv)
-        self.conv1 = Conv2DSame(depth_bottleneck, 1, use_batch_norm=True, activation="relu",
-                                name="conv1", **conv)
-        self.conv2 = Conv2DSame(depth_bottleneck, 3, stride=stride, rate=rate,
-                                use_batch_norm=True, activation="relu", name="conv2", **conv)
-        self.conv3 = Conv2DSame(depth, 1, name="conv3", **conv)
-        self.shortcut = None  # known once the input depth is (build)
+    def __init__(self, depth: int, depth_bottleneck: int, stride: int = 1, rate: int = 1,
+                 **kwargs):
+        super().__init__(depth, stride, rate, depth_bottleneck=depth_bottleneck, **kwargs)
 
-    def build(self, input_shape):
-        depth_in = input_shape[-1]
-        self.preact.build(input_shape)
-        if depth_in == self.depth:
-            self.shortcut = Subsample(self.stride, name="shortcut")
-        else:
-            self.shortcut = Conv2DSame(self.depth, 1, stride=self.stride, name="shortcut",
-                                       **self.arg_scope)
-            self.shortcut.build(input_shape)
-        self.conv1.build(input_shape)
-        inner = self.conv1.compute_output_shape(input_shape)
-        self.conv2.build(inner)
-        self.conv3.build(self.conv2.compute_output_shape(inner))
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: depth_in})
+    def _make_layers(self):
+        scope = self.arg_scope
+        return [
+            ("preact", batch_norm("preact", **scope)),
+            ("conv1", Conv2DSame(self.depth_bottleneck, 1, use_batch_norm=True,
+                                 activation="relu", name="conv1", **scope)),
+            ("conv2", Conv2DSame(self.depth_bottleneck, 3, stride=self.stride, rate=self.rate,
+                                 use_batch_norm=True, activation="relu", name="conv2", **scope)),
+            ("conv3", Conv2DSame(self.depth, 1, name="conv3", **scope)),
+        ]
 
-    @property
-    def projection_shortcut(self) -> bool:
-        return isinstance(self.shortcut, Conv2DSame)
-
-    def call(self, inputs, training=None, return_end_points=False):
-        preact = ops.relu(self.preact(inputs, training=training))
-        if self.projection_shortcut:
-            shortcut = self.shortcut(preact)
-        else:
-            shortcut = self.shortcut(inputs)
+    def _residual(self, inputs, preact, training):
         conv1 = self.conv1(preact, training=training)
         conv2 = self.conv2(conv1, training=training)
         conv3 = self.conv3(conv2)
-        output = ops.add(shortcut, conv3)
-        if not return_end_points:
-            return output
-        end_points = {"conv1": conv1, "conv2": conv2, "conv3": conv3}
-        if self.projection_shortcut:
-            end_points["shortcut"] = shortcut
-        return output, end_points
-
-    def slim_sublayers(self):
-        """(slim scope, layer) for each sublayer that holds variables."""
-        named = [("preact", self.preact)]
-        if self.projection_shortcut:
-            named.append(("shortcut", self.shortcut))
-        named += [("conv1", self.conv1), ("conv2", self.conv2), ("conv3", self.conv3)]
-        return named
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(depth=self.depth, depth_bottleneck=self.depth_bottleneck,
-                      stride=self.stride, rate=self.rate, **self.arg_scope)
-        return config
+        return conv3, {"conv1": conv1, "conv2": conv2, "conv3": conv3}
 
 
 def bottleneck(inputs, depth, depth_bottleneck, stride, rate=1, name=None, **arg_scope):
