@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ import time
 import keras
 import tensorflow as tf
 
+from resnet_tf.benchmark import write_json
 from resnet_tf.config import CIFAR_MODEL_KEYS, TrainConfig, load_config, save_config
 from resnet_tf.registry import create_model
 from resnet_tf.resnet_utils import dtype_policy_scope
@@ -165,19 +165,16 @@ class ModelDir:
             return [{k: float(v) for k, v in row.items() if v not in (None, "")}
                     for row in csv.DictReader(f)]
 
+    def best_val_accuracy(self):
+        """The best `val_accuracy` of the completed epochs, or None."""
+        return max((row["val_accuracy"] for row in self.completed_epochs()
+                    if "val_accuracy" in row), default=None)
+
     def read_metrics(self) -> dict:
         if not os.path.isfile(self.metrics):
             return {}
         with open(self.metrics) as f:
             return json.load(f)
-
-
-def _write_json(path, data):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def prepare_model_dir(model_dir: str, config: TrainConfig, write: bool = True) -> ModelDir:
@@ -234,7 +231,7 @@ def train(config: TrainConfig, model_dir: str, distribute: str = "none",
     previous = paths.read_metrics()
     start = time.perf_counter()
     if distribute == "multiworker":
-        custom_loop(strategy, model, config, data, paths, is_chief)
+        custom_loop(strategy, model, config, data, paths, is_chief, steps)
     else:
         model.fit(data.train, epochs=config.epochs, steps_per_epoch=data.steps_per_epoch,
                   validation_data=data.val, validation_steps=data.validation_steps,
@@ -252,14 +249,12 @@ def has_progress(paths: ModelDir) -> bool:
 
 
 def fit_callbacks(paths: ModelDir):
-    history = paths.completed_epochs()
-    best = max((row.get("val_accuracy", -math.inf) for row in history), default=None)
     return [
         keras.callbacks.BackupAndRestore(paths.backup, delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(paths.last),
         keras.callbacks.ModelCheckpoint(paths.best, monitor="val_accuracy", mode="max",
                                         save_best_only=True,
-                                        initial_value_threshold=best),
+                                        initial_value_threshold=paths.best_val_accuracy()),
         keras.callbacks.TensorBoard(paths.logs),
         keras.callbacks.CSVLogger(paths.csv, append=True),
     ]
@@ -277,15 +272,14 @@ def write_metrics(paths, strategy, config, seconds, previous, is_chief) -> dict:
         "replicas": int(strategy.num_replicas_in_sync),
         "train_seconds": round(previous.get("train_seconds", 0.0) + seconds, 3),
         "last_run_seconds": round(seconds, 3),
-        "best_val_accuracy": max((r["val_accuracy"] for r in history if "val_accuracy" in r),
-                                 default=None),
+        "best_val_accuracy": paths.best_val_accuracy(),
         "model": config.model,
         "dtype": config.dtype,
         "history": history,
     }
     if not is_chief:  # the chief writes the model dir's metrics; a worker's view may lag
         return {}
-    _write_json(paths.metrics, result)
+    write_json(result, paths.metrics)
     return result
 
 
@@ -316,7 +310,7 @@ def _save_model(model, path):
 # Multi-worker: a strategy.run loop (model.fit fails under MultiWorkerMirroredStrategy)
 
 
-def custom_loop(strategy, model, config, data, paths, is_chief):
+def custom_loop(strategy, model, config, data, paths, is_chief, steps):
     """Trains `model` (compiled, for its optimizer and loss) epoch by epoch with `strategy.run`.
 
     Every worker runs the same steps and saves the same state (workers other than the chief
@@ -326,7 +320,6 @@ def custom_loop(strategy, model, config, data, paths, is_chief):
     optimizer = model.optimizer
     loss_fn = make_loss(config, reduction="none")
     global_batch = config.batch_size
-    steps = data.steps_per_epoch or int(data.train.cardinality().numpy())
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     train_ds = strategy.experimental_distribute_dataset(data.train.with_options(options))
@@ -367,7 +360,7 @@ def custom_loop(strategy, model, config, data, paths, is_chief):
     # Each replica's batch norm updates its own moving statistics. They are exponential moving
     # averages, linear in the batch statistics, so averaging them over replicas equals averaging
     # every step's update (tf.keras' ON_READ/MEAN semantics); done before each save.
-    statistics = [v for v in model.non_trainable_variables]
+    statistics = list(model.non_trainable_variables)
 
     @tf.function
     def average_statistics():
@@ -416,12 +409,11 @@ def custom_loop(strategy, model, config, data, paths, is_chief):
         model.save_weights(os.path.join(save_root, "latest.weights.h5"))
         if is_chief:
             _save_model(model, paths.last)
-            history = paths.completed_epochs()
-            best = max((r.get("val_accuracy", -math.inf) for r in history), default=-math.inf)
-            if row.get("val_accuracy", -math.inf) > best:
+            best = paths.best_val_accuracy()
+            if "val_accuracy" in row and (best is None or row["val_accuracy"] > best):
                 _save_model(model, paths.best)
             _append_csv(paths.csv, row)
-            _write_json(state_path, {"epoch": epoch + 1})
+            write_json({"epoch": epoch + 1}, state_path)
 
 
 def _append_csv(path, row):
