@@ -26,8 +26,9 @@ import tensorflow as tf  # noqa: E402
 
 import resnet_tf  # noqa: E402
 from resnet_tf.benchmark import (  # noqa: E402
-    KERAS_APPLICATIONS, device_description, make_step, versions, write_json)
-from resnet_tf.resnet_utils import dtype_policy_scope  # noqa: E402
+    KERAS_APPLICATIONS, device_description, make_step, versions)
+from resnet_tf.utils import write_json  # noqa: E402
+from resnet_tf.utils import dtype_policy_scope  # noqa: E402
 
 
 def slim_step(depth, images, num_classes):

@@ -10,7 +10,6 @@ The inputs are drawn once, outside the timed step (the seed drew them inside the
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -22,7 +21,7 @@ from datetime import datetime
 
 import numpy as np
 
-DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
+from resnet_tf.utils import DTYPES, dtype_policy_scope, write_json
 MODES = ("forward", "forward-backward")
 COMPARE = ("none", "keras-applications")
 
@@ -215,6 +214,176 @@ def versions() -> dict:
     return out
 
 
+def time_interleaved(steps: dict, info: str, num_batches: int = 100, burn_in: int = 10,
+                     log=print) -> dict:
+    """Times several synchronous steps round by round: each round runs every step once, the
+    order rotating from round to round, so the machine's drift affects all alike. Each step
+    keeps the seed's report (a line every 10 steps, then `mean +/- sd`). Returns name -> Timing.
+    """
+    if num_batches < 1:
+        raise ValueError(f"num_batches must be >= 1. Received: num_batches={num_batches}")
+    if burn_in < 0:
+        raise ValueError(f"burn_in must be >= 0. Received: burn_in={burn_in}")
+    if len(steps) == 1:
+        (name, step), = steps.items()
+        return {name: time_run(step, info, num_batches, burn_in, log)}
+    names = list(steps)
+    for name in names:
+        for _ in range(burn_in):
+            steps[name]()
+    durations = {name: [] for name in names}
+    for i in range(num_batches):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            steps[name]()
+            durations[name].append(time.perf_counter() - start)
+    timings = {}
+    for name in names:
+        timing = Timing(f"{info} ({name})", durations[name])
+        for i in range(0, num_batches, 10):
+            log(seed_step_line(i, timing.durations[i]))
+        log(seed_summary_line(timing.info, num_batches, timing.mean, timing.sd))
+        timings[name] = timing
+    return timings
+
+
+def parse_runtimes(text: str) -> list:
+    """"keras:float32,openvino:int8" -> [("keras", "float32"), ("openvino", "int8")]."""
+    from resnet_tf.runtimes import RUNTIME_PRECISIONS
+
+    specs = []
+    for item in (part.strip() for part in text.split(",")):
+        runtime, _, precision = item.partition(":")
+        precision = precision or "float32"
+        if runtime not in RUNTIME_PRECISIONS or precision not in RUNTIME_PRECISIONS[runtime]:
+            known = ", ".join(f"{r}:{p}" for r, ps in RUNTIME_PRECISIONS.items() for p in ps)
+            raise ValueError(f"--runtimes: unknown entry {item!r}; known: {known}")
+        if (runtime, precision) in specs:
+            raise ValueError(f"--runtimes: {item!r} is given twice")
+        specs.append((runtime, precision))
+    return specs
+
+
+KERAS_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+RANDOM_CALIBRATION_IMAGES = 32
+
+
+def runtime_runners(model_name, specs, batch_size, image_size, num_classes, workdir, log=print):
+    """{"runtime:precision": Runner} for one set of random weights: Keras entries are the model
+    under each dtype policy (same weights), the others converted from it into `workdir`."""
+    from resnet_tf.registry import create_model
+    from resnet_tf.runtimes import keras_runner
+
+    model = create_model(model_name, num_classes=num_classes,
+                         input_shape=(image_size, image_size, 3))
+    runners = {}
+    for runtime, precision in specs:
+        name = f"{runtime}:{precision}"
+        if runtime == "keras":
+            if precision == "float32":
+                runners[name] = keras_runner(model)
+                continue
+            with dtype_policy_scope(KERAS_POLICY[precision]):
+                copy = create_model(model_name, num_classes=num_classes,
+                                    input_shape=(image_size, image_size, 3))
+            copy.set_weights(model.get_weights())
+            runners[name] = keras_runner(copy, precision)
+        else:
+            runners[name] = _converted_runner(model, runtime, precision, image_size, workdir,
+                                              log)
+    return runners
+
+
+def _converted_runner(model, runtime, precision, image_size, workdir, log):
+    from resnet_tf.deploy import export_model
+    from resnet_tf.runtimes import FORMAT_OF_RUNTIME, open_export, openvino_runner
+
+    format = FORMAT_OF_RUNTIME[runtime]
+    stored = "float32" if precision == "bfloat16" else precision  # bf16: OpenVINO's arithmetic
+    path = os.path.join(workdir, f"{format}-{stored}")
+    if not os.path.isdir(path):
+        calibration = None
+        if stored == "int8":
+            log(f"note: {runtime}:int8 is calibrated on {RANDOM_CALIBRATION_IMAGES} random "
+                "images: its speed is real, its accuracy means nothing (export with real "
+                "calibration data for that)")
+            calibration = np.random.default_rng(1).uniform(
+                0, 255, (RANDOM_CALIBRATION_IMAGES, image_size, image_size, 3)).astype(np.float32)
+        began = time.perf_counter()
+        export_model(model, path, format=format, precision=stored, image_size=image_size,
+                     central_fraction=1.0, calibration=calibration)
+        log(f"converted to {format} {stored} in {time.perf_counter() - began:.1f} s")
+    if precision == "bfloat16":
+        return openvino_runner(os.path.join(path, "model.xml"), "bfloat16")
+    return open_export(path)[0]
+
+
+def run_runtimes_benchmark(model_name="resnet_v2_152", runtimes="keras:float32",
+                           batch_size=32, image_size=224, num_batches=100, burn_in=10,
+                           num_classes=1000, json_path=None, log=print) -> dict:
+    """`resnet-tf bench --runtimes`: the forward pass of one model (random weights) through
+    each runtime, interleaved round by round, then a table against the first entry."""
+    import tempfile
+
+    import keras
+
+    specs = parse_runtimes(runtimes)
+    _check_sizes(batch_size, image_size, num_classes)
+    pixels = np.random.default_rng(0).uniform(
+        0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="resnet-tf-bench-") as workdir:
+        runners = runtime_runners(model_name, specs, batch_size, image_size, num_classes,
+                                  workdir, log)
+        steps = {name: (lambda runner=runner: runner(pixels)) for name, runner in runners.items()}
+        timings = time_interleaved(steps, "Forward", num_batches, burn_in, log)
+    first = next(iter(timings.values()))
+    log(f"{model_name}, batch {batch_size}, {image_size}x{image_size}, median of {num_batches} "
+        f"interleaved steps:")
+    log(f"{'runtime':<24} {'median s':>10} {'images/s':>10} {'speed-up':>9}")
+    results = []
+    for (runtime, precision), (name, timing) in zip(specs, timings.items()):
+        log(f"{name:<24} {timing.median:>10.4f} {batch_size / timing.median:>10.1f} "
+            f"{first.median / timing.median:>8.2f}x")
+        results.append(_result(name, timing, batch_size, runtime=runtime, precision=precision))
+    report = _report(model_name, batch_size, image_size, num_batches, burn_in, "forward",
+                     num_classes, results, runtimes=runtimes,
+                     backend=keras.backend.backend())
+    if json_path:
+        write_json(report, json_path)
+    return report
+
+
+def _check_sizes(batch_size, image_size, num_classes):
+    for name, value in (("batch_size", batch_size), ("image_size", image_size),
+                        ("num_classes", num_classes)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1. Received: {name}={value}")
+
+
+def _result(name, timing, batch_size, **extra):
+    return {"name": name, **extra, "median_s": timing.median, "mean_s": timing.mean,
+            "sd_s": timing.sd, "images_per_s": batch_size / timing.median,
+            "durations": timing.durations}
+
+
+def _report(model_name, batch_size, image_size, num_batches, burn_in, mode, num_classes,
+            results, **extra):
+    return {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "model": model_name, "batch_size": batch_size, "image_size": image_size,
+        "num_batches": num_batches, "burn_in": burn_in, "mode": mode,
+        "num_classes": num_classes, **extra,
+        "device": device_description(), "machine": machine_description(),
+        "versions": versions(), "results": results,
+    }
+
+
+def machine_description() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or
+            platform.machine(), "cores": os.cpu_count()}
+
+
 def run_benchmark(model_name="resnet_v2_152", batch_size=32, image_size=224, num_batches=100,
                   burn_in=10, mode="forward", dtype="float32", jit_compile=False,
                   num_classes=1000, compare="none", json_path=None, log=print) -> dict:
@@ -222,7 +391,6 @@ def run_benchmark(model_name="resnet_v2_152", batch_size=32, image_size=224, num
     import keras
 
     from resnet_tf.registry import create_model
-    from resnet_tf.resnet_utils import dtype_policy_scope
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
@@ -230,10 +398,7 @@ def run_benchmark(model_name="resnet_v2_152", batch_size=32, image_size=224, num
         raise ValueError(f"dtype must be one of {DTYPES}. Received: dtype={dtype!r}")
     if compare not in COMPARE:
         raise ValueError(f"compare must be one of {COMPARE}. Received: compare={compare!r}")
-    for name, value in (("batch_size", batch_size), ("image_size", image_size),
-                        ("num_classes", num_classes)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1. Received: {name}={value}")
+    _check_sizes(batch_size, image_size, num_classes)
 
     theirs_builder = (_keras_applications_builder(model_name)
                       if compare == "keras-applications" else None)
@@ -254,57 +419,18 @@ def run_benchmark(model_name="resnet_v2_152", batch_size=32, image_size=224, num
     steps = {"resnet_tf": make_step(ours, images, labels, mode, jit_compile)}
     if theirs is not None:
         steps["keras.applications"] = make_step(theirs, images, labels, mode, jit_compile)
-
-    timings = {}
-    if len(steps) == 1:
-        timings["resnet_tf"] = time_run(steps["resnet_tf"], info, num_batches, burn_in, log)
-    else:
-        # Interleave the two models step by step (alternating which goes first) so that the
-        # machine's drift affects both alike; each keeps the seed's report.
-        order = list(steps)
-        per_model = {name: [] for name in order}
-        for name in order:
-            for _ in range(burn_in):
-                steps[name]()
-        for i in range(num_batches):
-            for name in (order if i % 2 == 0 else order[::-1]):
-                start = time.perf_counter()
-                steps[name]()
-                per_model[name].append(time.perf_counter() - start)
-        for name in order:
-            timing = Timing(f"{info} ({name})", per_model[name])
-            for i in range(0, num_batches, 10):
-                log(seed_step_line(i, timing.durations[i]))
-            log(seed_summary_line(timing.info, num_batches, timing.mean, timing.sd))
-            timings[name] = timing
+    timings = time_interleaved(steps, info, num_batches, burn_in, log)
+    if theirs is not None:
         ratio = timings["keras.applications"].median / timings["resnet_tf"].median
         log(f"median sec / batch: resnet_tf {timings['resnet_tf'].median:.4f}, "
             f"keras.applications {timings['keras.applications'].median:.4f}; "
             f"resnet_tf is {ratio:.3f}x the speed of keras.applications")
 
-    report = {
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "model": model_name, "batch_size": batch_size, "image_size": image_size,
-        "num_batches": num_batches, "burn_in": burn_in, "mode": mode, "dtype": dtype,
-        "jit_compile": jit_compile, "num_classes": num_classes,
-        "backend": keras.backend.backend(), "device": device_description(),
-        "versions": versions(),
-        "results": {
-            name: {
-                "mean_s": t.mean, "sd_s": t.sd, "median_s": t.median,
-                "images_per_s": batch_size / t.median, "durations_s": t.durations,
-            }
-            for name, t in timings.items()
-        },
-    }
+    results = [_result(name, t, batch_size, runtime="keras", precision=dtype)
+               for name, t in timings.items()]
+    report = _report(model_name, batch_size, image_size, num_batches, burn_in, mode,
+                     num_classes, results, dtype=dtype, jit_compile=jit_compile,
+                     backend=keras.backend.backend())
     if json_path:
         write_json(report, json_path)
     return report
-
-
-def write_json(report: dict, path) -> None:
-    """Writes `report` to `path` whole or not at all: an earlier report survives a failure."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(report, handle, indent=2)
-    os.replace(temporary, path)

@@ -1,4 +1,11 @@
-"""The `resnet-tf` command line."""
+"""The `resnet-tf` command line: train, export, predict, evaluate, bench.
+
+Building the parser imports nothing heavy (no Keras, no TensorFlow): `--help` answers at once,
+and each command imports what it needs when it runs. TensorFlow's start-up logging is silenced
+unless `--verbose` is given or `TF_CPP_MIN_LOG_LEVEL` is set. A user error (a wrong path, a bad
+value, a refused overwrite) is one sentence on stderr and exit status 2; `--debug` shows the
+traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -6,78 +13,52 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from resnet_tf.registry import MODEL_NAMES
+from resnet_tf.utils import DTYPES
+
+FORMATS = ("saved_model", "tflite", "onnx", "openvino")  # = deploy.FORMATS (tested)
+PRECISIONS = ("float32", "float16", "int8")  # = deploy.PRECISIONS (tested)
+BENCH_MODES = ("forward", "forward-backward")  # = benchmark.MODES (tested)
+BENCH_COMPARE = ("none", "keras-applications")  # = benchmark.COMPARE (tested)
+DISTRIBUTE = ("none", "mirrored", "multiworker")  # = training.DISTRIBUTE (tested)
 
 
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def _non_negative_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
-def add_bench_parser(subparsers):
-    from resnet_tf.benchmark import COMPARE, DTYPES, MODES
-    from resnet_tf.registry import MODELS
-
-    parser = subparsers.add_parser(
-        "bench",
-        help="time the forward pass or a training step (the seed's time_tensorflow_run)",
-        description="Times a model the way the seed's time_tensorflow_run does: burn-in steps, "
-                    "then timed steps, a line every 10 steps and 'mean +/- sd sec / batch'. "
-                    "The defaults reproduce the seed: ResNet-152 V2, batch 32, 224x224 uniform "
-                    "random images, 10 burn-in steps, 100 timed. Runs on the TensorFlow "
-                    "(tf.function) and JAX (jax.jit) backends; set KERAS_BACKEND to choose.")
-    parser.add_argument("--model", default="resnet_v2_152", choices=sorted(MODELS))
-    parser.add_argument("--batch-size", type=_positive_int, default=32)
-    parser.add_argument("--image-size", type=_positive_int, default=224)
-    parser.add_argument("--num-batches", type=_positive_int, default=100)
-    parser.add_argument("--burn-in", type=_non_negative_int, default=10)
-    parser.add_argument("--num-classes", type=_positive_int, default=1000)
-    parser.add_argument("--mode", choices=MODES, default="forward",
-                        help="forward, or forward-backward (a full SGD training step)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32",
-                        help="Keras dtype policy for the model")
-    parser.add_argument("--jit-compile", action="store_true",
-                        help="XLA-compile the TensorFlow step (JAX steps are always jitted)")
-    parser.add_argument("--compare", choices=COMPARE, default="none",
-                        help="also time keras.applications' ResNetV2 of the same depth, "
-                             "interleaved step by step, and print the ratio")
-    parser.add_argument("--json", dest="json_path", metavar="PATH",
-                        help="write every step's duration, images/s, device and versions here")
-    parser.set_defaults(handler=run_bench)
-
-
-def run_bench(args):
-    from resnet_tf.benchmark import run_benchmark
-
-    run_benchmark(model_name=args.model, batch_size=args.batch_size, image_size=args.image_size,
-                  num_batches=args.num_batches, burn_in=args.burn_in, mode=args.mode,
-                  dtype=args.dtype, jit_compile=args.jit_compile, num_classes=args.num_classes,
-                  compare=args.compare, json_path=args.json_path)
-    return 0
+# --------------------------------------------------------------------------------------------
+# train
 
 
 def add_train_parser(subparsers):
-    from resnet_tf.config import DTYPES
-    from resnet_tf.training import DISTRIBUTE
-
     parser = subparsers.add_parser(
         "train",
         help="train a model with model.fit from a YAML config",
-        description="Trains the model a YAML config describes (configs/*.yaml) with Keras' "
-                    "model.fit: progress bar, checkpoints (last and best), BackupAndRestore, "
-                    "TensorBoard and CSV logs, and DIR/metrics.json at the end. Re-running the "
-                    "same command continues where training stopped; a larger --epochs trains "
-                    "only the added epochs.")
-    parser.add_argument("--config", required=True, help="a YAML config, e.g. configs/quickstart.yaml")
+        description="Trains the model a YAML config describes with Keras' model.fit: progress "
+                    "bar, checkpoints (last and best), BackupAndRestore, TensorBoard and CSV "
+                    "logs, and DIR/metrics.json at the end. Re-running the same command "
+                    "continues where training stopped (also after a crash or a kill); a larger "
+                    "--epochs trains only the added epochs.")
+    parser.add_argument("--config", required=True,
+                        help="a YAML config file, or the name of a shipped one (quickstart, "
+                             "imagenet_resnet_v2_50, finetune_folder, cifar10_...)")
     parser.add_argument("--model-dir", required=True, metavar="DIR",
                         help="where checkpoints, logs and metrics.json go (re-use it to resume)")
     parser.add_argument("--epochs", type=_positive_int, help="overrides the config's epochs")
@@ -111,68 +92,110 @@ def _fmt(value):
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _add_source_arguments(parser, what):
-    source = parser.add_argument_group(f"the model to {what} (one of)")
+# --------------------------------------------------------------------------------------------
+# Model sources (export, predict, evaluate)
+
+
+def _add_source_arguments(parser, what, export=False):
+    group = parser.add_argument_group(f"the model to {what}")
+    source = group.add_mutually_exclusive_group(required=True)
     source.add_argument("--model-dir", metavar="DIR", help="a `resnet-tf train` model dir")
     source.add_argument("--slim-checkpoint", metavar="CKPT",
                         help="a slim checkpoint (with --model and --num-classes)")
-    parser.add_argument("--model", default="resnet_v2_50",
-                        help="with --slim-checkpoint: the registry name (default resnet_v2_50)")
-    parser.add_argument("--num-classes", type=_positive_int, default=1001,
-                        help="with --slim-checkpoint: 1001 for slim's V2 releases (default)")
-    parser.add_argument("--image-size", type=_positive_int,
-                        help="input size after preprocessing (default: the model dir's; 299 "
-                             "for slim's V2 checkpoints)")
-    return source
+    if export:
+        source.add_argument("--export", metavar="EXPORT",
+                            help="a `resnet-tf export` dir of any format, run by its own runtime")
+    group.add_argument("--model", default="resnet_v2_50", choices=MODEL_NAMES, metavar="NAME",
+                       help="with --slim-checkpoint: the registry name (default resnet_v2_50)")
+    group.add_argument("--num-classes", type=_positive_int, default=1001,
+                       help="with --slim-checkpoint: 1001 for slim's V2 releases (default)")
+    group.add_argument("--image-size", type=_positive_int,
+                       help="input size after preprocessing (default: the model dir's; 299 "
+                            "for slim's V2 checkpoints)")
+    return group
 
 
 def _load_source(args):
-    """(model, image size, central fraction, class names) from --model-dir or --slim-checkpoint."""
-    from resnet_tf.export import SLIM_EVAL_IMAGE_SIZE, load_model_dir, model_from_slim_checkpoint
-    from resnet_tf.preprocessing import EVAL_CENTRAL_FRACTION
+    from resnet_tf.export import load_model_source
 
-    if args.model_dir:
-        model, config, names = load_model_dir(args.model_dir)
-        return model, args.image_size or config.image_size, config.central_fraction, names
-    model, names = model_from_slim_checkpoint(args.slim_checkpoint, args.model, args.num_classes)
-    return model, args.image_size or SLIM_EVAL_IMAGE_SIZE, EVAL_CENTRAL_FRACTION, names
+    return load_model_source(model_dir=args.model_dir, slim_checkpoint=args.slim_checkpoint,
+                             model_name=args.model, num_classes=args.num_classes,
+                             image_size=args.image_size)
 
 
-def _one_source(args, options):
-    given = [o for o in options if getattr(args, o.lstrip("-").replace("-", "_"))]
-    if len(given) != 1:
-        raise ValueError(f"give exactly one of {', '.join(options)}. Received: "
-                         f"{', '.join(given) or 'none'}")
+# --------------------------------------------------------------------------------------------
+# export
 
 
 def add_export_parser(subparsers):
     parser = subparsers.add_parser(
         "export",
-        help="write a SavedModel that plain TensorFlow serves",
-        description="Writes a SavedModel (Keras' ExportArchive) whose serving_default takes "
-                    "`images` (float32 [N, H, W, 3], raw 0..255 pixels; slim's eval "
-                    "preprocessing inside) and returns `probabilities` [N, C] and `classes` [N]; "
-                    "`serving_bytes` takes encoded JPEG/PNG bytes. Class names go to "
-                    "assets/class_names.txt.")
+        help="write a SavedModel, TFLite, ONNX or OpenVINO model (float32, float16, int8)",
+        description="Writes the model to --output in the format of an inference runtime. "
+                    "saved_model (default): serving_default takes `images` (float32 [N, H, W, "
+                    "3], raw 0..255 pixels; slim's eval preprocessing inside) and returns "
+                    "`probabilities` and `classes`; serving_bytes takes encoded images. tflite, "
+                    "onnx, openvino: input `images` float32 [N, S, S, 3], raw 0..255 pixels "
+                    "already cropped and resized to the model's size S (preprocessing.json says "
+                    "how), output `probabilities` [N, C]. int8 is calibrated on real images: "
+                    "the model dir's training data, or --calibration-data.")
     _add_source_arguments(parser, "export")
-    parser.add_argument("--output", required=True, metavar="EXPORT", help="the SavedModel dir")
+    parser.add_argument("--output", required=True, metavar="DIR", help="the export dir")
+    parser.add_argument("--format", choices=FORMATS, default="saved_model")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="float32 (default), float16 weights (tflite, openvino), or full "
+                             "int8 quantization (tflite, onnx, openvino)")
+    parser.add_argument("--calibration-data", metavar="DIR",
+                        help="int8: an image folder (one sub-folder per class) to calibrate "
+                             "on; default with --model-dir: its training data")
+    parser.add_argument("--calibration-images", type=_positive_int, default=300, metavar="N",
+                        help="int8: how many images to calibrate on (default 300)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing export dir (refused otherwise)")
+                        help="replace an earlier export at --output (anything else is refused)")
     parser.set_defaults(handler=run_export)
 
 
 def run_export(args):
-    from resnet_tf.export import export_saved_model
+    from resnet_tf.deploy import check_format, check_output
 
-    _one_source(args, ["--model-dir", "--slim-checkpoint"])
-    if os.path.exists(args.output) and not args.overwrite:  # before loading anything
-        raise FileExistsError(f"The export dir {args.output!r} exists; pass --overwrite to "
-                              "replace it")
-    model, image_size, central_fraction, names = _load_source(args)
-    path = export_saved_model(model, args.output, image_size, central_fraction, names,
-                              overwrite=args.overwrite)
-    print(f"Exported {model.name} ({image_size}x{image_size} inputs) to {path}")
+    check_format(args.format, args.precision)
+    check_output(args.output, args.overwrite)  # before loading anything
+    if args.precision == "int8" and args.slim_checkpoint and not args.calibration_data:
+        raise ValueError("--precision int8 from --slim-checkpoint needs --calibration-data DIR "
+                         "(real images to calibrate on)")
+    if args.calibration_data and args.precision != "int8":
+        raise ValueError(f"--calibration-data is for --precision int8. Received: --precision "
+                         f"{args.precision}")
+    source = _load_source(args)
+    calibration = None
+    if args.precision == "int8":
+        calibration = _calibration_pixels(args, source)
+        print(f"Calibrating int8 on {len(calibration)} images")
+    from resnet_tf.deploy import export_model
+
+    path = export_model(source.model, args.output, format=args.format, precision=args.precision,
+                        image_size=source.image_size, central_fraction=source.central_fraction,
+                        class_names=source.class_names, calibration=calibration,
+                        overwrite=args.overwrite)
+    print(f"Exported {source.model.name} ({args.format}, {args.precision}, "
+          f"{source.image_size}x{source.image_size} inputs) to {path}")
     return 0
+
+
+def _calibration_pixels(args, source):
+    from resnet_tf import data
+
+    if args.calibration_data:
+        paths, labels, _ = data.list_image_folder(args.calibration_data)
+        raw = data.image_files_dataset(paths, labels).shuffle(len(paths), seed=0)
+    else:  # the model dir's own training images, through the eval preprocessing
+        raw = data.raw_datasets(source.config).train.shuffle(10000, seed=0)
+    return data.calibration_pixels(raw, source.image_size, source.central_fraction,
+                                   args.calibration_images)
+
+
+# --------------------------------------------------------------------------------------------
+# predict
 
 
 def add_predict_parser(subparsers):
@@ -180,45 +203,218 @@ def add_predict_parser(subparsers):
         "predict",
         help="top-5 classes of image files",
         description="Prints the most probable classes (names and probabilities) of each image, "
-                    "from a model dir, an export or a slim checkpoint (slim's 1001-class "
-                    "background offset included; ImageNet's names ship with resnet_tf).")
-    source = _add_source_arguments(parser, "predict with")
-    source.add_argument("--export", metavar="EXPORT", help="a `resnet-tf export` SavedModel")
+                    "from a model dir, an export of any format or a slim checkpoint (slim's "
+                    "1001-class background offset included; ImageNet's names ship with "
+                    "resnet_tf).")
+    _add_source_arguments(parser, "predict with", export=True)
     parser.add_argument("--top", type=_positive_int, default=5, help="how many classes (5)")
     parser.add_argument("images", nargs="+", help="JPEG/PNG/BMP/GIF files")
     parser.set_defaults(handler=run_predict)
 
 
 def run_predict(args):
-    from resnet_tf.predict import (export_classifier, format_results, keras_classifier,
-                                   predict_files)
+    from resnet_tf.predict import format_results, predict_files
 
-    _one_source(args, ["--model-dir", "--slim-checkpoint", "--export"])
-    if args.export:
-        classify, names = export_classifier(args.export)
-    else:
-        model, image_size, central_fraction, names = _load_source(args)
-        classify = keras_classifier(model, image_size, central_fraction)
-    print(format_results(predict_files(args.images, classify, names, args.top)))
+    runner, image_size, central_fraction, names = _runner(args)
+    print(format_results(predict_files(args.images, runner, image_size, central_fraction,
+                                       names, args.top)))
     return 0
+
+
+def _runner(args):
+    """(runner, image size, central fraction, class names) of --export or a Keras source."""
+    if getattr(args, "export", None):
+        from resnet_tf.runtimes import open_export
+
+        runner, info, names = open_export(args.export)
+        return runner, info.get("image_size"), info.get("central_fraction"), names
+    from resnet_tf.runtimes import keras_runner
+
+    source = _load_source(args)
+    return (keras_runner(source.model), source.image_size, source.central_fraction,
+            source.class_names)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+
+
+def add_evaluate_parser(subparsers):
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="top-1 / top-5 accuracy of a model or an export on labelled images",
+        description="slim's eval_image_classifier for every kind of model: a model dir, an "
+                    "export of any format (run by its own runtime) or a slim checkpoint, on a "
+                    "config's validation data (the default for --model-dir: its own config), "
+                    "an image folder or slim-format TFRecords. Prints top-1, top-5, the count "
+                    "and images/s.")
+    _add_source_arguments(parser, "evaluate", export=True)
+    data = parser.add_argument_group("the labelled images (one of; default with --model-dir: "
+                                     "its config's validation data)")
+    one = data.add_mutually_exclusive_group()
+    one.add_argument("--config", help="a training config (file or shipped name): its "
+                                      "validation data")
+    one.add_argument("--data", metavar="DIR",
+                     help="an image folder, one sub-folder per class named as the model's classes")
+    one.add_argument("--tfrecords", metavar="PATTERN",
+                     help="slim-format TFRecords (image/encoded, image/class/label 1..1000)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32)
+    parser.add_argument("--json", dest="json_path", metavar="PATH",
+                        help="also write top1, top5, count, runtime, precision, images_per_s")
+    parser.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args):
+    from resnet_tf import evaluate as evaluate_lib
+
+    runner, image_size, central_fraction, names = _runner(args)
+    num_classes = len(names) if names else None
+    if args.data:
+        dataset, count = evaluate_lib.folder_dataset(args.data, names)
+    elif args.tfrecords:
+        dataset, count = evaluate_lib.tfrecord_dataset(args.tfrecords, num_classes)
+    else:
+        from resnet_tf.config import load_config
+        from resnet_tf.model_dir import ModelDir
+
+        if args.config:
+            config = load_config(args.config)
+        elif args.model_dir:
+            config = load_config(ModelDir(args.model_dir).config)
+        else:
+            raise ValueError("give the labelled images: --config FILE, --data DIR or "
+                             "--tfrecords PATTERN")
+        dataset, count = evaluate_lib.config_dataset(config)
+    result = evaluate_lib.evaluate(runner, dataset, image_size, central_fraction, count,
+                                   args.batch_size, progress=sys.stdout.isatty())
+    result["source"] = args.export or args.model_dir or args.slim_checkpoint
+    print(evaluate_lib.format_result(result))
+    if args.json_path:
+        from resnet_tf.utils import write_json
+
+        write_json(result, args.json_path)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# bench
+
+
+def add_bench_parser(subparsers):
+    parser = subparsers.add_parser(
+        "bench",
+        help="time the forward pass or a training step (the seed's time_tensorflow_run)",
+        description="Times a model the way the seed's time_tensorflow_run does: burn-in steps, "
+                    "then timed steps, a line every 10 steps and 'mean +/- sd sec / batch'. "
+                    "The defaults reproduce the seed: ResNet-152 V2, batch 32, 224x224 uniform "
+                    "random images, 10 burn-in steps, 100 timed. Keras runs on the TensorFlow "
+                    "(tf.function) and JAX (jax.jit) backends; set KERAS_BACKEND to choose. "
+                    "--runtimes times the same weights through inference runtimes, "
+                    "interleaved round by round.")
+    parser.add_argument("--model", default="resnet_v2_152", choices=MODEL_NAMES, metavar="NAME",
+                        help="a registry name (default resnet_v2_152)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32)
+    parser.add_argument("--image-size", type=_positive_int, default=224)
+    parser.add_argument("--num-batches", type=_positive_int, default=100)
+    parser.add_argument("--burn-in", type=_non_negative_int, default=10)
+    parser.add_argument("--num-classes", type=_positive_int, default=1000)
+    parser.add_argument("--mode", choices=BENCH_MODES, default="forward",
+                        help="forward, or forward-backward (a full SGD training step)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="Keras dtype policy for the model")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="XLA-compile the TensorFlow step (JAX steps are always jitted)")
+    parser.add_argument("--compare", choices=BENCH_COMPARE, default="none",
+                        help="also time keras.applications' ResNet of the same depth, "
+                             "interleaved step by step, and print the ratio")
+    parser.add_argument("--runtimes", metavar="LIST",
+                        help="comma-separated runtime:precision entries, e.g. keras:float32,"
+                             "keras:bfloat16,tflite:int8,onnxruntime:int8,openvino:bfloat16,"
+                             "openvino:int8 (runtimes: keras, tflite, onnxruntime, openvino); "
+                             "the forward pass only, compared with the first entry")
+    parser.add_argument("--json", dest="json_path", metavar="PATH",
+                        help="write every step's duration, images/s, device and versions here")
+    parser.set_defaults(handler=run_bench)
+
+
+def run_bench(args):
+    from resnet_tf import benchmark
+
+    if args.runtimes:
+        if args.mode != "forward" or args.compare != "none" or args.dtype != "float32" or \
+                args.jit_compile:
+            raise ValueError("--runtimes times the forward pass of each runtime:precision; "
+                             "leave out --mode, --compare, --dtype and --jit-compile")
+        benchmark.run_runtimes_benchmark(
+            model_name=args.model, runtimes=args.runtimes, batch_size=args.batch_size,
+            image_size=args.image_size, num_batches=args.num_batches, burn_in=args.burn_in,
+            num_classes=args.num_classes, json_path=args.json_path)
+        return 0
+    benchmark.run_benchmark(model_name=args.model, batch_size=args.batch_size,
+                            image_size=args.image_size, num_batches=args.num_batches,
+                            burn_in=args.burn_in, mode=args.mode, dtype=args.dtype,
+                            jit_compile=args.jit_compile, num_classes=args.num_classes,
+                            compare=args.compare, json_path=args.json_path)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="resnet-tf", description="TF-slim's ResNet in Keras 3: benchmark, train, serve.")
+        prog="resnet-tf",
+        description="TF-slim's ResNet in Keras 3: train, export, predict, evaluate, bench.")
+    parser.add_argument("--verbose", action="store_true",
+                        help="keep TensorFlow's start-up and runtime logging on stderr")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of one sentence")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_train_parser(subparsers)
     add_export_parser(subparsers)
     add_predict_parser(subparsers)
+    add_evaluate_parser(subparsers)
     add_bench_parser(subparsers)
     return parser
 
 
+def user_errors():
+    """The exceptions that mean a user error (a sentence, no traceback)."""
+    from resnet_tf.deploy import MissingRuntime
+
+    return (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            IsADirectoryError, PermissionError, MissingRuntime)
+
+
+def _quiet_tensorflow(args):
+    """Keeps TensorFlow's and the runtimes' native start-up messages off stderr: TensorFlow
+    2.21's C++ logging ignores TF_CPP_MIN_LOG_LEVEL before absl is initialised, so its first
+    import runs with file descriptor 2 pointed at /dev/null."""
+    import importlib.util
+
+    from resnet_tf import utils
+
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    utils.QUIET_NATIVE_OUTPUT = True
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if importlib.util.find_spec("tensorflow") is None or (args.command == "bench" and
+                                                          backend != "tensorflow"):
+        return
+    with utils.quiet_native_stderr():
+        import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if not args.verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        _quiet_tensorflow(args)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except user_errors() as error:
+        if args.debug:
+            raise
         print(f"resnet-tf {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 
 import yaml
+
+from resnet_tf.utils import DTYPES, write_text
 
 DATASETS = ("digits", "cifar10", "folder", "tfrecord")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
@@ -20,7 +23,6 @@ PREPROCESSING = ("inception", "cifar")
 # Keys that go to the CIFAR builders (cifar_resnet_v1/v2/ablation) when set.
 CIFAR_MODEL_KEYS = ("depth", "unit", "shortcut", "shortcut_type", "order", "shortcut_scale",
                     "residual_scale", "gate_bias")
-DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass
@@ -177,13 +179,45 @@ def config_from_dict(values: dict, source: str = "config") -> TrainConfig:
         raise ValueError(f"{source}: {error}") from None
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string; YAML 1.2 and every user read
+    it as a float, and so does this loader."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+SHIPPED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def shipped_configs() -> list:
+    """The names of the configs that ship with resnet_tf (`resnet-tf train --config NAME`)."""
+    return sorted(f[: -len(".yaml")] for f in os.listdir(SHIPPED_CONFIGS) if f.endswith(".yaml"))
+
+
+def resolve_config_path(name: str) -> str:
+    """A config file path, or the name of a shipped config ("quickstart" or "quickstart.yaml")."""
+    if os.path.isfile(name):
+        return name
+    shipped = os.path.join(SHIPPED_CONFIGS, name if name.endswith(".yaml") else f"{name}.yaml")
+    if os.sep not in name and os.path.isfile(shipped):
+        return shipped
+    if os.path.isdir(name):
+        raise ValueError(f"--config {name!r} is a directory; give a YAML file")
+    raise FileNotFoundError(f"No config file at {name!r}, and no shipped config of that name "
+                            f"(shipped: {', '.join(shipped_configs())})")
+
+
 def load_config(path: str, **overrides) -> TrainConfig:
-    """Reads a YAML config; `overrides` (e.g. epochs=5 from the command line) win over the file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No config file at {path!r}")
+    """Reads a YAML config (a path or a shipped config's name); `overrides` (e.g. epochs=5 from
+    the command line) win over the file."""
+    path = resolve_config_path(path)
     with open(path) as f:
         try:
-            values = yaml.safe_load(f)
+            values = yaml.load(f, Loader=_YamlLoader)
         except yaml.YAMLError as error:
             raise ValueError(f"{path}: not valid YAML: {error}") from None
     values = {} if values is None else values
@@ -194,10 +228,7 @@ def load_config(path: str, **overrides) -> TrainConfig:
 
 def save_config(config: TrainConfig, path: str):
     """Writes the resolved config (atomically: other workers may be reading it)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def default_values() -> dict:

@@ -162,7 +162,7 @@ def _pipeline(dataset, config, num_classes, training, shuffle_size=None):
         else:
             image = preprocessing.preprocess_for_eval(image, size, size, config.central_fraction)
         image.set_shape([size, size, 3])
-        return image, tf.one_hot(label + config.label_offset, num_classes)
+        return image, tf.one_hot(label, num_classes)
 
     if training:
         dataset = dataset.shuffle(shuffle_size or config.shuffle_buffer, seed=config.seed,
@@ -172,10 +172,19 @@ def _pipeline(dataset, config, num_classes, training, shuffle_size=None):
     return dataset.prefetch(AUTOTUNE)
 
 
-def make_datasets(config) -> Datasets:
-    """The training and validation pipelines a `TrainConfig` describes."""
-    val_examples = config.val_examples
-    steps = validation_steps = None
+@dataclasses.dataclass
+class RawData:
+    """Unbatched `(uint8 image [H, W, 3], int64 label)` datasets, before any preprocessing."""
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None
+    num_classes: int
+    class_names: list
+    train_examples: int | None
+
+
+def raw_datasets(config) -> RawData:
+    """The training and validation images and labels a `TrainConfig` names (labels with
+    `label_offset` applied), before preprocessing."""
     if config.dataset == "digits":
         (x_train, y_train), (x_val, y_val) = digits_arrays(config.validation_split or 0.2,
                                                            config.seed)
@@ -204,22 +213,14 @@ def make_datasets(config) -> Datasets:
                                                               config.validation_split, config.seed)
         else:
             val_paths = None
-
-        def load(path, label):
-            return decode_image(tf.io.read_file(path)), label
-
-        train = tf.data.Dataset.from_tensor_slices((paths, labels)).map(load, AUTOTUNE)
-        val = (tf.data.Dataset.from_tensor_slices((val_paths, val_labels)).map(load, AUTOTUNE)
-               if val_paths is not None else None)
+        train = image_files_dataset(paths, labels)
+        val = image_files_dataset(val_paths, val_labels) if val_paths is not None else None
         train_examples = len(labels)
     else:  # tfrecord
         if config.num_classes is None:
             raise ValueError("dataset 'tfrecord' needs num_classes (slim's ImageNet: 1001)")
-        train = tf.data.TFRecordDataset(_tfrecord_files(config.train_data),
-                                        num_parallel_reads=AUTOTUNE).map(parse_slim_example,
-                                                                         AUTOTUNE)
-        val = (tf.data.TFRecordDataset(_tfrecord_files(config.val_data)).map(
-            parse_slim_example, AUTOTUNE) if config.val_data else None)
+        train = slim_tfrecord_dataset(config.train_data)
+        val = slim_tfrecord_dataset(config.val_data) if config.val_data else None
         names = None
         train_examples = config.train_examples
     num_classes = config.num_classes or len(names) + config.label_offset
@@ -232,18 +233,69 @@ def make_datasets(config) -> Datasets:
             [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for {num_classes} classes")
+    if config.label_offset:
+        def offset(image, label):
+            return image, label + config.label_offset
 
-    train = _pipeline(train, config, num_classes, training=True,
+        train = train.map(offset)
+        val = val.map(offset) if val is not None else None
+    return RawData(train, val, num_classes, names, train_examples)
+
+
+def image_files_dataset(paths, labels) -> tf.data.Dataset:
+    """(decoded uint8 image, label) for each image file."""
+    def load(path, label):
+        return decode_image(tf.io.read_file(path)), label
+
+    return tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int64))).map(
+        load, num_parallel_calls=AUTOTUNE)
+
+
+def slim_tfrecord_dataset(pattern: str) -> tf.data.Dataset:
+    """(decoded uint8 image, label as stored) of slim-format TFRecords matching `pattern`."""
+    return tf.data.TFRecordDataset(_tfrecord_files(pattern), num_parallel_reads=AUTOTUNE).map(
+        parse_slim_example, AUTOTUNE)
+
+
+def eval_pixels_dataset(dataset, image_size, central_fraction, batch_size=32):
+    """Raw `(image, label)` -> batches of `(float32 0..255 pixels [N, S, S, 3], label)` after
+    slim's eval crop and resize: the input the deployment exports take."""
+    def crop(image, label):
+        pixels = preprocessing.eval_pixels(image, image_size, central_fraction)
+        pixels.set_shape([image_size, image_size, 3])
+        return pixels, label
+
+    return dataset.map(crop, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
+
+
+def calibration_pixels(dataset, image_size, central_fraction,
+                       count: int = 300) -> np.ndarray:
+    """Up to `count` images of a raw dataset as eval-preprocessed pixels, for int8 calibration."""
+    batches = eval_pixels_dataset(dataset.take(count), image_size, central_fraction)
+    arrays = [pixels.numpy() for pixels, _ in batches]
+    if not arrays:
+        raise ValueError("No calibration images: the dataset is empty")
+    return np.concatenate(arrays)
+
+
+def make_datasets(config) -> Datasets:
+    """The training and validation pipelines a `TrainConfig` describes."""
+    raw = raw_datasets(config)
+    steps = validation_steps = None
+    train_examples = raw.train_examples
+    train = _pipeline(raw.train, config, raw.num_classes, training=True,
                       shuffle_size=min(config.shuffle_buffer, train_examples or
                                        config.shuffle_buffer))
     if config.dataset == "tfrecord" and train_examples:
         train = train.repeat()
         steps = train_examples // config.batch_size
-    if val is not None:
-        val = _pipeline(val, config, num_classes, training=False)
-        if val_examples:
-            validation_steps = -(-val_examples // config.batch_size)
+    val = None
+    if raw.val is not None:
+        val = _pipeline(raw.val, config, raw.num_classes, training=False)
+        if config.val_examples:
+            validation_steps = -(-config.val_examples // config.batch_size)
     if steps == 0 or (train_examples and train_examples < config.batch_size):
         raise ValueError(f"batch_size={config.batch_size} is larger than the "
                          f"{train_examples} training examples")
-    return Datasets(train, val, num_classes, names, steps, validation_steps, train_examples)
+    return Datasets(train, val, raw.num_classes, raw.class_names, steps, validation_steps,
+                    train_examples)

@@ -20,14 +20,14 @@ TensorFlow only.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
 
 from resnet_tf import preprocessing
+from resnet_tf.utils import write_text
 
 CLASS_NAMES_ASSET = "class_names.txt"
 SLIM_EVAL_IMAGE_SIZE = 299  # slim's ResNet V2 checkpoints are evaluated at 299 px
@@ -37,10 +37,19 @@ def export_saved_model(model: keras.Model, output: str, image_size: int,
                        central_fraction: float = preprocessing.EVAL_CENTRAL_FRACTION,
                        class_names=None, overwrite: bool = False) -> str:
     """Writes `model` with the two serving signatures to `output` (refused if it exists,
-    unless `overwrite`); written to a temporary dir first, so a failure leaves nothing behind."""
-    output = os.path.abspath(output)
-    if os.path.exists(output) and not overwrite:
-        raise FileExistsError(f"The export dir {output!r} exists; pass --overwrite to replace it")
+    unless `overwrite` and it is an earlier export); assembled in a staging dir, so a failure
+    leaves nothing behind. `deploy.export_model(format="saved_model")`."""
+    from resnet_tf.deploy import export_model
+
+    return export_model(model, output, format="saved_model", image_size=image_size,
+                        central_fraction=central_fraction, class_names=class_names,
+                        overwrite=overwrite)
+
+
+def write_saved_model(model: keras.Model, target: str, image_size: int,
+                      central_fraction: float = preprocessing.EVAL_CENTRAL_FRACTION,
+                      class_names=None) -> None:
+    """Writes the SavedModel to the new dir `target` (no checks: `export_saved_model`)."""
     num_classes = int(model.output_shape[-1])
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
@@ -70,32 +79,49 @@ def export_saved_model(model: keras.Model, output: str, image_size: int,
         tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
     archive.add_endpoint("serving_bytes", serve_bytes, input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes")])
+    archive.write_out(target, verbose=False)
+    if class_names is not None:
+        write_text(os.path.join(target, "assets", CLASS_NAMES_ASSET),
+                   "\n".join(class_names) + "\n")
 
-    parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
-        target = os.path.join(staging, "saved_model")
-        archive.write_out(target, verbose=False)
-        if class_names is not None:
-            os.makedirs(os.path.join(target, "assets"), exist_ok=True)
-            with open(os.path.join(target, "assets", CLASS_NAMES_ASSET), "w") as f:
-                f.write("\n".join(class_names) + "\n")
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.replace(target, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return output
+
+@dataclasses.dataclass
+class ModelSource:
+    """A Keras model to export, predict with or evaluate, and how its inputs are prepared."""
+
+    model: keras.Model
+    image_size: int
+    central_fraction: float
+    class_names: list | None
+    config: object = None  # the TrainConfig of a model dir
+    description: str = ""
+
+
+def load_model_source(model_dir=None, slim_checkpoint=None, model_name="resnet_v2_50",
+                      num_classes=1001, image_size=None) -> ModelSource:
+    """The model of a `resnet-tf train` model dir, or a registry model loaded strictly from a
+    slim checkpoint (evaluated at slim's 299 px unless `image_size`)."""
+    if (model_dir is None) == (slim_checkpoint is None):
+        raise ValueError("give exactly one of model_dir and slim_checkpoint")
+    if model_dir is not None:
+        model, config, names = load_model_dir(model_dir)
+        return ModelSource(model, image_size or config.image_size, config.central_fraction,
+                           names, config, f"model dir {model_dir}")
+    model, names = model_from_slim_checkpoint(slim_checkpoint, model_name, num_classes)
+    return ModelSource(model, image_size or SLIM_EVAL_IMAGE_SIZE,
+                       preprocessing.EVAL_CENTRAL_FRACTION, names, None,
+                       f"slim checkpoint {slim_checkpoint}")
 
 
 def load_model_dir(model_dir: str):
     """(model, config, class names) of a `resnet-tf train` model dir."""
     from resnet_tf.data import read_class_names
-    from resnet_tf.training import ModelDir
     from resnet_tf.config import load_config
+    from resnet_tf.model_dir import ModelDir
 
-    import resnet_tf  # noqa: F401  (registers the layers for deserialisation)
+    import resnet_tf
+
+    resnet_tf.register_layers()  # for deserialisation
 
     paths = ModelDir(model_dir)
     if not os.path.isfile(paths.model):

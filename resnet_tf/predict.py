@@ -1,9 +1,11 @@
-"""`resnet-tf predict`: top-k classes of image files, from a model dir, an export or a slim checkpoint.
+"""`resnet-tf predict`: top-k classes of image files, from any model source or export.
 
+Each image is decoded, given slim's eval crop and resize (`preprocessing.eval_pixels`) and run
+through a `runtimes.Runner`; a SavedModel export gets the decoded image and crops it itself.
 With slim's 1001-class checkpoints, class 0 is slim's "background" and class i is ImageNet class
 i - 1: the shipped name list (`imagenet_class_names(1001)`) carries that offset.
 
-TensorFlow only.
+TensorFlow only (decoding and resizing).
 """
 
 from __future__ import annotations
@@ -16,56 +18,16 @@ import tensorflow as tf
 from resnet_tf import preprocessing
 
 
-def _read_images(paths):
-    contents = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No image file at {path!r}")
-        with open(path, "rb") as f:
-            contents.append(f.read())
-    return contents
-
-
-def _decode(path, encoded):
+def read_image(path: str):
+    """uint8 [H, W, 3] of a JPEG/PNG/BMP/GIF file; a sentence naming the file otherwise."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No image file at {path!r}")
+    with open(path, "rb") as f:
+        encoded = f.read()
     try:
         return tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    except tf.errors.InvalidArgumentError:
-        raise ValueError(f"{path!r} is not a JPEG, PNG, BMP or GIF image") from None
-
-
-def keras_classifier(model, image_size, central_fraction):
-    """bytes of one image -> probabilities, with the model in inference mode."""
-    def classify(path, encoded):
-        image = preprocessing.preprocess_for_eval(_decode(path, encoded), image_size, image_size,
-                                                  central_fraction)
-        logits = tf.cast(model(image[tf.newaxis], training=False), tf.float32)
-        return tf.nn.softmax(logits, axis=-1)[0].numpy()
-    return classify
-
-
-def export_classifier(export_dir):
-    """The `serving_bytes` signature of a `resnet-tf export` SavedModel, and its class names."""
-    from resnet_tf.export import CLASS_NAMES_ASSET
-
-    if not os.path.isdir(export_dir):
-        raise FileNotFoundError(f"No SavedModel at {export_dir!r}")
-    loaded = tf.saved_model.load(export_dir)
-    if "serving_bytes" not in loaded.signatures:
-        raise ValueError(f"{export_dir!r} has no 'serving_bytes' signature (signatures: "
-                         f"{sorted(loaded.signatures)}); export it with `resnet-tf export`")
-    signature = loaded.signatures["serving_bytes"]
-
-    def classify(path, encoded):
-        _decode(path, encoded)  # a clear error for a file that is not an image
-        return signature(image_bytes=tf.constant([encoded]))["probabilities"].numpy()[0]
-
-    names_file = os.path.join(export_dir, "assets", CLASS_NAMES_ASSET)
-    names = None
-    if os.path.isfile(names_file):
-        from resnet_tf.data import read_class_names
-
-        names = read_class_names(names_file)
-    return classify, names
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+        raise ValueError(f"{path!r} is not a readable JPEG, PNG, BMP or GIF image") from None
 
 
 def top_k(probabilities, class_names, k=5):
@@ -75,15 +37,22 @@ def top_k(probabilities, class_names, k=5):
             for i in order]
 
 
-def predict_files(paths, classify, class_names, k=5):
-    """{path: top-k list} for every image file."""
+def predict_files(paths, runner, image_size, central_fraction, class_names, k=5):
+    """{path: top-k list} for every image file (all files are read before any is run)."""
     if not paths:
         raise ValueError("No image files given")
-    if class_names is not None and len(class_names) < 1:
-        raise ValueError("Empty class names")
+    images = [read_image(path) for path in paths]
     results = {}
-    for path, encoded in zip(paths, _read_images(paths)):
-        results[path] = top_k(classify(path, encoded), class_names, k)
+    for path, image in zip(paths, images):
+        if runner.takes_any_size:
+            pixels = tf.cast(image, tf.float32)
+        else:
+            pixels = preprocessing.eval_pixels(image, image_size, central_fraction)
+        probabilities = runner(pixels.numpy()[np.newaxis])[0]
+        if class_names is not None and len(class_names) != len(probabilities):
+            raise ValueError(f"{len(class_names)} class names for a model with "
+                             f"{len(probabilities)} classes")
+        results[path] = top_k(probabilities, class_names, k)
     return results
 
 

@@ -125,6 +125,19 @@ def cifar_preprocess_for_train(image, height, width, padding=4, seed=None):
     return scale_to_signed_unit(image)
 
 
+def eval_pixels(image, size, central_fraction=EVAL_CENTRAL_FRACTION):
+    """slim's eval crop and resize without the final scaling: raw float32 0..255 pixels at
+    `size` x `size`, what the deployment exports take (they scale to [-1, 1] inside).
+
+    `scale_to_signed_unit(eval_pixels(x, s, f) / 255)` is `preprocess_for_eval(x, s, s, f)` up to
+    float rounding.
+    """
+    _check_size(size, size)
+    image = _to_unit_float(image)
+    image = central_crop(image, central_fraction)
+    return _resize(image, size, size) * 255.0
+
+
 def preprocess_image(image, height, width, is_training=False, **kwargs):
     """slim's `preprocess_image` entry point."""
     if is_training:

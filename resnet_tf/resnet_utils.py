@@ -24,10 +24,11 @@ References:
 from __future__ import annotations
 
 import collections
-import contextlib
 
 import keras
 from keras import ops
+
+from resnet_tf.utils import check_positive_int
 
 PACKAGE = "resnet_tf"
 
@@ -62,17 +63,6 @@ def resnet_arg_scope(
     )
 
 
-@contextlib.contextmanager
-def dtype_policy_scope(policy: str):
-    """Builds layers under a Keras dtype policy (e.g. "mixed_bfloat16"), then restores the old one."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def slim_l2_regularizer(weight_decay: float):
     """slim's `l2_regularizer(weight_decay)`: `weight_decay * tf.nn.l2_loss(w)`.
 
@@ -97,11 +87,6 @@ def batch_norm(name: str, batch_norm_decay=0.997, batch_norm_epsilon=1e-5, batch
         scale=batch_norm_scale,
         name=name,
     )
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -138,10 +123,10 @@ class Conv2DSame(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive_int("filters", filters)
-        _check_positive_int("kernel_size", kernel_size)
-        _check_positive_int("stride", stride)
-        _check_positive_int("rate", rate)
+        check_positive_int("filters", filters)
+        check_positive_int("kernel_size", kernel_size)
+        check_positive_int("stride", stride)
+        check_positive_int("rate", rate)
         if stride > 1 and rate > 1:
             raise ValueError(
                 f"stride and rate cannot both be > 1. Received: stride={stride}, rate={rate}"
@@ -269,7 +254,7 @@ class Subsample(keras.layers.Layer):
 
     def __init__(self, factor: int, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("factor", factor)
+        check_positive_int("factor", factor)
         self.factor = factor
 
     def call(self, inputs):
@@ -497,7 +482,7 @@ class ZeroPadShortcut(keras.layers.Layer):
 
     def __init__(self, factor: int, extra_channels: int, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("factor", factor)
+        check_positive_int("factor", factor)
         if isinstance(extra_channels, bool) or not isinstance(extra_channels, int) or \
                 extra_channels < 0:
             raise ValueError(f"extra_channels must be an integer >= 0. "
@@ -568,7 +553,7 @@ class ResidualUnit(keras.layers.Layer):
         for key, value in (("depth", depth), ("stride", stride), ("rate", rate)) + (
                 (("depth_bottleneck", depth_bottleneck),) if "depth_bottleneck" in
                 self.unit_arg_names else ()):
-            _check_positive_int(key, value)
+            check_positive_int(key, value)
         if stride > 1 and rate > 1:
             raise ValueError(f"stride and rate cannot both be > 1. "
                              f"Received: stride={stride}, rate={rate}")

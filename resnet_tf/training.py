@@ -31,10 +31,10 @@ import time
 import keras
 import tensorflow as tf
 
-from resnet_tf.benchmark import write_json
 from resnet_tf.config import CIFAR_MODEL_KEYS, TrainConfig, load_config, save_config
+from resnet_tf.model_dir import ModelDir
 from resnet_tf.registry import create_model
-from resnet_tf.resnet_utils import dtype_policy_scope
+from resnet_tf.utils import dtype_policy_scope, write_json
 from resnet_tf.resnet_v2 import BLOCK_STRIDES, resnet_v2, resnet_v2_block
 
 DISTRIBUTE = ("none", "mirrored", "multiworker")
@@ -139,42 +139,6 @@ def make_strategy(distribute: str, cpu_devices: int | None = None):
 
 # --------------------------------------------------------------------------------------------
 # Model dir
-
-
-class ModelDir:
-    """The paths of a model dir (see the module docstring)."""
-
-    def __init__(self, root: str):
-        self.root = root
-        self.config = os.path.join(root, "config.yaml")
-        self.class_names = os.path.join(root, "class_names.txt")
-        self.model = os.path.join(root, "model.keras")
-        self.checkpoints = os.path.join(root, "checkpoints")
-        self.last = os.path.join(self.checkpoints, "last.keras")
-        self.best = os.path.join(self.checkpoints, "best.keras")
-        self.backup = os.path.join(root, "backup")
-        self.logs = os.path.join(root, "logs")
-        self.csv = os.path.join(root, "training_log.csv")
-        self.metrics = os.path.join(root, "metrics.json")
-
-    def completed_epochs(self) -> list[dict]:
-        """The rows of the CSV log: one per completed epoch, over all runs."""
-        if not os.path.isfile(self.csv):
-            return []
-        with open(self.csv) as f:
-            return [{k: float(v) for k, v in row.items() if v not in (None, "")}
-                    for row in csv.DictReader(f)]
-
-    def best_val_accuracy(self):
-        """The best `val_accuracy` of the completed epochs, or None."""
-        return max((row["val_accuracy"] for row in self.completed_epochs()
-                    if "val_accuracy" in row), default=None)
-
-    def read_metrics(self) -> dict:
-        if not os.path.isfile(self.metrics):
-            return {}
-        with open(self.metrics) as f:
-            return json.load(f)
 
 
 def prepare_model_dir(model_dir: str, config: TrainConfig, write: bool = True) -> ModelDir:

@@ -52,8 +52,10 @@ def test_bench_forward_writes_json(tmp_path, capsys):
     assert [int(STEP.match(line).group(1)) for line in lines[:-1]] == [0, 10]
     assert SUMMARY.match(lines[-1]).group(1) == "Forward"
     report = json.loads(path.read_text())
-    result = report["results"]["resnet_tf"]
-    assert len(result["durations_s"]) == 11
+    (result,) = report["results"]
+    assert (result["name"], result["runtime"], result["precision"]) == ("resnet_tf", "keras",
+                                                                        "float32")
+    assert len(result["durations"]) == 11
     assert result["images_per_s"] == pytest.approx(2 / result["median_s"])
     assert report["backend"] == "tensorflow" and report["device"].startswith("cpu")
     assert {"keras", "tensorflow", "python"} <= set(report["versions"])
@@ -84,7 +86,16 @@ def test_bench_option_errors_are_argparse_errors(capsys):
     assert "--batch-size" in capsys.readouterr().err
 
 
-def test_bench_on_the_jax_backend(tmp_path):
+# Runs the command with TensorFlow made unimportable, as on a machine without it.
+WITHOUT_TENSORFLOW = """
+import sys
+sys.modules["tensorflow"] = None
+from resnet_tf.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_bench_on_the_jax_backend_without_tensorflow(tmp_path):
     import os
     import subprocess
     import sys
@@ -95,7 +106,7 @@ def test_bench_on_the_jax_backend(tmp_path):
                PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     path = tmp_path / "jax.json"
     result = subprocess.run(
-        [sys.executable, "-m", "resnet_tf.cli", "bench", "--model", "resnet_v2_50",
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, "bench", "--model", "resnet_v2_50",
          "--batch-size", "2", "--image-size", "32", "--num-batches", "2", "--burn-in", "1",
          "--mode", "forward-backward", "--json", str(path)],
         env=env, capture_output=True, text=True, timeout=600)
@@ -103,13 +114,46 @@ def test_bench_on_the_jax_backend(tmp_path):
     assert SUMMARY.match(result.stdout.strip().splitlines()[-1]).group(1) == "Forward-backward"
     report = json.loads(path.read_text())
     assert report["backend"] == "jax" and report["device"].startswith("cpu")
+    assert "tensorflow" not in report["versions"]
+    # The Keras runtime entries of --runtimes need no TensorFlow either.
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, "bench", "--model", "resnet_v2_18",
+         "--batch-size", "2", "--image-size", "32", "--num-batches", "2", "--burn-in", "1",
+         "--runtimes", "keras:float32,keras:bfloat16"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "keras:bfloat16" in result.stdout.splitlines()[-1]
 
 
-def test_a_failed_json_write_leaves_the_earlier_report(tmp_path):
-    from resnet_tf.benchmark import write_json
+def test_bench_runtimes_interleaved_report_and_json(tmp_path, capsys):
+    path = tmp_path / "runtimes.json"
+    runtimes = "keras:float32,keras:bfloat16,tflite:int8,onnxruntime:float32,openvino:bfloat16"
+    code = cli.main(["bench", "--model", "resnet_v2_18", "--batch-size", "2", "--image-size",
+                     "32", "--num-batches", "3", "--burn-in", "1", "--num-classes", "4",
+                     "--runtimes", runtimes, "--json", str(path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    infos = [m.group(1) for m in map(SUMMARY.match, out.splitlines()) if m]
+    assert infos == [f"Forward ({name})" for name in runtimes.split(",")]
+    assert "calibrated on 32 random images" in out  # int8 timing says so
+    table = out.strip().splitlines()[-5:]
+    assert [line.split()[0] for line in table] == runtimes.split(",")
+    assert table[0].split()[-1] == "1.00x"
+    report = json.loads(path.read_text())
+    assert [(r["runtime"], r["precision"]) for r in report["results"]] == [
+        tuple(entry.split(":")) for entry in runtimes.split(",")]
+    for result in report["results"]:
+        assert set(result) >= {"runtime", "precision", "median_s", "mean_s", "sd_s",
+                               "images_per_s", "durations"}
+        assert len(result["durations"]) == 3
+    assert report["machine"]["cores"] >= 1 and "tensorflow" in report["versions"]
 
-    path = tmp_path / "bench.json"
-    write_json({"run": 1}, path)
-    with pytest.raises(TypeError):
-        write_json({"run": 2, "bad": object()}, path)
-    assert json.loads(path.read_text()) == {"run": 1}
+
+def test_bench_runtimes_errors_are_sentences(capsys):
+    assert cli.main(["bench", "--runtimes", "keras:float32,tensorrt:int8"]) == 2
+    assert "unknown entry 'tensorrt:int8'" in capsys.readouterr().err
+    assert cli.main(["bench", "--runtimes", "onnxruntime:float16"]) == 2
+    assert "known: keras:float32" in capsys.readouterr().err
+    assert cli.main(["bench", "--runtimes", "keras:float32", "--compare",
+                     "keras-applications"]) == 2
+    assert "leave out --mode, --compare" in capsys.readouterr().err

@@ -101,9 +101,14 @@ def test_an_existing_export_is_never_clobbered(trained):
     (target / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--overwrite"):
         export_saved_model(model, str(target), 16)
+    with pytest.raises(ValueError, match="not an earlier export"):  # not even with --overwrite
+        export_saved_model(model, str(target), 16, overwrite=True)
     assert (target / "keep.txt").read_text() == "mine"
-    export_saved_model(model, str(target), 16, overwrite=True)
-    assert not (target / "keep.txt").exists() and (target / "saved_model.pb").exists()
+    earlier = root / "earlier"
+    export_saved_model(model, str(earlier), 16)
+    (earlier / "stale.txt").write_text("from the last export")
+    export_saved_model(model, str(earlier), 16, overwrite=True)
+    assert not (earlier / "stale.txt").exists() and (earlier / "saved_model.pb").exists()
     assert not [p for p in os.listdir(root) if p.startswith(".export-")]  # no staging left
 
 
@@ -128,8 +133,10 @@ def test_export_and_predict_errors(tmp_path, capsys):
     assert main(["export", "--model-dir", str(tmp_path / "none"), "--output",
                  str(tmp_path / "e")]) == 2
     assert "No trained model" in capsys.readouterr().err
-    assert main(["predict", str(tmp_path / "x.png")]) == 2
-    assert "give exactly one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: exactly one model source
+        main(["predict", "--model-dir", "a", "--export", "b", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
     assert main(["export", "--slim-checkpoint", str(tmp_path / "missing.ckpt"), "--output",
                  str(tmp_path / "e")]) == 2
     assert "missing.ckpt" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import resnet_tf
-from resnet_tf.resnet_utils import dtype_policy_scope
+from resnet_tf.utils import dtype_policy_scope
 from resnet_tf.resnet_v2 import RESNET_V2_UNITS
 from slim_reference import relative_error, run_slim
 

@@ -1,0 +1,244 @@
+"""resnet-tf export --format tflite|onnx|openvino: each file run by its own runtime alone, in a
+process that does not import resnet_tf, on the trained quickstart and its real digits."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from resnet_tf import preprocessing
+from resnet_tf.cli import main
+from resnet_tf.config import load_config
+from resnet_tf.data import digits_arrays
+from resnet_tf.deploy import check_output, export_model
+from resnet_tf.export import load_model_dir
+from resnet_tf.training import train
+
+# Runs an export with its runtime only: no resnet_tf, no TensorFlow for the runtime formats.
+RUN_ALONE = r"""
+import json, sys
+import numpy as np
+fmt, path, pixels_path = sys.argv[1:4]
+pixels = np.load(pixels_path)
+if fmt == "tflite":
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=path + "/model.tflite", num_threads=2)
+    runner = interpreter.get_signature_runner("serving_default")
+    probabilities = runner(images=pixels)["probabilities"]
+    # really quantized: int8 weight tensors present
+    kinds = sorted({d["dtype"].__name__ for d in interpreter.get_tensor_details()})
+elif fmt == "onnx":
+    import onnx, onnxruntime
+    session = onnxruntime.InferenceSession(path + "/model.onnx",
+                                           providers=["CPUExecutionProvider"])
+    probabilities = session.run(["probabilities"], {"images": pixels})[0]
+    graph = onnx.load(path + "/model.onnx").graph
+    kinds = sorted({onnx.TensorProto.DataType.Name(t.data_type) for t in graph.initializer} |
+                   {n.op_type for n in graph.node if "Quantize" in n.op_type})
+    shape = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+else:
+    import openvino as ov
+    model = ov.Core().read_model(path + "/model.xml")
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    probabilities = compiled({"images": pixels})[compiled.output("probabilities")]
+    kinds = sorted({op.get_type_name() for op in model.get_ops() if "Quantize" in
+                    op.get_type_name()} | {op.get_element_type().get_type_name() for op in model.get_ops()
+                                            if op.get_type_name() == "Constant"})
+print(json.dumps({"probabilities": np.asarray(probabilities).tolist(), "kinds": kinds,
+                  "imported": sorted(m for m in ("resnet_tf", "tensorflow", "keras")
+                                     if m in sys.modules)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    """The README's quickstart, trained (real digits), and its validation pixels and labels."""
+    root = tmp_path_factory.mktemp("deploy")
+    model_dir = str(root / "run")
+    metrics = train(load_config("quickstart"), model_dir, verbose=0)
+    model, config, _ = load_model_dir(model_dir)
+    _, (x_val, y_val) = digits_arrays(0.2, config.seed)
+    pixels = preprocessing.eval_pixels(tf.constant(x_val), config.image_size,
+                                       config.central_fraction).numpy()
+    np.save(root / "pixels.npy", pixels)
+    scaled = preprocessing.scale_to_signed_unit(pixels / 255.0)
+    expected = tf.nn.softmax(model(scaled, training=False)).numpy()
+    return dict(root=root, model_dir=model_dir, metrics=metrics, model=model, config=config,
+                pixels=pixels, labels=y_val, expected=expected)
+
+
+def run_alone(fmt, path, pixels_path):
+    result = subprocess.run([sys.executable, "-c", RUN_ALONE, fmt, path, str(pixels_path)],
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+CASES = [("tflite", "float32"), ("tflite", "float16"), ("tflite", "int8"),
+         ("onnx", "float32"), ("onnx", "int8"),
+         ("openvino", "float32"), ("openvino", "float16"), ("openvino", "int8")]
+
+
+@pytest.mark.parametrize("fmt,precision", CASES)
+def test_each_format_runs_alone_with_the_keras_numbers(quickstart, fmt, precision):
+    output = str(quickstart["root"] / f"{fmt}-{precision}")
+    assert main(["export", "--model-dir", quickstart["model_dir"], "--output", output,
+                 "--format", fmt, "--precision", precision]) == 0
+    info = json.load(open(os.path.join(output, "preprocessing.json")))
+    assert (info["format"], info["precision"], info["image_size"]) == (fmt, precision, 16)
+    assert info["caller_applies"] == ["central_crop", "resize"] and info["value_range"] == [0,
+                                                                                            255]
+    assert open(os.path.join(output, "class_names.txt")).read().split() == [str(i)
+                                                                             for i in range(10)]
+    served = run_alone(fmt, output, quickstart["root"] / "pixels.npy")
+    assert served["imported"] == []  # the runtime alone
+    probabilities = np.array(served["probabilities"])
+    expected, labels = quickstart["expected"], quickstart["labels"]
+    assert probabilities.shape == expected.shape
+    # TFLite's int8 softmax has 1/256 steps: its rows sum to 1 within a few steps.
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-3 if precision != "int8"
+                               else 2e-2)
+    if precision == "float32":
+        np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    elif precision == "float16":
+        np.testing.assert_allclose(probabilities, expected, atol=0.05)
+        assert np.mean(probabilities.argmax(-1) == expected.argmax(-1)) >= 0.99
+    else:
+        # Real int8: integer weights inside, and top-1 within a point of float32 on real digits.
+        assert {"int8", "INT8", "i8"} & set(served["kinds"]), served["kinds"]
+        float_top1 = np.mean(expected.argmax(-1) == labels)
+        assert np.mean(probabilities.argmax(-1) == labels) >= float_top1 - 0.01
+        assert not np.allclose(probabilities, expected, atol=1e-4)  # it did change
+    # One image alone scores as in the batch (dynamic batch dimension).
+    one = np.array(run_alone(fmt, output, _save(quickstart["root"], quickstart["pixels"][:1]))[
+        "probabilities"])
+    np.testing.assert_allclose(one[0], probabilities[0], atol=1e-4 if precision != "int8"
+                               else 2e-2)
+
+
+def _save(root, array):
+    path = root / "one.npy"
+    np.save(path, array)
+    return path
+
+
+def test_evaluate_reproduces_training_and_reads_every_source(quickstart, tmp_path, capsys):
+    from image_data import write_image_folder, write_slim_tfrecord
+
+    model_dir = quickstart["model_dir"]
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", "--model-dir", model_dir, "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["top1"] == pytest.approx(quickstart["metrics"]["val_accuracy"], abs=1e-6)
+    assert (result["count"], result["runtime"], result["precision"]) == (359, "keras",
+                                                                          "float32")
+    assert 0 < result["top5"] <= 1 and result["images_per_s"] > 0
+    assert "top-1 0.9" in capsys.readouterr().out
+    # The same numbers through a float32 export and its runtime, with the config named.
+    export = str(quickstart["root"] / "onnx-float32")
+    if not os.path.isdir(export):
+        export_model(quickstart["model"], export, format="onnx", image_size=16,
+                     central_fraction=1.0, class_names=[str(i) for i in range(10)])
+    assert main(["evaluate", "--export", export, "--config", "quickstart", "--json",
+                 str(report)]) == 0
+    assert json.loads(report.read_text())["top1"] == pytest.approx(result["top1"], abs=1e-6)
+    # An image folder whose sub-folders are class names, and slim TFRecords (labels 1..).
+    digits = {str(d): (0, 0, 0) for d in range(3)}
+    folder = write_image_folder(tmp_path / "folder", per_class=2, classes=digits)
+    assert main(["evaluate", "--model-dir", model_dir, "--data", folder]) == 0
+    assert "over 6 images" in capsys.readouterr().out
+    write_slim_tfrecord(tmp_path / "val.tfrecord", count=5, label_base=1)
+    assert main(["evaluate", "--model-dir", model_dir, "--tfrecords",
+                 str(tmp_path / "val.tfrecord")]) == 0
+    assert "over 5 images" in capsys.readouterr().out
+    # A folder whose names are not the model's classes is a sentence.
+    other = write_image_folder(tmp_path / "colours", per_class=1)
+    assert main(["evaluate", "--model-dir", model_dir, "--data", other]) == 2
+    assert "are not classes of the model" in capsys.readouterr().err
+
+
+def test_slim_checkpoint_int8_needs_real_calibration_data(tmp_path, capsys):
+    from slim_reference import save_slim_checkpoint
+    from image_data import write_image_folder
+    from resnet_tf import resnet_v2_50, slim_variables
+
+    model = resnet_v2_50(num_classes=1001)
+    values = {name: np.asarray(v) for name, v in slim_variables(model).items()}
+    checkpoint = save_slim_checkpoint(values, str(tmp_path / "resnet_v2_50.ckpt"))
+    args = ["export", "--slim-checkpoint", checkpoint, "--output", str(tmp_path / "q"),
+            "--format", "tflite", "--precision", "int8", "--image-size", "32"]
+    assert main(args) == 2
+    assert "needs --calibration-data" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "q")
+    folder = write_image_folder(tmp_path / "calib", per_class=2)
+    assert main(args + ["--calibration-data", folder]) == 0
+    assert "Calibrating int8 on 6 images" in capsys.readouterr().out
+    # The Python API refuses int8 without calibration images too.
+    with pytest.raises(ValueError, match="never calibrates on random data"):
+        export_model(model, str(tmp_path / "r"), format="onnx", precision="int8",
+                     image_size=32)
+
+
+def test_unsupported_and_missing_runtimes_are_one_sentence(quickstart, tmp_path, capsys,
+                                                           monkeypatch):
+    model_dir = quickstart["model_dir"]
+    assert main(["export", "--model-dir", model_dir, "--output", str(tmp_path / "x"),
+                 "--format", "onnx", "--precision", "float16"]) == 2
+    assert "no float16 convolutions" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
+    assert main(["export", "--model-dir", model_dir, "--output", str(tmp_path / "x"),
+                 "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'resnet_tf[deploy]'" in err
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_overwrite_replaces_only_an_earlier_export(quickstart, tmp_path, capsys):
+    model_dir = quickstart["model_dir"]
+    before = sorted(os.listdir(model_dir))
+    # The model dir itself, a file, a foreign dir: refused with a sentence, nothing touched.
+    for output in (model_dir, str(tmp_path / "file.txt"), str(tmp_path / "mine")):
+        if output.endswith(".txt"):
+            open(output, "w").write("keep")
+        elif output.endswith("mine"):
+            os.makedirs(output)
+            open(os.path.join(output, "notes.txt"), "w").write("keep")
+        assert main(["export", "--model-dir", model_dir, "--output", output,
+                     "--overwrite"]) == 2
+        assert "error:" in capsys.readouterr().err
+    assert sorted(os.listdir(model_dir)) == before
+    assert open(tmp_path / "mine" / "notes.txt").read() == "keep"
+    # An earlier export (any format) is replaced whole.
+    target = str(tmp_path / "export")
+    assert main(["export", "--model-dir", model_dir, "--output", target, "--format",
+                 "tflite"]) == 0
+    assert main(["export", "--model-dir", model_dir, "--output", target]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export", "--model-dir", model_dir, "--output", target, "--format",
+                 "openvino", "--overwrite"]) == 0
+    assert sorted(os.listdir(target)) == ["class_names.txt", "model.bin", "model.xml",
+                                          "preprocessing.json"]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".export-")]
+    with pytest.raises(ValueError, match="is a file"):
+        check_output(str(tmp_path / "file.txt" / "sub"), overwrite=True)
+
+
+def test_predict_with_a_runtime_export(quickstart, tmp_path, capsys):
+    export = str(quickstart["root"] / "tflite-float32")
+    if not os.path.isdir(export):
+        export_model(quickstart["model"], export, format="tflite", image_size=16,
+                     central_fraction=1.0, class_names=[str(i) for i in range(10)])
+    image = tmp_path / "digit.png"
+    x_val = digits_arrays(0.2, 0)[1][0]
+    image.write_bytes(tf.io.encode_png(x_val[0]).numpy())
+    assert main(["predict", "--export", export, "--top", "2", str(image)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    best = int(quickstart["expected"][0].argmax())
+    assert lines[1].split()[1:] == [str(best), f"({best})"]
+    assert float(lines[1].split()[0]) == pytest.approx(quickstart["expected"][0, best],
+                                                       abs=1e-4)
