@@ -2,7 +2,7 @@
 
 Building the parser imports nothing heavy (no Keras, no TensorFlow): `--help` answers at once,
 and each command imports what it needs when it runs. TensorFlow's start-up logging is silenced
-unless `--verbose` is given or `TF_CPP_MIN_LOG_LEVEL` is set. A user error (a wrong path, a bad
+unless `--verbose` is given or `TF_CPP_MIN_LOG_LEVEL` asks for it (0 or 1). A user error (a wrong path, a bad
 value, a refused overwrite) is one sentence on stderr and exit status 2; `--debug` shows the
 traceback instead.
 """
@@ -82,6 +82,10 @@ def run_train(args):
     if not metrics:
         print(f"{args.model_dir}: this worker is done; the chief writes metrics.json")
         return 0
+    if metrics.get("nothing_to_do"):
+        print(f"{args.model_dir}: already trained {metrics['epochs_done']} epochs (--epochs "
+              f"{config.epochs}); nothing to do, nothing written")
+        return 0
     print(f"{args.model_dir}: epochs {metrics['epochs']}, val_accuracy "
           f"{_fmt(metrics['val_accuracy'])}, val_loss {_fmt(metrics['val_loss'])}, "
           f"{metrics['replicas']} replica(s), {metrics['train_seconds']:.1f} s in all")
@@ -109,6 +113,9 @@ def _add_source_arguments(parser, what, export=False):
                        help="with --slim-checkpoint: the registry name (default resnet_v2_50)")
     group.add_argument("--num-classes", type=_positive_int, default=1001,
                        help="with --slim-checkpoint: 1001 for slim's V2 releases (default)")
+    group.add_argument("--checkpoint", choices=("final", "last", "best"), default="final",
+                       help="with --model-dir: model.keras (final, the default; an interrupted "
+                            "run's last epoch), or checkpoints/last or best (val_accuracy)")
     group.add_argument("--image-size", type=_positive_int,
                        help="input size after preprocessing (default: the model dir's; 299 "
                             "for slim's V2 checkpoints)")
@@ -120,7 +127,7 @@ def _load_source(args):
 
     return load_model_source(model_dir=args.model_dir, slim_checkpoint=args.slim_checkpoint,
                              model_name=args.model, num_classes=args.num_classes,
-                             image_size=args.image_size)
+                             image_size=args.image_size, checkpoint=args.checkpoint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,12 +410,14 @@ def _quiet_tensorflow(args):
         return
     with utils.quiet_native_stderr():
         import tensorflow as tf
+
+        tf.config.list_physical_devices()  # CUDA's probe ("failed call to cuInit") says its piece
     tf.get_logger().setLevel("ERROR")
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if not args.verbose and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+    if not args.verbose and os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") not in ("0", "1"):
         _quiet_tensorflow(args)
     try:
         return args.handler(args)

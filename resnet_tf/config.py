@@ -14,6 +14,7 @@ import typing
 
 import yaml
 
+from resnet_tf.registry import MODEL_NAMES
 from resnet_tf.utils import DTYPES, write_text
 
 DATASETS = ("digits", "cifar10", "folder", "tfrecord")
@@ -88,6 +89,7 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("preprocessing", self.preprocessing, PREPROCESSING)
+        _check_choice("model", self.model, ("resnet_v2",) + MODEL_NAMES)
         cifar_keys = [k for k in CIFAR_MODEL_KEYS if getattr(self, k) is not None]
         if cifar_keys and not self.model.startswith("cifar_"):
             raise ValueError(f"{cifar_keys} apply to the cifar_* models only. "

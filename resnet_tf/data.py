@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import keras
 import numpy as np
@@ -81,10 +82,11 @@ def digits_arrays(validation_split: float = 0.2, seed: int = 0):
     return (images[~is_val], labels[~is_val]), (images[is_val], labels[is_val])
 
 
-def list_image_folder(folder: str):
+def list_image_folder(folder: str, check: bool = True):
     """An image folder with one sub-folder per class -> (paths, labels, class_names).
 
-    Class names are the sub-folder names, sorted (label i is the i-th name).
+    Class names are the sub-folder names, sorted (label i is the i-th name). With `check`,
+    unreadable images are left out with a warning (`check_images`).
     """
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"No image folder at {folder!r}")
@@ -110,7 +112,39 @@ def list_image_folder(folder: str):
     if empty:
         raise ValueError(f"The image folder {folder!r} has class folders without images "
                          f"({', '.join(IMAGE_EXTENSIONS)}): {empty}")
-    return paths, np.asarray(labels, np.int64), class_names
+    labels = np.asarray(labels, np.int64)
+    if check:
+        paths, labels = check_images(paths, labels, folder, class_names)
+    return paths, labels, class_names
+
+
+def check_images(paths, labels, folder: str, class_names):
+    """Decodes every image once (in parallel, before training) and leaves out the files that
+    cannot be read or decoded, naming each on stderr. A class left without images is an error.
+
+    The policy: a few bad files in a large folder should not stop a run, and must never crash
+    one mid-epoch; a folder where a whole class is unreadable is a mistake to report.
+    """
+    def decodes(path):
+        image = decode_image(tf.io.read_file(path))
+        return path, tf.shape(image)[0]
+
+    readable = tf.data.Dataset.from_tensor_slices(list(paths)).map(
+        decodes, num_parallel_calls=AUTOTUNE).ignore_errors()
+    good = {path.numpy().decode() for path, _ in readable}
+    if len(good) == len(paths):
+        return paths, labels
+    bad = [p for p in paths if p not in good]
+    for path in bad:
+        print(f"resnet-tf: warning: skipping {path!r}: not a readable JPEG, PNG, BMP or GIF "
+              "image", file=sys.stderr)
+    keep = np.array([p in good for p in paths])
+    empty = sorted(set(class_names[i] for i in set(labels)) -
+                   set(class_names[i] for i in set(labels[keep])))
+    if empty:
+        raise ValueError(f"The image folder {folder!r}: no readable image in the class "
+                         f"folder(s) {empty} ({len(bad)} unreadable files in all)")
+    return [p for p in paths if p in good], labels[keep]
 
 
 def decode_image(encoded):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import keras
 import tensorflow as tf
@@ -98,13 +99,13 @@ class ModelSource:
 
 
 def load_model_source(model_dir=None, slim_checkpoint=None, model_name="resnet_v2_50",
-                      num_classes=1001, image_size=None) -> ModelSource:
+                      num_classes=1001, image_size=None, checkpoint="final") -> ModelSource:
     """The model of a `resnet-tf train` model dir, or a registry model loaded strictly from a
     slim checkpoint (evaluated at slim's 299 px unless `image_size`)."""
     if (model_dir is None) == (slim_checkpoint is None):
         raise ValueError("give exactly one of model_dir and slim_checkpoint")
     if model_dir is not None:
-        model, config, names = load_model_dir(model_dir)
+        model, config, names = load_model_dir(model_dir, checkpoint)
         return ModelSource(model, image_size or config.image_size, config.central_fraction,
                            names, config, f"model dir {model_dir}")
     model, names = model_from_slim_checkpoint(slim_checkpoint, model_name, num_classes)
@@ -113,22 +114,45 @@ def load_model_source(model_dir=None, slim_checkpoint=None, model_name="resnet_v
                        f"slim checkpoint {slim_checkpoint}")
 
 
-def load_model_dir(model_dir: str):
-    """(model, config, class names) of a `resnet-tf train` model dir."""
-    from resnet_tf.data import read_class_names
+CHECKPOINTS = ("final", "last", "best")
+
+
+def load_model_dir(model_dir: str, checkpoint: str = "final"):
+    """(model, config, class names) of a `resnet-tf train` model dir.
+
+    `checkpoint`: "final" is model.keras, written when a run finishes (a run that was
+    interrupted has none yet: then the last epoch's checkpoint is used); "last" and "best" are
+    checkpoints/last.keras and checkpoints/best.keras (best val_accuracy).
+    """
     from resnet_tf.config import load_config
+    from resnet_tf.data import read_class_names
     from resnet_tf.model_dir import ModelDir
 
     import resnet_tf
 
     resnet_tf.register_layers()  # for deserialisation
-
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {list(CHECKPOINTS)}. "
+                         f"Received: checkpoint={checkpoint!r}")
     paths = ModelDir(model_dir)
-    if not os.path.isfile(paths.model):
-        raise FileNotFoundError(f"No trained model in {model_dir!r} (expected {paths.model}; "
-                                "run `resnet-tf train` first)")
+    if not os.path.isdir(model_dir) or not os.path.isfile(paths.config):
+        raise FileNotFoundError(f"No trained model in {model_dir!r} (no config.yaml: run "
+                                "`resnet-tf train` first)")
+    path = {"final": paths.model, "last": paths.last, "best": paths.best}[checkpoint]
+    if checkpoint == "final" and not os.path.isfile(path) and os.path.isfile(paths.last):
+        print(f"resnet-tf: {paths.model} is not written yet (the run did not finish); using "
+              f"the last epoch's checkpoint {paths.last}", file=sys.stderr)
+        path = paths.last
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No trained model in {model_dir!r} (expected {path}; run "
+                                "`resnet-tf train` first)")
     config = load_config(paths.config)
-    model = keras.saving.load_model(paths.model, compile=False)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001  (Keras reports a torn zip in several ways)
+        raise ValueError(f"{path!r} cannot be read as a .keras model ({type(error).__name__}); "
+                         "it may be truncated: use another --checkpoint (last, best) or train "
+                         "again") from None
     names = read_class_names(paths.class_names) if os.path.isfile(paths.class_names) else None
     return model, config, names
 

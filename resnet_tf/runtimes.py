@@ -86,6 +86,10 @@ def onnxruntime_runner(path: str, precision: str, threads=None) -> Runner:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.log_severity_level = 3
+    # No busy-waiting between runs: spinning threads steal the cores from whatever runs next
+    # (another runtime, the input pipeline); measured here, it cost OpenVINO int8 a fifth of
+    # its speed when the runtimes took turns.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     return Runner("onnxruntime", precision,
                   lambda pixels: session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0])

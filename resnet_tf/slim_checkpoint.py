@@ -36,6 +36,12 @@ def resolve_checkpoint_path(path) -> str:
     return path
 
 
+def _unreadable(prefix, error) -> str:
+    reason = str(getattr(error, "message", error)).strip().splitlines()[0][:200]
+    return (f"The slim checkpoint {prefix!r} cannot be read ({reason}); it may be truncated or "
+            "not a checkpoint: download or copy it again. No weight was changed.")
+
+
 def _describe(names, limit=10):
     names = sorted(names)
     shown = ", ".join(names[:limit])
@@ -71,9 +77,12 @@ def load_slim_checkpoint(model, path, scope: str | None = None, exclude=()) -> l
         return not name.startswith(skipped)
 
     targets = {n: v for n, v in slim_variables(model, scope).items() if kept(n)}
-    reader = tf.train.load_checkpoint(prefix)
-    shapes = {n: tuple(s) for n, s in reader.get_variable_to_shape_map().items()
-              if kept(n) and n not in NON_MODEL_VARIABLES}
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes = {n: tuple(s) for n, s in reader.get_variable_to_shape_map().items()
+                  if kept(n) and n not in NON_MODEL_VARIABLES}
+    except (tf.errors.OpError, ValueError) as error:
+        raise ValueError(_unreadable(prefix, error)) from None
 
     missing = set(targets) - set(shapes)
     unused = set(shapes) - set(targets)
@@ -99,7 +108,10 @@ def load_slim_checkpoint(model, path, scope: str | None = None, exclude=()) -> l
                          + "; ".join(problems) + ". No weight was changed." + hint)
 
     # Read everything before assigning anything, so a failure leaves the model untouched.
-    values = {n: np.asarray(reader.get_tensor(n)) for n in targets}
+    try:
+        values = {n: np.asarray(reader.get_tensor(n)) for n in targets}
+    except (tf.errors.OpError, ValueError) as error:
+        raise ValueError(_unreadable(prefix, error)) from None
     for name, variable in targets.items():
         variable.assign(values[name].astype(variable.dtype))
     return sorted(targets)

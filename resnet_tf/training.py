@@ -22,8 +22,6 @@ TensorFlow only.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import sys
 import time
@@ -32,9 +30,9 @@ import keras
 import tensorflow as tf
 
 from resnet_tf.config import CIFAR_MODEL_KEYS, TrainConfig, load_config, save_config
-from resnet_tf.model_dir import ModelDir
+from resnet_tf.model_dir import ModelDir, epoch_end_callback
 from resnet_tf.registry import create_model
-from resnet_tf.utils import dtype_policy_scope, write_json
+from resnet_tf.utils import dtype_policy_scope, write_json, write_text
 from resnet_tf.resnet_v2 import BLOCK_STRIDES, resnet_v2, resnet_v2_block
 
 DISTRIBUTE = ("none", "mirrored", "multiworker")
@@ -141,10 +139,12 @@ def make_strategy(distribute: str, cpu_devices: int | None = None):
 # Model dir
 
 
-def prepare_model_dir(model_dir: str, config: TrainConfig, write: bool = True) -> ModelDir:
-    """Creates the model dir, or checks that a re-run uses the config it was started with
+def check_model_dir(model_dir: str, config: TrainConfig) -> ModelDir:
+    """Reads only: refuses a model dir that is a file, or that was trained with another config
     (everything but `epochs` must match: resuming with another model or data is refused)."""
     paths = ModelDir(model_dir)
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ValueError(f"--model-dir {model_dir!r} is a file, not a directory")
     if os.path.isfile(paths.config):
         previous = load_config(paths.config).to_dict()
         current = config.to_dict()
@@ -153,9 +153,6 @@ def prepare_model_dir(model_dir: str, config: TrainConfig, write: bool = True) -
             details = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
             raise ValueError(f"The model dir {model_dir!r} was trained with another config "
                              f"({details}); use a new --model-dir to start over")
-    if write:
-        os.makedirs(paths.checkpoints, exist_ok=True)
-        save_config(config, paths.config)
     return paths
 
 
@@ -165,86 +162,90 @@ def prepare_model_dir(model_dir: str, config: TrainConfig, write: bool = True) -
 
 def train(config: TrainConfig, model_dir: str, distribute: str = "none",
           cpu_devices: int | None = None, verbose: int | None = None) -> dict:
-    """Trains as `config` says into `model_dir` and returns the metrics written to metrics.json."""
+    """Trains as `config` says into `model_dir` and returns the metrics written to metrics.json.
+
+    Everything a run needs (the model dir, the data and its images, the model, a slim
+    checkpoint) is checked before anything is written: a failed start leaves the model dir as
+    it was. A re-run restores the last committed epoch (`ModelDir.restore`) and trains the
+    rest; with nothing left to train it writes nothing and returns the recorded metrics with
+    `"nothing_to_do": True`.
+    """
     from resnet_tf.data import make_datasets
 
     strategy = make_strategy(distribute, cpu_devices)
     is_chief = _is_chief(strategy)
-    paths = prepare_model_dir(model_dir, config, write=is_chief)
+    paths = check_model_dir(model_dir, config)
     keras.utils.set_random_seed(config.seed)
     data = make_datasets(config)
-    if is_chief:
-        with open(paths.class_names, "w") as f:
-            f.write("\n".join(data.class_names) + "\n")
     steps = data.steps_per_epoch or int(data.train.cardinality().numpy())
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
 
     with strategy.scope():
         model = build_model(config, data.num_classes)
-        if config.slim_checkpoint and not has_progress(paths):
-            from resnet_tf.slim_checkpoint import load_slim_checkpoint
-
-            load_slim_checkpoint(model, config.slim_checkpoint, exclude=config.checkpoint_exclude)
         optimizer = make_optimizer(config, steps)
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
         if data.num_classes > 5:
             metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
         model.compile(optimizer=optimizer, loss=make_loss(config), metrics=metrics)
+        # Every worker restores the chief's committed state (the model dir is shared).
+        done = paths.restore(model, reconcile=is_chief)
+        if config.slim_checkpoint and not done:
+            from resnet_tf.slim_checkpoint import load_slim_checkpoint
 
-    previous = paths.read_metrics()
+            load_slim_checkpoint(model, config.slim_checkpoint, exclude=config.checkpoint_exclude)
+
+    if done >= config.epochs:
+        if is_chief and not os.path.isfile(paths.model):  # killed after the last commit
+            paths.save_model(model, paths.model)
+        return dict(paths.read_metrics(), nothing_to_do=True, epochs_done=done)
+
+    # Checked: now the model dir is written.
+    writer = paths if is_chief else paths.worker(_task_name(strategy))
+    if is_chief:
+        os.makedirs(paths.checkpoints, exist_ok=True)
+        save_config(config, paths.config)
+        write_text(paths.class_names, "\n".join(data.class_names) + "\n")
+    previous_seconds = paths.read_metrics().get("train_seconds", 0.0) if done else 0.0
     start = time.perf_counter()
+
+    def metrics_of(rows):
+        return epoch_metrics(rows, strategy, config, previous_seconds,
+                             time.perf_counter() - start)
+
+    callbacks = [keras.callbacks.TensorBoard(writer.logs),
+                 epoch_end_callback(writer, done, metrics_of)]
     if distribute == "multiworker":
-        custom_loop(strategy, model, config, data, paths, is_chief, steps)
+        custom_loop(strategy, model, config, data, steps, done, callbacks)
     else:
-        model.fit(data.train, epochs=config.epochs, steps_per_epoch=data.steps_per_epoch,
-                  validation_data=data.val, validation_steps=data.validation_steps,
-                  callbacks=fit_callbacks(paths), verbose=verbose,
-                  shuffle=False)  # the pipeline shuffles
-    seconds = time.perf_counter() - start
-    _save_model(model, paths.model if is_chief else _worker_path(paths.model, strategy))
-    return write_metrics(paths, strategy, config, seconds, previous, is_chief)
+        model.fit(data.train, epochs=config.epochs, initial_epoch=done,
+                  steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
+                  validation_steps=data.validation_steps, callbacks=callbacks,
+                  verbose=verbose, shuffle=False)  # the pipeline shuffles
+    writer.save_model(model, writer.model)
+    result = metrics_of(writer.completed_epochs())
+    write_json(result, writer.metrics)
+    return result if is_chief else {}
 
 
-def has_progress(paths: ModelDir) -> bool:
-    """True once training has started: then the backup, not the slim checkpoint, holds the
-    weights to continue from."""
-    return bool(paths.completed_epochs()) or os.path.isdir(paths.backup)
-
-
-def fit_callbacks(paths: ModelDir):
-    return [
-        keras.callbacks.BackupAndRestore(paths.backup, delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(paths.last),
-        keras.callbacks.ModelCheckpoint(paths.best, monitor="val_accuracy", mode="max",
-                                        save_best_only=True,
-                                        initial_value_threshold=paths.best_val_accuracy()),
-        keras.callbacks.TensorBoard(paths.logs),
-        keras.callbacks.CSVLogger(paths.csv, append=True),
-    ]
-
-
-def write_metrics(paths, strategy, config, seconds, previous, is_chief) -> dict:
-    history = paths.completed_epochs()
-    last = history[-1] if history else {}
-    result = {
+def epoch_metrics(rows, strategy, config, previous_seconds, seconds) -> dict:
+    """metrics.json: the last completed epoch's numbers, the count, the time, the history."""
+    last = rows[-1] if rows else {}
+    return {
         "val_accuracy": last.get("val_accuracy"),
         "val_loss": last.get("val_loss"),
         "accuracy": last.get("accuracy"),
         "loss": last.get("loss"),
-        "epochs": len(history),
+        "epochs": len(rows),
         "replicas": int(strategy.num_replicas_in_sync),
-        "train_seconds": round(previous.get("train_seconds", 0.0) + seconds, 3),
+        "train_seconds": round(previous_seconds + seconds, 3),
         "last_run_seconds": round(seconds, 3),
-        "best_val_accuracy": paths.best_val_accuracy(),
+        "best_val_accuracy": max((r["val_accuracy"] for r in rows if "val_accuracy" in r),
+                                 default=None),
         "model": config.model,
         "dtype": config.dtype,
-        "history": history,
+        "history": rows,
     }
-    if not is_chief:  # the chief writes the model dir's metrics; a worker's view may lag
-        return {}
-    write_json(result, paths.metrics)
-    return result
 
 
 def _is_chief(strategy) -> bool:
@@ -256,26 +257,19 @@ def _is_chief(strategy) -> bool:
                                     "chief" not in resolver.cluster_spec().as_dict())
 
 
-def _worker_path(path, strategy):
+def _task_name(strategy) -> str:
     resolver = strategy.cluster_resolver
-    root, name = os.path.split(path)
-    worker_dir = os.path.join(root, "workers", f"{resolver.task_type}_{resolver.task_id}")
-    os.makedirs(worker_dir, exist_ok=True)
-    return os.path.join(worker_dir, name)
-
-
-def _save_model(model, path):
-    tmp = path + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+    return f"{resolver.task_type}_{resolver.task_id}"
 
 
 # --------------------------------------------------------------------------------------------
 # Multi-worker: a strategy.run loop (model.fit fails under MultiWorkerMirroredStrategy)
 
 
-def custom_loop(strategy, model, config, data, paths, is_chief, steps):
-    """Trains `model` (compiled, for its optimizer and loss) epoch by epoch with `strategy.run`.
+def custom_loop(strategy, model, config, data, steps, initial_epoch, callbacks):
+    """Trains `model` (compiled, for its optimizer and loss) epoch by epoch with `strategy.run`,
+    from `initial_epoch`, calling `callbacks` as `model.fit` would at each epoch's end (the
+    same state, log and checkpoints).
 
     Every worker runs the same steps and saves the same state (workers other than the chief
     under `workers/`, as TensorFlow's multi-worker guide does); the chief's backup is the one a
@@ -284,11 +278,20 @@ def custom_loop(strategy, model, config, data, paths, is_chief, steps):
     optimizer = model.optimizer
     loss_fn = make_loss(config, reduction="none")
     global_batch = config.batch_size
+    top5 = data.num_classes > 5
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     train_ds = strategy.experimental_distribute_dataset(data.train.with_options(options))
     val_ds = (strategy.experimental_distribute_dataset(data.val.with_options(options))
               if data.val is not None else None)
+
+    def counts(logits, labels):
+        """(correct, correct in the top 5, examples) of one replica's batch."""
+        target = tf.argmax(labels, -1)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), target), tf.float32))
+        in_top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(target, logits, min(
+            5, data.num_classes)), tf.float32))
+        return correct, in_top5, tf.cast(tf.shape(labels)[0], tf.float32)
 
     def replica_train(images, labels):
         with tf.GradientTape() as tape:
@@ -299,16 +302,11 @@ def custom_loop(strategy, model, config, data, paths, is_chief, steps):
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        correct = tf.reduce_sum(tf.cast(
-            tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)), tf.float32))
-        return loss, correct, tf.cast(tf.shape(labels)[0], tf.float32)
+        return (loss,) + counts(tf.cast(logits, tf.float32), labels)
 
     def replica_eval(images, labels):
         logits = tf.cast(model(images, training=False), tf.float32)
-        per_example = loss_fn(labels, logits)
-        correct = tf.reduce_sum(tf.cast(
-            tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)), tf.float32))
-        return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(labels)[0], tf.float32)
+        return (tf.reduce_sum(loss_fn(labels, logits)),) + counts(logits, labels)
 
     def reduce(values):
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
@@ -339,52 +337,29 @@ def custom_loop(strategy, model, config, data, paths, is_chief, steps):
 
     with strategy.scope():
         optimizer.build(model.trainable_variables)
-    backup_weights = os.path.join(paths.backup, "latest.weights.h5")
-    state_path = os.path.join(paths.backup, "state.json")
-    start_epoch = 0
-    if os.path.isfile(state_path):
-        with open(state_path) as f:
-            start_epoch = json.load(f)["epoch"]
-        model.load_weights(backup_weights)
-    save_root = paths.backup if is_chief else os.path.dirname(
-        _worker_path(backup_weights, strategy))
-    os.makedirs(save_root, exist_ok=True)
-
-    for epoch in range(start_epoch, config.epochs):
+    callbacks = keras.callbacks.CallbackList(callbacks, model=model)
+    callbacks.on_train_begin()
+    for epoch in range(initial_epoch, config.epochs):
         began = time.perf_counter()
-        totals = [0.0, 0.0, 0.0]  # loss sum (per-step mean), correct, count
+        totals = [0.0, 0.0, 0.0, 0.0]  # loss sum (per-step mean), correct, in top 5, count
         iterator = iter(train_ds)
-        for step in range(steps):
-            loss, correct, count = train_step(*next(iterator))
-            totals = [totals[0] + float(loss), totals[1] + float(correct),
-                      totals[2] + float(count)]
-        row = {"epoch": epoch, "loss": totals[0] / steps, "accuracy": totals[1] / totals[2]}
+        for _ in range(steps):
+            totals = [a + float(b) for a, b in zip(totals, train_step(*next(iterator)))]
+        logs = {"loss": totals[0] / steps, "accuracy": totals[1] / totals[3]}
+        if top5:
+            logs["top5_accuracy"] = totals[2] / totals[3]
         if val_ds is not None:
-            v = [0.0, 0.0, 0.0]
+            v = [0.0, 0.0, 0.0, 0.0]
             for images, labels in val_ds:
                 v = [a + float(b) for a, b in zip(v, eval_step(images, labels))]
-            row.update(val_loss=v[0] / v[2], val_accuracy=v[1] / v[2])
+            logs.update(val_loss=v[0] / v[3], val_accuracy=v[1] / v[3])
+            if top5:
+                logs["val_top5_accuracy"] = v[2] / v[3]
         print(f"Epoch {epoch + 1}/{config.epochs} - {time.perf_counter() - began:.1f}s - " +
-              " - ".join(f"{k}: {v:.4f}" for k, v in row.items() if k != "epoch"), flush=True)
+              " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
         if statistics:
             average_statistics()
         # Every worker saves (reading mirrored variables may need all of them); the chief's
         # files are the real ones.
-        model.save_weights(os.path.join(save_root, "latest.weights.h5"))
-        if is_chief:
-            _save_model(model, paths.last)
-            best = paths.best_val_accuracy()
-            if "val_accuracy" in row and (best is None or row["val_accuracy"] > best):
-                _save_model(model, paths.best)
-            _append_csv(paths.csv, row)
-            write_json({"epoch": epoch + 1}, state_path)
-
-
-def _append_csv(path, row):
-    exists = os.path.isfile(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if not exists:
-            writer.writeheader()
-        writer.writerow(row)
-
+        callbacks.on_epoch_end(epoch, logs)
+    callbacks.on_train_end()

@@ -62,13 +62,14 @@ def dtype_policy_scope(policy: str):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path beside `path`; on success it replaces `path` (one rename), on
-    failure it is removed. A reader sees the old file or the new one, never a torn one."""
+def atomic_path(path, suffix: str = ".tmp"):
+    """Yields a temporary path beside `path` (ending in `suffix`, for writers that insist on
+    one); on success it replaces `path` (one rename), on failure it is removed. A reader sees
+    the old file or the new one, never a torn one."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
                                          dir=directory)
     os.close(handle)
     try:

@@ -1,0 +1,265 @@
+"""The model dir survives anything: SIGKILL at chosen moments of training (mid-epoch, after the
+log row, during a checkpoint or backup write, after the commit), torn backup files, a failed
+start. Each kill is followed by the same command, which must finish with consistent records."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from image_data import write_image_folder
+from resnet_tf.model_dir import ModelDir
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+EPOCHS = 4
+
+# Runs `resnet-tf train ...` and SIGKILLs itself at the moment argv[1] names, in epoch argv[2]
+# (0-based). Nothing in resnet_tf knows about it: the faults are injected from outside.
+KILLER = r"""
+import os, signal, sys
+import keras
+import resnet_tf.model_dir as model_dir
+import resnet_tf.training as training
+
+moment, target = sys.argv[1], int(sys.argv[2])
+argv = sys.argv[3:]
+state = {"epoch": -1}
+
+
+def die():
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def torn_write(path):  # half a file, then the kill
+    with open(path, "wb") as f:
+        f.write(b"\x89HDF\r\n" + os.urandom(3000))
+    die()
+
+
+real_callback = training.epoch_end_callback
+
+
+def callback(*args, **kwargs):
+    cb = real_callback(*args, **kwargs)
+
+    def on_epoch_begin(epoch, logs=None):
+        state["epoch"] = epoch
+
+    def on_train_batch_end(batch, logs=None):
+        if moment == "mid-epoch" and state["epoch"] == target and batch == 1:
+            die()
+
+    cb.on_epoch_begin, cb.on_train_batch_end = on_epoch_begin, on_train_batch_end
+    return cb
+
+
+training.epoch_end_callback = callback
+real_write_log, real_commit = model_dir.ModelDir.write_log, model_dir.ModelDir.commit
+real_save, real_save_weights = keras.Model.save, keras.Model.save_weights
+real_write_json = model_dir.write_json
+
+
+def write_log(self, rows):
+    real_write_log(self, rows)
+    if moment == "after-log" and state["epoch"] == target:
+        die()
+
+
+def save(self, path, *args, **kwargs):
+    if moment == "during-checkpoint" and state["epoch"] == target:
+        torn_write(path)
+    return real_save(self, path, *args, **kwargs)
+
+
+def save_weights(self, path, *args, **kwargs):
+    if moment == "during-backup" and state["epoch"] == target:
+        torn_write(path)
+    return real_save_weights(self, path, *args, **kwargs)
+
+
+def write_json(value, path):
+    if moment == "before-state" and path.endswith("state.json") and state["epoch"] == target:
+        die()
+    return real_write_json(value, path)
+
+
+def commit(self, model, epochs):
+    real_commit(self, model, epochs)
+    if moment == "after-commit" and epochs == target + 1:
+        die()
+
+
+model_dir.ModelDir.write_log, model_dir.ModelDir.commit = write_log, commit
+keras.Model.save, keras.Model.save_weights = save, save_weights
+model_dir.write_json = write_json
+from resnet_tf.cli import main
+sys.exit(main(argv))
+"""
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("images") / "colours", per_class=6)
+
+
+def write_config(path, folder, **extra):
+    values = dict(dict(model="resnet_v2", units=[1, 1], base_depth=8, include_root_block=False,
+                       image_size=16, augment=False, batch_norm_decay=0.9, dataset="folder",
+                       train_data=folder, validation_split=0.25, batch_size=3, epochs=EPOCHS,
+                       optimizer="adam", learning_rate=1e-3), **extra)
+    path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
+    return str(path)
+
+
+def run(args, killer=None):
+    command = [sys.executable, "-c", KILLER, *killer] if killer else [
+        sys.executable, "-m", "resnet_tf.cli"]
+    return subprocess.run(command + list(args), cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def assert_consistent(model_dir, epochs=EPOCHS):
+    """One log row per epoch in order, metrics.json agreeing, the state committed, the models
+    readable, no temporary file left."""
+    paths = ModelDir(model_dir)
+    rows = paths.completed_epochs()
+    assert [row["epoch"] for row in rows] == list(range(epochs))
+    with open(paths.metrics) as f:
+        metrics = json.load(f)
+    assert metrics["epochs"] == epochs and metrics["history"] == rows
+    assert metrics["val_accuracy"] == rows[-1]["val_accuracy"]
+    assert paths.read_state()["epoch"] == epochs
+    for path in (paths.model, paths.last, paths.best):
+        keras.saving.load_model(path, compile=False)
+    for directory in (paths.root, paths.checkpoints, paths.backup):
+        assert not [n for n in os.listdir(directory) if n.startswith(".")], directory
+    with open(paths.csv) as f:
+        assert len(f.read().strip().splitlines()) == epochs + 1  # header + rows, nothing torn
+
+
+MOMENTS = [("mid-epoch", 1), ("after-log", 1), ("during-checkpoint", 2),
+           ("during-backup", 1), ("before-state", 2), ("after-commit", 1),
+           ("after-commit", EPOCHS - 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment,epoch", MOMENTS)
+def test_a_kill_at_any_moment_loses_at_most_the_epoch_in_flight(images, tmp_path, moment,
+                                                                epoch):
+    config = write_config(tmp_path / "tiny.yaml", images)
+    model_dir = str(tmp_path / "run")
+    args = ["train", "--config", config, "--model-dir", model_dir]
+    killed = run(args, killer=[moment, str(epoch)])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    committed = ModelDir(model_dir).read_state()
+    expected = epoch + 1 if moment == "after-commit" else epoch
+    assert (committed or {"epoch": 0})["epoch"] == expected
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    output = resumed.stdout + resumed.stderr
+    if expected < EPOCHS:  # training went on from the committed epoch, not before
+        assert f"Epoch {expected + 1}/{EPOCHS}" in output and f"Epoch {expected}/" not in output
+    else:
+        assert "nothing to do" in output
+    assert_consistent(model_dir)
+
+
+@pytest.mark.slow
+def test_a_torn_backup_falls_back_to_the_one_before(images, tmp_path):
+    config = write_config(tmp_path / "tiny.yaml", images)
+    model_dir = str(tmp_path / "run")
+    args = ["train", "--config", config, "--model-dir", model_dir]
+    assert run(args + ["--epochs", "2"]).returncode == 0
+    paths = ModelDir(model_dir)
+    newest = os.path.join(paths.backup, "epoch-2.weights.h5")
+    with open(newest, "r+b") as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "the newest backup was unreadable" in resumed.stdout
+    assert "Epoch 2/4" in resumed.stdout  # epoch 2 again, from epoch 1's backup
+    assert_consistent(model_dir)
+    # With every backup unreadable: one sentence naming the dir and what to do.
+    for name in os.listdir(paths.backup):
+        if name.endswith(".h5"):
+            open(os.path.join(paths.backup, name), "wb").close()
+    failed = run(args + ["--epochs", "5"])
+    assert failed.returncode == 2
+    assert failed.stderr.strip().count("\n") == 0 and "No readable backup" in failed.stderr
+    assert "remove that dir" in failed.stderr
+
+
+def test_a_failed_start_leaves_no_trace(images, tmp_path):
+    model_dir = tmp_path / "run"
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(open(write_config(tmp_path / "t.yaml", images)).read().replace(
+        "resnet_v2", "resnet_v2_5O"))
+    result = run(["train", "--config", str(typo), "--model-dir", str(model_dir)])
+    assert result.returncode == 2 and "model must be one of" in result.stderr
+    missing = write_config(tmp_path / "missing.yaml", str(tmp_path / "nowhere"))
+    result = run(["train", "--config", missing, "--model-dir", str(model_dir)])
+    assert result.returncode == 2 and "No image folder" in result.stderr
+    assert not model_dir.exists()
+    # The corrected command then trains (nothing recorded the failed attempts).
+    good = write_config(tmp_path / "good.yaml", images, epochs=1)
+    result = run(["train", "--config", good, "--model-dir", str(model_dir)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Re-running a finished run, or with fewer epochs, writes nothing.
+    stamps = {p: os.path.getmtime(os.path.join(model_dir, p)) for p in os.listdir(model_dir)
+              if os.path.isfile(os.path.join(model_dir, p))}
+    for epochs in ("1", "1"):
+        result = run(["train", "--config", good, "--model-dir", str(model_dir), "--epochs",
+                      epochs])
+        assert result.returncode == 0 and "nothing to do" in result.stdout
+    assert stamps == {p: os.path.getmtime(os.path.join(model_dir, p)) for p in stamps}
+
+
+def test_corrupt_images_are_named_and_skipped(images, tmp_path):
+    import shutil
+
+    folder = tmp_path / "images"
+    shutil.copytree(images, folder)
+    (folder / "red" / "garbage.jpg").write_bytes(b"not an image at all")
+    (folder / "green" / "empty.png").write_bytes(b"")
+    good = (folder / "blue" / "0.png").read_bytes()
+    (folder / "blue" / "torn.png").write_bytes(good[: len(good) // 2])
+    config = write_config(tmp_path / "c.yaml", str(folder), epochs=1)
+    result = run(["train", "--config", config, "--model-dir", str(tmp_path / "run")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("garbage.jpg", "empty.png", "torn.png"):
+        assert f"skipping '{folder}" in result.stderr and name in result.stderr
+    assert_consistent(str(tmp_path / "run"), epochs=1)
+    # A class with no readable image at all is a sentence, before anything is written.
+    for path in (folder / "green").iterdir():
+        path.write_bytes(b"junk")
+    result = run(["train", "--config", config, "--model-dir", str(tmp_path / "run2")])
+    assert result.returncode == 2 and "no readable image in the class folder(s) ['green']" in \
+        result.stderr
+    assert not (tmp_path / "run2").exists()
+
+
+def test_legacy_backup_and_restore_dirs_resume(images, tmp_path):
+    """A model dir written by Keras' BackupAndRestore (earlier resnet_tf) still resumes."""
+    from resnet_tf.config import load_config
+    from resnet_tf.training import build_model
+
+    config = load_config(write_config(tmp_path / "c.yaml", images))
+    model = build_model(config, num_classes=3)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    paths = ModelDir(str(tmp_path / "run"))
+    os.makedirs(paths.backup)
+    model.optimizer.build(model.trainable_variables)
+    model.save_weights(os.path.join(paths.backup, "latest.weights.h5"))
+    with open(os.path.join(paths.backup, "training_metadata.json"), "w") as f:
+        json.dump({"epoch": 2, "batch": 0}, f)
+    fresh = build_model(config, num_classes=3)
+    fresh.compile(optimizer="adam", loss="categorical_crossentropy")
+    assert paths.restore(fresh) == 2
+    for a, b in zip(model.weights, fresh.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
