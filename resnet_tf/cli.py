@@ -222,6 +222,9 @@ def add_predict_parser(subparsers):
 def run_predict(args):
     from resnet_tf.predict import format_results, predict_files
 
+    for path in args.images:  # before the model loads
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No image file at {path!r}")
     runner, image_size, central_fraction, names = _runner(args)
     print(format_results(predict_files(args.images, runner, image_size, central_fraction,
                                        names, args.top)))

@@ -81,7 +81,7 @@ def load_slim_checkpoint(model, path, scope: str | None = None, exclude=()) -> l
         reader = tf.train.load_checkpoint(prefix)
         shapes = {n: tuple(s) for n, s in reader.get_variable_to_shape_map().items()
                   if kept(n) and n not in NON_MODEL_VARIABLES}
-    except (tf.errors.OpError, ValueError) as error:
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as error:  # a torn file
         raise ValueError(_unreadable(prefix, error)) from None
 
     missing = set(targets) - set(shapes)
@@ -110,7 +110,7 @@ def load_slim_checkpoint(model, path, scope: str | None = None, exclude=()) -> l
     # Read everything before assigning anything, so a failure leaves the model untouched.
     try:
         values = {n: np.asarray(reader.get_tensor(n)) for n in targets}
-    except (tf.errors.OpError, ValueError) as error:
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as error:  # a torn file
         raise ValueError(_unreadable(prefix, error)) from None
     for name, variable in targets.items():
         variable.assign(values[name].astype(variable.dtype))
