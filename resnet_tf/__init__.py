@@ -25,9 +25,10 @@ __version__ = "0.1.0"
 # Every public name and the module that defines it.
 _PUBLIC = {
     "end_points": "feature_extraction",
-    **dict.fromkeys(["Block", "Conv2DSame", "ResidualUnit", "Subsample", "ZeroPadShortcut",
-                     "conv2d_same", "resnet_arg_scope", "stack_blocks_dense", "subsample"],
-                    "resnet_utils"),
+    **dict.fromkeys(["Block", "conv2d_same", "resnet_arg_scope", "stack_blocks_dense",
+                     "subsample"], "resnet_utils"),
+    **dict.fromkeys(["Conv2DSame", "Subsample"], "layers"),
+    **dict.fromkeys(["ResidualUnit", "ZeroPadShortcut", "make_shortcut"], "units"),
     **dict.fromkeys(["BasicBlockV1", "BottleneckV1", "resnet_v1", "resnet_v1_18", "resnet_v1_34",
                      "resnet_v1_50", "resnet_v1_101", "resnet_v1_152", "resnet_v1_200",
                      "resnet_v1_block", "resnet_v1_blocks"], "resnet_v1"),

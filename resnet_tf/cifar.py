@@ -22,17 +22,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from resnet_tf.resnet_utils import (
-    PACKAGE,
-    Block,
-    Conv2DSame,
-    ResidualUnit,
-    batch_norm,
-    make_shortcut,
-    resnet_arg_scope,
-    resnet_model,
-)
-from resnet_tf.resnet_v1 import BasicBlockV1, basic_block
+from resnet_tf.layers import PACKAGE, Conv2DSame, batch_norm
+from resnet_tf.resnet_utils import Block, basic_block, resnet_arg_scope, resnet_model
+from resnet_tf.units import ResidualUnit, make_shortcut
+from resnet_tf.resnet_v1 import BasicBlockV1
 from resnet_tf.resnet_v2 import BasicBlockV2, Bottleneck
 
 STAGE_DEPTHS = (16, 32, 64)

@@ -106,19 +106,24 @@ def _add_source_arguments(parser, what, export=False):
     source.add_argument("--model-dir", metavar="DIR", help="a `resnet-tf train` model dir")
     source.add_argument("--slim-checkpoint", metavar="CKPT",
                         help="a slim checkpoint (with --model and --num-classes)")
+    source.add_argument("--weights", metavar="imagenet|URL|PATH",
+                        help="with --model: slim's released ImageNet weights (downloaded once, "
+                             "then cached), or a release-style tarball or checkpoint")
     if export:
         source.add_argument("--export", metavar="EXPORT",
                             help="a `resnet-tf export` dir of any format, run by its own runtime")
     group.add_argument("--model", default="resnet_v2_50", choices=MODEL_NAMES, metavar="NAME",
-                       help="with --slim-checkpoint: the registry name (default resnet_v2_50)")
-    group.add_argument("--num-classes", type=_positive_int, default=1001,
-                       help="with --slim-checkpoint: 1001 for slim's V2 releases (default)")
+                       help="with --slim-checkpoint or --weights: the registry name (default "
+                            "resnet_v2_50)")
+    group.add_argument("--num-classes", type=_positive_int,
+                       help="with --slim-checkpoint or --weights: default slim's releases' "
+                            "(1000 for V1, 1001 for V2, whose class 0 is background)")
     group.add_argument("--checkpoint", choices=("final", "last", "best"), default="final",
                        help="with --model-dir: model.keras (final, the default; an interrupted "
                             "run's last epoch), or checkpoints/last or best (val_accuracy)")
     group.add_argument("--image-size", type=_positive_int,
                        help="input size after preprocessing (default: the model dir's; 299 "
-                            "for slim's V2 checkpoints)")
+                            "for slim's V2 checkpoints, 224 for V1)")
     return group
 
 
@@ -126,8 +131,9 @@ def _load_source(args):
     from resnet_tf.export import load_model_source
 
     return load_model_source(model_dir=args.model_dir, slim_checkpoint=args.slim_checkpoint,
-                             model_name=args.model, num_classes=args.num_classes,
-                             image_size=args.image_size, checkpoint=args.checkpoint)
+                             weights=args.weights, model_name=args.model,
+                             num_classes=args.num_classes, image_size=args.image_size,
+                             checkpoint=args.checkpoint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,9 +173,9 @@ def run_export(args):
 
     check_format(args.format, args.precision)
     check_output(args.output, args.overwrite)  # before loading anything
-    if args.precision == "int8" and args.slim_checkpoint and not args.calibration_data:
-        raise ValueError("--precision int8 from --slim-checkpoint needs --calibration-data DIR "
-                         "(real images to calibrate on)")
+    if args.precision == "int8" and not args.model_dir and not args.calibration_data:
+        raise ValueError("--precision int8 from --slim-checkpoint or --weights needs "
+                         "--calibration-data DIR (real images to calibrate on)")
     if args.calibration_data and args.precision != "int8":
         raise ValueError(f"--calibration-data is for --precision int8. Received: --precision "
                          f"{args.precision}")
@@ -183,7 +189,7 @@ def run_export(args):
     path = export_model(source.model, args.output, format=args.format, precision=args.precision,
                         image_size=source.image_size, central_fraction=source.central_fraction,
                         class_names=source.class_names, calibration=calibration,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, preprocessing=source.preprocessing)
     print(f"Exported {source.model.name} ({args.format}, {args.precision}, "
           f"{source.image_size}x{source.image_size} inputs) to {path}")
     return 0
@@ -198,7 +204,7 @@ def _calibration_pixels(args, source):
     else:  # the model dir's own training images, through the eval preprocessing
         raw = data.raw_datasets(source.config).train.shuffle(10000, seed=0)
     return data.calibration_pixels(raw, source.image_size, source.central_fraction,
-                                   args.calibration_images)
+                                   args.calibration_images, source.preprocessing)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,24 +231,24 @@ def run_predict(args):
     for path in args.images:  # before the model loads
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No image file at {path!r}")
-    runner, image_size, central_fraction, names = _runner(args)
-    print(format_results(predict_files(args.images, runner, image_size, central_fraction,
-                                       names, args.top)))
+    runner, names = _runner(args)
+    print(format_results(predict_files(args.images, runner, names, args.top)))
     return 0
 
 
 def _runner(args):
-    """(runner, image size, central fraction, class names) of --export or a Keras source."""
+    """(runner, class names) of --export (its own runtime) or a Keras model source."""
     if getattr(args, "export", None):
         from resnet_tf.runtimes import open_export
 
-        runner, info, names = open_export(args.export)
-        return runner, info.get("image_size"), info.get("central_fraction"), names
+        runner, _, names = open_export(args.export)
+        return runner, names
     from resnet_tf.runtimes import keras_runner
 
     source = _load_source(args)
-    return (keras_runner(source.model), source.image_size, source.central_fraction,
-            source.class_names)
+    return keras_runner(source.model, preprocessing=source.preprocessing,
+                        image_size=source.image_size,
+                        central_fraction=source.central_fraction), source.class_names
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +283,7 @@ def add_evaluate_parser(subparsers):
 def run_evaluate(args):
     from resnet_tf import evaluate as evaluate_lib
 
-    runner, image_size, central_fraction, names = _runner(args)
+    runner, names = _runner(args)
     num_classes = len(names) if names else None
     if args.data:
         dataset, count = evaluate_lib.folder_dataset(args.data, names)
@@ -295,14 +301,40 @@ def run_evaluate(args):
             raise ValueError("give the labelled images: --config FILE, --data DIR or "
                              "--tfrecords PATTERN")
         dataset, count = evaluate_lib.config_dataset(config)
-    result = evaluate_lib.evaluate(runner, dataset, image_size, central_fraction, count,
-                                   args.batch_size, progress=sys.stdout.isatty())
-    result["source"] = args.export or args.model_dir or args.slim_checkpoint
+    result = evaluate_lib.evaluate(runner, dataset, count, args.batch_size,
+                                   progress=sys.stdout.isatty())
+    result["source"] = args.export or args.model_dir or args.slim_checkpoint or args.weights
     print(evaluate_lib.format_result(result))
     if args.json_path:
         from resnet_tf.utils import write_json
 
         write_json(result, args.json_path)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# download
+
+
+def add_download_parser(subparsers):
+    parser = subparsers.add_parser(
+        "download",
+        help="fill the cache with slim's released ImageNet weights (e.g. before going offline)",
+        description="Downloads slim's released checkpoint for --model once into "
+                    "$KERAS_HOME/resnet_tf/ (default ~/.keras/resnet_tf/) and unpacks it; "
+                    "`--weights imagenet` and `weights=\"imagenet\"` then need no network.")
+    parser.add_argument("--model", required=True, choices=MODEL_NAMES, metavar="NAME",
+                        help="resnet_v1_50/101/152 or resnet_v2_50/101/152")
+    parser.set_defaults(handler=run_download)
+
+
+def run_download(args):
+    from resnet_tf.weights import download, release_of
+
+    release = release_of(args.model)
+    path = download(args.model)
+    print(f"{args.model}: slim's {release.release} ({release.num_classes} classes, "
+          f"{release.preprocessing} preprocessing, {release.image_size} px) at {path}")
     return 0
 
 
@@ -374,7 +406,8 @@ def run_bench(args):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="resnet-tf",
-        description="TF-slim's ResNet in Keras 3: train, export, predict, evaluate, bench.")
+        description="TF-slim's ResNet in Keras 3: train, export, predict, evaluate, download, "
+                    "bench.")
     parser.add_argument("--verbose", action="store_true",
                         help="keep TensorFlow's start-up and runtime logging on stderr")
     parser.add_argument("--debug", action="store_true",
@@ -384,6 +417,7 @@ def build_parser():
     add_export_parser(subparsers)
     add_predict_parser(subparsers)
     add_evaluate_parser(subparsers)
+    add_download_parser(subparsers)
     add_bench_parser(subparsers)
     return parser
 

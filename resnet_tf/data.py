@@ -291,21 +291,23 @@ def slim_tfrecord_dataset(pattern: str) -> tf.data.Dataset:
         parse_slim_example, AUTOTUNE)
 
 
-def eval_pixels_dataset(dataset, image_size, central_fraction, batch_size=32):
+def eval_pixels_dataset(dataset, image_size, central_fraction, batch_size=32,
+                        method="inception"):
     """Raw `(image, label)` -> batches of `(float32 0..255 pixels [N, S, S, 3], label)` after
-    slim's eval crop and resize: the input the deployment exports take."""
+    slim's eval crop and resize (`preprocessing.eval_pixels`): what the exports take."""
     def crop(image, label):
-        pixels = preprocessing.eval_pixels(image, image_size, central_fraction)
+        pixels = preprocessing.eval_pixels(image, image_size, central_fraction, method)
         pixels.set_shape([image_size, image_size, 3])
         return pixels, label
 
     return dataset.map(crop, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
 
 
-def calibration_pixels(dataset, image_size, central_fraction,
-                       count: int = 300) -> np.ndarray:
+def calibration_pixels(dataset, image_size, central_fraction, count: int = 300,
+                       method="inception") -> np.ndarray:
     """Up to `count` images of a raw dataset as eval-preprocessed pixels, for int8 calibration."""
-    batches = eval_pixels_dataset(dataset.take(count), image_size, central_fraction)
+    batches = eval_pixels_dataset(dataset.take(count), image_size, central_fraction,
+                                  method=method)
     arrays = [pixels.numpy() for pixels, _ in batches]
     if not arrays:
         raise ValueError("No calibration images: the dataset is empty")

@@ -164,11 +164,29 @@ def check_output(output: str, overwrite: bool) -> str:
     return output
 
 
-def preprocessing_info(format, precision, image_size, central_fraction, num_classes) -> dict:
+def preprocessing_info(format, precision, image_size, central_fraction, num_classes,
+                       method="inception") -> dict:
     inside = format == "saved_model"
+    if method == "vgg":
+        from resnet_tf.preprocessing import VGG_RESIZE_SIDE
+        from resnet_tf.utils import VGG_MEAN_RGB
+
+        crop = ["aspect_preserving_resize", "central_crop"]
+        return {
+            "format": format, "precision": precision, "preprocessing": "vgg",
+            "input": INPUT_NAME if not inside else "images / image_bytes",
+            "output": OUTPUT_NAME, "num_classes": num_classes, "image_size": image_size,
+            "resize_side": VGG_RESIZE_SIDE,
+            "resize": "bilinear (TF 1 resize_bilinear, align_corners=False)",
+            "value_range": [0, 255], "layout": "NHWC", "channels": "RGB",
+            "mean_rgb": list(VGG_MEAN_RGB),
+            "caller_applies": [] if inside else crop,
+            "model_applies": (crop if inside else []) + ["subtract_mean_rgb"],
+        }
     return {
         "format": format,
         "precision": precision,
+        "preprocessing": "inception",
         "input": INPUT_NAME if not inside else "images (serving_default) / image_bytes "
                                                "(serving_bytes)",
         "output": OUTPUT_NAME,
@@ -188,11 +206,12 @@ def preprocessing_info(format, precision, image_size, central_fraction, num_clas
 
 def export_model(model, output: str, *, format: str = "saved_model", precision: str = "float32",
                  image_size: int, central_fraction: float = 0.875, class_names=None,
-                 calibration=None, overwrite: bool = False) -> str:
+                 calibration=None, overwrite: bool = False, preprocessing="inception") -> str:
     """Writes `model` to the export dir `output` in `format` and `precision` (module docstring).
 
     `calibration` (int8 only, required there): float32 `[K, S, S, 3]` raw 0..255 pixels of real
-    images, cropped and resized as the contract says. The export is assembled in a staging dir
+    images, cropped and resized as the contract says. `preprocessing`: "inception" (scaling to
+    [-1, 1] inside) or "vgg" (slim's V1 checkpoints: RGB means subtracted inside). The export is assembled in a staging dir
     beside `output` and moved into place whole: a failure leaves `output` as it was.
     """
     check_format(format, precision)
@@ -220,10 +239,11 @@ def export_model(model, output: str, *, format: str = "saved_model", precision: 
         if format == "saved_model":
             from resnet_tf.export import write_saved_model
 
-            write_saved_model(model, target, image_size, central_fraction, class_names)
+            write_saved_model(model, target, image_size, central_fraction, class_names,
+                              preprocessing)
         else:
             os.makedirs(target)
-            serve = serving_function(model, image_size)
+            serve = serving_function(model, image_size, preprocessing)
             saved_model = os.path.join(staging, "saved_model")
             _write_serving_saved_model(model, serve, saved_model)
             with quiet_native_stderr():
@@ -236,7 +256,8 @@ def export_model(model, output: str, *, format: str = "saved_model", precision: 
             if class_names is not None:
                 write_text(os.path.join(target, CLASS_NAMES_FILE), "\n".join(class_names) + "\n")
         write_json(preprocessing_info(format, precision, image_size, central_fraction,
-                                      num_classes), os.path.join(target, PREPROCESSING_FILE))
+                                      num_classes, preprocessing),
+                   os.path.join(target, PREPROCESSING_FILE))
         if os.path.isdir(output):
             # Swap: the old export moves aside and is removed only once the new one is in place.
             old = os.path.join(staging, "old")
@@ -289,10 +310,13 @@ def float32_model(model):
     return copy
 
 
-def serving_function(model, image_size: int):
+def serving_function(model, image_size: int, preprocessing: str = "inception"):
     """A `tf.function`: raw 0..255 pixels `[N, S, S, 3]` -> {"probabilities": [N, C]}, in
-    inference mode, scaling to [-1, 1] exactly as `preprocessing.scale_to_signed_unit`."""
+    inference mode, normalising as `utils.normalize_pixels` (for "inception" exactly slim's
+    scaling to [-1, 1])."""
     import tensorflow as tf
+
+    from resnet_tf.utils import normalize_pixels
 
     model = float32_model(model)
 
@@ -300,8 +324,8 @@ def serving_function(model, image_size: int):
                                                 name=INPUT_NAME)])
     @tf.autograph.experimental.do_not_convert
     def serve(images):
-        scaled = tf.multiply(tf.subtract(images / 255.0, 0.5), 2.0)
-        logits = tf.cast(model(scaled, training=False), tf.float32)
+        logits = tf.cast(model(normalize_pixels(images, preprocessing), training=False),
+                         tf.float32)
         return {OUTPUT_NAME: tf.nn.softmax(logits, axis=-1)}
 
     serve.model = model

@@ -54,12 +54,13 @@ def config_dataset(config):
     return raw.val, (count if count >= 0 else None)
 
 
-def _batches(dataset, runner, image_size, central_fraction, batch_size):
-    """Batches of (pixels, labels) for `runner`: eval-cropped at `image_size`, or for a runner
-    that crops itself the decoded images, consecutive images of one size batched together."""
+def _batches(dataset, runner, batch_size):
+    """Batches of (pixels, labels) for `runner`: eval-cropped as the runner says, or for a
+    runner that crops itself the decoded images, consecutive images of one size together."""
     if not runner.takes_any_size:
-        for pixels, labels in data_lib.eval_pixels_dataset(dataset, image_size,
-                                                           central_fraction, batch_size):
+        for pixels, labels in data_lib.eval_pixels_dataset(
+                dataset, runner.image_size, runner.central_fraction, batch_size,
+                runner.preprocessing):
             yield pixels.numpy(), labels.numpy()
         return
     images, labels = [], []
@@ -74,8 +75,7 @@ def _batches(dataset, runner, image_size, central_fraction, batch_size):
         yield np.stack(images), np.array(labels)
 
 
-def evaluate(runner, dataset, image_size, central_fraction, count=None, batch_size=32,
-             progress=True) -> dict:
+def evaluate(runner, dataset, count=None, batch_size=32, progress=True) -> dict:
     """Runs `runner` over `dataset` (raw `(image, label)`) and returns top-1, top-5, the count
     and images/s (model time only)."""
     import keras
@@ -84,7 +84,7 @@ def evaluate(runner, dataset, image_size, central_fraction, count=None, batch_si
     top1 = top5 = seen = 0
     model_seconds = 0.0
     began = time.perf_counter()
-    for pixels, labels in _batches(dataset, runner, image_size, central_fraction, batch_size):
+    for pixels, labels in _batches(dataset, runner, batch_size):
         start = time.perf_counter()
         probabilities = runner(pixels)
         model_seconds += time.perf_counter() - start

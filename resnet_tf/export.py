@@ -49,7 +49,7 @@ def export_saved_model(model: keras.Model, output: str, image_size: int,
 
 def write_saved_model(model: keras.Model, target: str, image_size: int,
                       central_fraction: float = preprocessing.EVAL_CENTRAL_FRACTION,
-                      class_names=None) -> None:
+                      class_names=None, method: str = "inception") -> None:
     """Writes the SavedModel to the new dir `target` (no checks: `export_saved_model`)."""
     num_classes = int(model.output_shape[-1])
     if class_names is not None and len(class_names) != num_classes:
@@ -61,14 +61,16 @@ def write_saved_model(model: keras.Model, target: str, image_size: int,
         return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1)}
 
     def serve_images(images):
-        return classify(preprocessing.preprocess_for_eval(
-            preprocessing.scale_pixels(images), image_size, image_size, central_fraction))
+        if method == "inception":  # floats in [0, 1], as slim's preprocessing takes them
+            images = preprocessing.scale_pixels(images)
+        return classify(preprocessing.slim_eval_preprocessing(images, image_size,
+                                                              central_fraction, method))
 
     def serve_bytes(image_bytes):
         def one(encoded):
             image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-            return preprocessing.preprocess_for_eval(image, image_size, image_size,
-                                                     central_fraction)
+            return preprocessing.slim_eval_preprocessing(image, image_size, central_fraction,
+                                                         method)
 
         images = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec(
             [image_size, image_size, 3], tf.float32))
@@ -92,26 +94,49 @@ class ModelSource:
 
     model: keras.Model
     image_size: int
-    central_fraction: float
+    central_fraction: float | None
     class_names: list | None
+    preprocessing: str = "inception"  # or "vgg" (slim's V1 checkpoints)
     config: object = None  # the TrainConfig of a model dir
     description: str = ""
 
 
 def load_model_source(model_dir=None, slim_checkpoint=None, model_name="resnet_v2_50",
-                      num_classes=1001, image_size=None, checkpoint="final") -> ModelSource:
+                      num_classes=None, image_size=None, checkpoint="final",
+                      weights=None) -> ModelSource:
     """The model of a `resnet-tf train` model dir, or a registry model loaded strictly from a
-    slim checkpoint (evaluated at slim's 299 px unless `image_size`)."""
-    if (model_dir is None) == (slim_checkpoint is None):
-        raise ValueError("give exactly one of model_dir and slim_checkpoint")
+    slim checkpoint or `weights` ("imagenet", a URL or a path: `resnet_tf.weights`), with the
+    preprocessing and image size slim's releases expect (V1: VGG, 224 px; V2: Inception,
+    299 px) unless `image_size`. `num_classes` defaults to the releases' (1000 for V1, 1001 for
+    V2)."""
+    if sum(source is not None for source in (model_dir, slim_checkpoint, weights)) != 1:
+        raise ValueError("give exactly one of model_dir, slim_checkpoint and weights")
     if model_dir is not None:
         model, config, names = load_model_dir(model_dir, checkpoint)
         return ModelSource(model, image_size or config.image_size, config.central_fraction,
-                           names, config, f"model dir {model_dir}")
+                           names, "inception", config, f"model dir {model_dir}")
+    if num_classes is None:
+        num_classes = 1000 if model_name.startswith("resnet_v1") else 1001
+    if weights is not None:
+        from resnet_tf.data import imagenet_class_names
+        from resnet_tf.registry import create_model
+
+        model = create_model(model_name, num_classes=num_classes, weights=weights)
+        names = imagenet_class_names(num_classes) if num_classes in (1000, 1001) else None
+        return slim_model_source(model, names, image_size, f"weights {weights}")
     model, names = model_from_slim_checkpoint(slim_checkpoint, model_name, num_classes)
+    return slim_model_source(model, names, image_size, f"slim checkpoint {slim_checkpoint}")
+
+
+def slim_model_source(model, class_names, image_size=None, description="") -> ModelSource:
+    """A model with slim's released weights: V1 checkpoints expect VGG preprocessing at 224 px,
+    V2 checkpoints Inception preprocessing at 299 px."""
+    if model.name.startswith("resnet_v1"):
+        return ModelSource(model, image_size or 224, None, class_names, "vgg",
+                           description=description)
     return ModelSource(model, image_size or SLIM_EVAL_IMAGE_SIZE,
-                       preprocessing.EVAL_CENTRAL_FRACTION, names, None,
-                       f"slim checkpoint {slim_checkpoint}")
+                       preprocessing.EVAL_CENTRAL_FRACTION, class_names, "inception",
+                       description=description)
 
 
 CHECKPOINTS = ("final", "last", "best")

@@ -1,13 +1,22 @@
-"""`end_points(model)`: slim's end points of a resnet_tf model, as a Keras model (Keras only).
+"""`end_points(model)`: slim's end points of a resnet_tf model, as a functional Keras model.
 
-slim collects end points in a graph collection while it builds; here a small model runs the
-resnet_tf model's layers in order and collects the same tensors, asking each residual unit for its
-inner end points. It shares the original's layers, and so its weights.
+slim collects end points in a graph collection while it builds; here `end_points` applies the
+model's own layers again, in order, to a new input, asking each residual unit for its inner end
+points (`return_end_points=True`), and returns an ordinary functional `keras.Model` whose output
+is the dict of them. It shares the model's layers, and so its weights; it saves to and loads
+from `.keras` files like any functional model; it works on a model loaded from a `.keras` file.
+Public Keras API only (the layer chain is read from the model's own config), so it runs on the
+TensorFlow, JAX and PyTorch backends.
 """
 
 from __future__ import annotations
 
 import keras
+
+from resnet_tf.units import ResidualUnit
+
+# Layers of the model body whose output is a slim end point, under their own scope.
+NAMED_END_POINTS = ("conv1", "logits", "spatial_squeeze")
 
 
 def _stride_of(layer) -> int:
@@ -18,63 +27,45 @@ def _stride_of(layer) -> int:
     return int(stride or 1)
 
 
-def _check_chain(model):
-    """resnet_tf models are a chain of layers; anything else was not built here."""
-    if not isinstance(model, keras.Model) or not hasattr(model, "_inbound_nodes"):
-        raise ValueError(f"end_points() needs a keras.Model built by resnet_tf. Received: {model!r}")
-    for previous, layer in zip(model.layers, model.layers[1:]):
-        nodes = layer._inbound_nodes
-        if len(nodes) != 1 or [t._keras_history[0] for t in nodes[0].input_tensors] != [previous]:
-            raise ValueError(f"end_points() needs a model built by resnet_tf (a chain of layers); "
-                             f"layer {layer.name!r} of model {model.name!r} does not follow "
-                             f"{previous.name!r}.")
+def _inputs_of(layer_config) -> list:
+    """The names of the layers whose outputs a serialized layer takes, over all its calls."""
+    names = []
+
+    def visit(value):
+        if isinstance(value, dict):
+            if value.get("class_name") == "__keras_tensor__":
+                names.append(value["config"]["keras_history"][0])
+            else:
+                for item in value.values():
+                    visit(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+
+    visit(layer_config.get("inbound_nodes", []))
+    return names
 
 
-class EndPoints(keras.Model):
-    """Runs a resnet_tf model and returns a dict of slim's end points (see `end_points`)."""
-
-    def __init__(self, model: keras.Model, scope: str | None = None, **kwargs):
-        _check_chain(model)
-        super().__init__(name=kwargs.pop("name", f"{model.name}_end_points"), **kwargs)
-        self.source = model
-        self.scope = model.name if scope is None else scope
-        self.block_info = self._block_info()
-        self.built = True
-
-    def _slim_name(self, layer):
-        return f"{self.scope}/{layer.name.replace('.', '/')}"
-
-    def _block_info(self):
-        info, stride = {}, 1
-        for layer in self.source.layers[1:]:
-            stride *= _stride_of(layer)
-            if hasattr(layer, "slim_scope"):  # a residual unit: the block's last one wins
-                block = f"{self.scope}/{layer.name.split('.')[0]}"
-                info[block] = {"stride": stride, "channels": int(layer.depth)}
-        return info
-
-    def call(self, images, training=None):
-        points, net = {}, images
-        for layer in self.source.layers[1:]:
-            slim_name = self._slim_name(layer)
-            if hasattr(layer, "slim_scope"):  # a residual unit
-                net, inner = layer(net, training=training, return_end_points=True)
-                points.update({f"{slim_name}/{key}": value for key, value in inner.items()})
-                points[slim_name] = net
-                points[f"{self.scope}/{layer.name.split('.')[0]}"] = net  # block: last unit wins
-                continue
-            net = layer(net, training=training)
-            if layer.name in ("conv1", "logits", "spatial_squeeze"):
-                points[slim_name] = net
-            elif layer.name == "pool5":
-                points["global_pool"] = net  # research/slim's name
-        if f"{self.scope}/logits" in points:
-            points["predictions"] = keras.ops.softmax(net, axis=-1)
-        return points
+def layer_chain(model) -> list:
+    """The layers of a resnet_tf model after its input, checked to form a chain (each layer
+    takes the previous one's output): anything else was not built by resnet_tf."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"end_points() needs a keras.Model built by resnet_tf. "
+                         f"Received: {model!r}")
+    layers = model.get_config().get("layers")
+    if not layers or len(model.inputs) != 1:
+        raise ValueError(f"end_points() needs a functional model built by resnet_tf (one "
+                         f"input, a chain of layers). Received: model {model.name!r}")
+    for previous, layer in zip(layers, layers[1:]):
+        if _inputs_of(layer) != [previous["name"]]:
+            raise ValueError(f"end_points() needs a model built by resnet_tf (a chain of "
+                             f"layers); layer {layer['name']!r} of model {model.name!r} does "
+                             f"not follow {previous['name']!r}.")
+    return [model.get_layer(config["name"]) for config in layers[1:]]
 
 
-def end_points(model: keras.Model, scope: str | None = None) -> EndPoints:
-    """A model that returns a dict of slim's end points for `model`.
+def end_points(model: keras.Model, scope: str | None = None) -> keras.Model:
+    """A functional model returning a dict of slim's end points for `model`.
 
     Keys are exactly slim's: `<scope>/conv1`, `<scope>/blockN/unit_K/bottleneck_v2` with its
     `/shortcut` (projection units only), `/conv1`, `/conv2`, `/conv3`, `<scope>/blockN`,
@@ -85,4 +76,28 @@ def end_points(model: keras.Model, scope: str | None = None) -> EndPoints:
     The returned model's `block_info` maps each `<scope>/blockN` to its output `stride` relative
     to the input image and its `channels` (for feature pyramids).
     """
-    return EndPoints(model, scope)
+    scope = model.name if scope is None else scope
+    chain = layer_chain(model)
+    images = keras.Input(shape=model.input_shape[1:], name="images")
+    points, info, net, stride = {}, {}, images, 1
+    for layer in chain:
+        slim_name = f"{scope}/{layer.name.replace('.', '/')}"
+        stride *= _stride_of(layer)
+        if isinstance(layer, ResidualUnit):
+            net, inner = layer(net, return_end_points=True)
+            points.update({f"{slim_name}/{key}": value for key, value in inner.items()})
+            points[slim_name] = net
+            block = f"{scope}/{layer.name.split('.')[0]}"
+            points[block] = net  # the block's output: its last unit wins
+            info[block] = {"stride": stride, "channels": int(layer.depth)}
+            continue
+        net = layer(net)
+        if layer.name in NAMED_END_POINTS:
+            points[slim_name] = net
+        elif layer.name == "pool5":
+            points["global_pool"] = net  # research/slim's name
+    if f"{scope}/logits" in points:
+        points["predictions"] = keras.layers.Softmax(name="predictions")(net)
+    result = keras.Model(images, points, name=f"{model.name}_end_points")
+    result.block_info = info
+    return result

@@ -37,7 +37,7 @@ def top_k(probabilities, class_names, k=5):
             for i in order]
 
 
-def predict_files(paths, runner, image_size, central_fraction, class_names, k=5):
+def predict_files(paths, runner, class_names, k=5):
     """{path: top-k list} for every image file (all files are read before any is run)."""
     if not paths:
         raise ValueError("No image files given")
@@ -47,7 +47,8 @@ def predict_files(paths, runner, image_size, central_fraction, class_names, k=5)
         if runner.takes_any_size:
             pixels = tf.cast(image, tf.float32)
         else:
-            pixels = preprocessing.eval_pixels(image, image_size, central_fraction)
+            pixels = preprocessing.eval_pixels(image, runner.image_size, runner.central_fraction,
+                                               runner.preprocessing)
         probabilities = runner(pixels.numpy()[np.newaxis])[0]
         if class_names is not None and len(class_names) != len(probabilities):
             raise ValueError(f"{len(class_names)} class names for a model with "

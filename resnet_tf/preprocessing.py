@@ -125,17 +125,61 @@ def cifar_preprocess_for_train(image, height, width, padding=4, seed=None):
     return scale_to_signed_unit(image)
 
 
-def eval_pixels(image, size, central_fraction=EVAL_CENTRAL_FRACTION):
-    """slim's eval crop and resize without the final scaling: raw float32 0..255 pixels at
-    `size` x `size`, what the deployment exports take (they scale to [-1, 1] inside).
+def eval_pixels(image, size, central_fraction=EVAL_CENTRAL_FRACTION, method="inception"):
+    """slim's eval crop and resize without the final normalisation: raw float32 0..255 pixels
+    at `size` x `size`, what the deployment exports take (`utils.normalize_pixels` is inside).
 
+    method "inception": the central `central_fraction` of each side, bilinear resize;
     `scale_to_signed_unit(eval_pixels(x, s, f) / 255)` is `preprocess_for_eval(x, s, s, f)` up to
-    float rounding.
+    float rounding. method "vgg": `vgg_eval_pixels` (slim's V1 checkpoints).
     """
+    if method == "vgg":
+        return vgg_eval_pixels(image, size)
+    if method != "inception":
+        raise ValueError(f"method must be 'inception' or 'vgg'. Received: method={method!r}")
     _check_size(size, size)
     image = _to_unit_float(image)
     image = central_crop(image, central_fraction)
     return _resize(image, size, size) * 255.0
+
+
+VGG_RESIZE_SIDE = 256  # slim's vgg_preprocessing._RESIZE_SIDE_MIN, the eval resize
+
+
+def vgg_eval_pixels(image, size=224, resize_side=VGG_RESIZE_SIDE):
+    """slim's `vgg_preprocessing.preprocess_for_eval` before its mean subtraction: resize the
+    smaller side to `resize_side` keeping the aspect ratio (TF 1 bilinear), then the central
+    `size` x `size` crop; float32 0..255 (slim's V1 checkpoints take these minus the RGB means
+    123.68, 116.78, 103.94, with no scaling). One image `[H, W, 3]` or a batch of one size.
+    """
+    _check_size(size, size)
+    _check_size(resize_side, resize_side)
+    image = tf.cast(image, tf.float32)  # slim: tf.to_float, values stay 0..255
+    shape = tf.shape(image)
+    height = tf.cast(shape[-3], tf.float32)
+    width = tf.cast(shape[-2], tf.float32)
+    scale = tf.cond(height > width, lambda: resize_side / width, lambda: resize_side / height)
+    new_height = tf.cast(tf.math.rint(height * scale), tf.int32)
+    new_width = tf.cast(tf.math.rint(width * scale), tf.int32)
+    batched = image[tf.newaxis] if image.shape.rank == 3 else image
+    resized = tf.raw_ops.ResizeBilinear(images=batched, size=tf.stack([new_height, new_width]),
+                                        align_corners=False, half_pixel_centers=False)
+    top = (new_height - size) // 2
+    left = (new_width - size) // 2
+    cropped = resized[:, top:top + size, left:left + size, :]
+    cropped = tf.ensure_shape(cropped, [None, size, size, image.shape[-1]])
+    return cropped[0] if image.shape.rank == 3 else cropped
+
+
+def slim_eval_preprocessing(image, size, central_fraction=EVAL_CENTRAL_FRACTION,
+                            method="inception"):
+    """The model input slim's eval preprocessing gives: `preprocess_for_eval` ([-1, 1]) for
+    "inception", `vgg_eval_pixels` minus the RGB means for "vgg"."""
+    if method == "vgg":
+        from resnet_tf.utils import normalize_pixels
+
+        return normalize_pixels(vgg_eval_pixels(image, size), "vgg")
+    return preprocess_for_eval(image, size, size, central_fraction)
 
 
 def preprocess_image(image, height, width, is_training=False, **kwargs):

@@ -1,7 +1,10 @@
 """Infrastructure shared by every ResNet family: slim's `resnet_utils.py` in Keras 3.
 
 The names are TF-slim's, so a reader who knows `tf_slim.nets.resnet_utils` finds each piece here:
-`Block`, `subsample`, `conv2d_same`, `stack_blocks_dense` and `resnet_arg_scope`.
+`Block`, `subsample`, `conv2d_same`, `stack_blocks_dense` and `resnet_arg_scope`, and the
+`resnet_model` body every family shares. The Keras layers behind them (`Conv2DSame`,
+`Subsample`, slim's batch norm and L2 regularizer) live in `layers.py`, the residual-unit
+machinery (`ResidualUnit`, `make_shortcut`, `ZeroPadShortcut`) in `units.py`.
 
 Where slim uses implicit global state (`arg_scope`, graph collections), this module uses plain
 arguments: `resnet_arg_scope()` returns a dict of keyword arguments that the layers take, and
@@ -26,11 +29,9 @@ from __future__ import annotations
 import collections
 
 import keras
-from keras import ops
 
+from resnet_tf.layers import PACKAGE, Conv2DSame, Subsample, batch_norm  # noqa: F401
 from resnet_tf.utils import check_positive_int
-
-PACKAGE = "resnet_tf"
 
 
 def resnet_arg_scope(
@@ -63,176 +64,6 @@ def resnet_arg_scope(
     )
 
 
-def slim_l2_regularizer(weight_decay: float):
-    """slim's `l2_regularizer(weight_decay)`: `weight_decay * tf.nn.l2_loss(w)`.
-
-    `tf.nn.l2_loss` is `sum(w**2) / 2`, while Keras' `L2(l)` is `l * sum(w**2)`: hence the half.
-    """
-    return keras.regularizers.L2(weight_decay / 2.0) if weight_decay > 0 else None
-
-
-def batch_norm(name: str, batch_norm_decay=0.997, batch_norm_epsilon=1e-5, batch_norm_scale=True,
-               **unused_arg_scope):
-    """slim's `batch_norm` under a `resnet_arg_scope`, as a Keras layer.
-
-    Deliberate difference from slim: in training mode slim's fused batch norm updates the moving
-    variance with the Bessel-corrected (n / (n - 1)) batch variance, Keras with the biased one. The
-    normalised outputs are identical; only the moving average drifts differently.
-    """
-    return keras.layers.BatchNormalization(
-        axis=-1,
-        momentum=batch_norm_decay,
-        epsilon=batch_norm_epsilon,
-        center=True,
-        scale=batch_norm_scale,
-        name=name,
-    )
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class Conv2DSame(keras.layers.Layer):
-    """slim's `conv2d` + `conv2d_same`: a 2-D convolution with TensorFlow 'SAME' output size.
-
-    With stride 1 this is a 'SAME' convolution (with atrous `rate`). With stride > 1 the input is
-    zero-padded explicitly by `kernel_size_effective - 1` (half before, the rest after) and the
-    convolution runs 'VALID'. That differs from a strided 'SAME' convolution when the input is
-    even (TF puts the extra pad after, not before), and is what makes
-
-        conv2d_same(x, n, 3, stride=s)  ==  subsample(conv2d(x, n, 3, stride=1, 'SAME'), s)
-
-    hold for any input size, which keeps features aligned across output strides (see
-    `tests/test_resnet_utils.py::test_conv2d_same_even`).
-
-    Like slim's `conv2d`, the layer optionally applies batch norm (scope `BatchNorm`) and a ReLU
-    after the convolution. Without batch norm it has a bias, with it none (slim's `normalizer_fn`
-    replaces the bias). Weight decay applies to the kernel only.
-    """
-
-    def __init__(
-        self,
-        filters: int,
-        kernel_size: int,
-        stride: int = 1,
-        rate: int = 1,
-        use_batch_norm: bool = False,
-        activation: str | None = None,
-        weight_decay: float = 1e-4,
-        batch_norm_decay: float = 0.997,
-        batch_norm_epsilon: float = 1e-5,
-        batch_norm_scale: bool = True,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        check_positive_int("filters", filters)
-        check_positive_int("kernel_size", kernel_size)
-        check_positive_int("stride", stride)
-        check_positive_int("rate", rate)
-        if stride > 1 and rate > 1:
-            raise ValueError(
-                f"stride and rate cannot both be > 1. Received: stride={stride}, rate={rate}"
-            )
-        if activation not in (None, "relu"):
-            raise ValueError(f"activation must be None or 'relu'. Received: activation={activation!r}")
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.rate = rate
-        self.use_batch_norm = use_batch_norm
-        self.activation = activation
-        self.weight_decay = weight_decay
-        self.batch_norm_decay = batch_norm_decay
-        self.batch_norm_epsilon = batch_norm_epsilon
-        self.batch_norm_scale = batch_norm_scale
-        self.batch_norm = (
-            batch_norm("BatchNorm", batch_norm_decay, batch_norm_epsilon, batch_norm_scale)
-            if use_batch_norm
-            else None
-        )
-        effective = kernel_size + (kernel_size - 1) * (rate - 1)
-        pad_total = effective - 1
-        self._pad = (pad_total // 2, pad_total - pad_total // 2)
-
-    def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError(f"The channel dimension of the input to {self.name} must be known. "
-                             f"Received: input_shape={input_shape}")
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(self.kernel_size, self.kernel_size, channels, self.filters),
-            initializer=keras.initializers.HeNormal(),
-            regularizer=slim_l2_regularizer(self.weight_decay),
-        )
-        self.bias = None
-        if not self.use_batch_norm:
-            self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
-        if self.batch_norm is not None:
-            self.batch_norm.build(tuple(input_shape[:-1]) + (self.filters,))
-        self.input_spec = keras.layers.InputSpec(min_ndim=4, axes={-1: channels})
-
-    def _convolve(self, inputs, kernel):
-        if self.stride == 1:
-            return ops.conv(inputs, kernel, strides=1, padding="same", dilation_rate=self.rate)
-        if self._pad != (0, 0):
-            inputs = ops.pad(inputs, [[0, 0], self._pad, self._pad, [0, 0]])
-        return ops.conv(inputs, kernel, strides=self.stride, padding="valid")
-
-    def _folded_batch_norm(self):
-        """Inference-mode batch norm as a kernel scale and a bias: BN(conv(x, w)) equals
-        conv(x, w * s) + (beta - mean * s) with s = gamma / sqrt(variance + epsilon).
-
-        One convolution plus a bias (and ReLU) is the pattern that backends fuse (TensorFlow's
-        CPU remapper, XLA); slim's graph gets the same from its fused batch-norm op. Computed
-        in float32 like Keras' BatchNormalization, then cast to the compute dtype.
-        """
-        norm = self.batch_norm
-        scale = ops.rsqrt(ops.cast(norm.moving_variance, "float32") + norm.epsilon)
-        if norm.scale:
-            scale = scale * ops.cast(norm.gamma, "float32")
-        offset = -ops.cast(norm.moving_mean, "float32") * scale
-        if norm.center:
-            offset = offset + ops.cast(norm.beta, "float32")
-        return ops.cast(scale, self.compute_dtype), ops.cast(offset, self.compute_dtype)
-
-    def call(self, inputs, training=None):
-        if self.batch_norm is not None and not (training and self.batch_norm.trainable):
-            scale, offset = self._folded_batch_norm()
-            net = ops.add(self._convolve(inputs, ops.multiply(self.kernel, scale)), offset)
-        else:
-            net = self._convolve(inputs, self.kernel)
-            if self.bias is not None:
-                net = ops.add(net, self.bias)
-            if self.batch_norm is not None:
-                net = self.batch_norm(net, training=training)
-        if self.activation == "relu":
-            net = ops.relu(net)
-        return net
-
-    def compute_output_shape(self, input_shape):
-        def out(size):
-            if size is None:
-                return None
-            return -(-size // self.stride)  # ceil: 'SAME' output size
-
-        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), self.filters)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            stride=self.stride,
-            rate=self.rate,
-            use_batch_norm=self.use_batch_norm,
-            activation=self.activation,
-            weight_decay=self.weight_decay,
-            batch_norm_decay=self.batch_norm_decay,
-            batch_norm_epsilon=self.batch_norm_epsilon,
-            batch_norm_scale=self.batch_norm_scale,
-        )
-        return config
-
-
 def conv2d_same(inputs, num_outputs, kernel_size, stride, rate=1, name=None, **conv_kwargs):
     """slim's `conv2d_same(inputs, num_outputs, kernel_size, stride, rate)`, functional style.
 
@@ -241,37 +72,6 @@ def conv2d_same(inputs, num_outputs, kernel_size, stride, rate=1, name=None, **c
     """
     return Conv2DSame(num_outputs, kernel_size, stride=stride, rate=rate, name=name,
                       **conv_kwargs)(inputs)
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class Subsample(keras.layers.Layer):
-    """slim's `subsample`: a 1x1 max-pool with stride `factor` (identity when factor == 1).
-
-    A 1x1 max-pool with stride f keeps rows and columns 0, f, 2f, ... ('SAME' and 'VALID' agree for
-    a 1x1 window). We pool 'VALID' rather than slice: its symbolic output size, (n - 1) // f + 1,
-    is the one the strided convolutions produce, which JAX's shape tracing needs to add them.
-    """
-
-    def __init__(self, factor: int, **kwargs):
-        super().__init__(**kwargs)
-        check_positive_int("factor", factor)
-        self.factor = factor
-
-    def call(self, inputs):
-        if self.factor == 1:
-            return inputs
-        return ops.max_pool(inputs, pool_size=1, strides=self.factor, padding="valid")
-
-    def compute_output_shape(self, input_shape):
-        def out(size):
-            return None if size is None else -(-size // self.factor)
-
-        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), input_shape[3])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(factor=self.factor)
-        return config
 
 
 def subsample(inputs, factor, name=None):
@@ -342,6 +142,54 @@ class Block(collections.namedtuple("Block", ["scope", "unit_fn", "args"])):
         return super().__new__(cls, scope, unit_fn, units)
 
 
+# Units per block for each depth: [1]'s, and ResNet-200 from [2]. 18 and 34 use basic units with
+# the stride in the FIRST unit of blocks 2-4 (as [1] and torchvision); the bottleneck depths put
+# it in a block's LAST unit (slim). The base depths double per block from `base_depth`.
+RESNET_UNITS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3),
+}
+BASIC_DEPTHS = (18, 34)
+BLOCK_STRIDES = (2, 2, 2, 1)
+
+
+def bottleneck_block(scope: str, unit_fn, base_depth: int, num_units: int, stride: int) -> Block:
+    """slim's `resnet_v1_block` / `resnet_v2_block` for any bottleneck unit: `num_units` units of
+    depth `unit_fn.expansion * base_depth`, the stride in the last."""
+    for key, value in (("base_depth", base_depth), ("num_units", num_units), ("stride", stride)):
+        check_positive_int(key, value)
+    unit = {"depth": base_depth * unit_fn.expansion, "depth_bottleneck": base_depth}
+    return Block(scope, unit_fn,
+                 [dict(unit, stride=1)] * (num_units - 1) + [dict(unit, stride=stride)])
+
+
+def basic_block(scope: str, unit_fn, depth: int, num_units: int, stride: int) -> Block:
+    """`num_units` basic units of `depth` channels with the stride in the FIRST unit, as [1] and
+    torchvision place it for ResNet-18/34 (slim's bottleneck blocks put it in the last)."""
+    for key, value in (("depth", depth), ("num_units", num_units), ("stride", stride)):
+        check_positive_int(key, value)
+    return Block(scope, unit_fn, [{"depth": depth, "stride": stride}] +
+                 [{"depth": depth, "stride": 1}] * (num_units - 1))
+
+
+def resnet_blocks(depth: int, bottleneck_unit, basic_unit, base_depth: int = 64,
+                  family: str = "") -> list[Block]:
+    """The four blocks of ResNet-`depth` (`RESNET_UNITS`) made of a family's units."""
+    if depth not in RESNET_UNITS:
+        raise ValueError(f"Unknown ResNet {family} depth; known depths are "
+                         f"{sorted(RESNET_UNITS)}. Received: depth={depth!r}")
+    units = RESNET_UNITS[depth]
+    if depth in BASIC_DEPTHS:
+        return [basic_block(f"block{i + 1}", basic_unit, base_depth * 2 ** i, n,
+                            1 if i == 0 else 2) for i, n in enumerate(units)]
+    return [bottleneck_block(f"block{i + 1}", bottleneck_unit, base_depth * 2 ** i, n, stride)
+            for i, (n, stride) in enumerate(zip(units, BLOCK_STRIDES))]
+
+
 def check_output_stride(blocks, output_stride, initial_stride=1):
     """Validates `output_stride` against the blocks before anything is built (slim checks late).
 
@@ -377,7 +225,9 @@ def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_i
       blocks: a list of `Block`.
       output_stride: None (nominal) or the requested ratio of input to output resolution; it must
         equal the running product of unit strides at some unit (a `ValueError` otherwise).
-      end_points: optional dict; each block's output is stored under its scope name.
+      end_points: optional dict; as slim's end-point collection, it receives each unit's inner
+        end points (`block1/unit_1/bottleneck_v2/conv1`, ...), each unit's output and each
+        block's output, under slim's names relative to the model's scope.
       block_info: optional dict; each block's `{"stride": s, "channels": c}` is stored under its
         scope name (for feature pyramids).
       **arg_scope: `resnet_arg_scope()` keywords given to every unit.
@@ -398,7 +248,14 @@ def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_i
             else:
                 layer = layer_class(**unit, rate=1, name=name, **arg_scope)
                 current_stride *= unit["stride"]
-            net = layer(net)
+            # Every unit returns its end points too, in every call, so that the model and
+            # `end_points(model)` call each unit with one output structure (Keras checks a
+            # functional graph against a layer's first call).
+            net, inner = layer(net, return_end_points=True)
+            if end_points is not None:
+                scope = name.replace(".", "/")
+                end_points.update({f"{scope}/{key}": value for key, value in inner.items()})
+                end_points[scope] = net
         if end_points is not None:
             end_points[block.scope] = net
         if block_info is not None:
@@ -473,163 +330,16 @@ def resnet_model(blocks, *, root=None, postnorm=False, num_classes=None, global_
     return keras.Model(images, net, name=name)
 
 
-SHORTCUT_OPTIONS = ("A", "B", "C")
+def build_with_weights(model_name: str, weights, num_classes, build) -> keras.Model:
+    """`build()`, then `weights` loaded into it: None (random init), "imagenet" (slim's release
+    for `model_name`), a URL or a path (`resnet_tf.weights`, which needs TensorFlow and is
+    imported only here). `num_classes` is checked against the release before anything is built
+    or downloaded."""
+    if weights is None:
+        return build()
+    from resnet_tf.weights import check_weights_arguments, load_weights
 
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class ZeroPadShortcut(keras.layers.Layer):
-    """Option A of [1]: a parameter-free shortcut that subsamples and zero-pads new channels."""
-
-    def __init__(self, factor: int, extra_channels: int, **kwargs):
-        super().__init__(**kwargs)
-        check_positive_int("factor", factor)
-        if isinstance(extra_channels, bool) or not isinstance(extra_channels, int) or \
-                extra_channels < 0:
-            raise ValueError(f"extra_channels must be an integer >= 0. "
-                             f"Received: extra_channels={extra_channels!r}")
-        self.factor = factor
-        self.extra_channels = extra_channels
-
-    def call(self, inputs):
-        if self.factor > 1:
-            inputs = ops.max_pool(inputs, pool_size=1, strides=self.factor, padding="valid")
-        if self.extra_channels:
-            inputs = ops.pad(inputs, [[0, 0], [0, 0], [0, 0], [0, self.extra_channels]])
-        return inputs
-
-    def compute_output_shape(self, input_shape):
-        def out(size):
-            return None if size is None else -(-size // self.factor)
-
-        return (input_shape[0], out(input_shape[1]), out(input_shape[2]),
-                input_shape[3] + self.extra_channels)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(factor=self.factor, extra_channels=self.extra_channels)
-        return config
-
-
-def make_shortcut(option, depth_in, depth, stride, batch_norm_projection, arg_scope):
-    """The shortcut of a residual unit under [1]'s options (named "shortcut", slim's scope).
-
-      A: identity, or subsample + zero-padded channels where the depth grows (no parameters);
-      B: identity / subsample, and a 1x1 projection only where the depth changes (slim's rule);
-      C: a 1x1 projection in every unit.
-    Projections have batch norm and no bias in post-activation units (`batch_norm_projection`),
-    a bias and no batch norm in pre-activation ones (slim's `bottleneck_v2`).
-    """
-    if option not in SHORTCUT_OPTIONS:
-        raise ValueError(f"shortcut must be one of {list(SHORTCUT_OPTIONS)}. "
-                         f"Received: shortcut={option!r}")
-    if option == "C" or (option == "B" and depth != depth_in):
-        return Conv2DSame(depth, 1, stride=stride, use_batch_norm=batch_norm_projection,
-                          name="shortcut", **arg_scope)
-    if option == "A" and depth != depth_in:
-        if depth < depth_in:
-            raise ValueError(f"Shortcut option A pads channels and cannot reduce them. "
-                             f"Received: depth_in={depth_in}, depth={depth}")
-        return ZeroPadShortcut(stride, depth - depth_in, name="shortcut")
-    return Subsample(stride, name="shortcut")
-
-
-class ResidualUnit(keras.layers.Layer):
-    """Shared plumbing of resnet_tf's residual units: argument checks, slim's arg scope, the
-    shortcut (`make_shortcut`), slim end points and sublayer names, and the config.
-
-    Subclasses set `slim_scope`, `unit_arg_names`, `expansion`, `preactivation`, and implement
-    `_make_layers()` (sublayers in slim order, as (scope, layer)) and `_residual(...)`.
-    """
-
-    slim_scope = None
-    unit_arg_names = ("depth", "stride")
-    expansion = 1
-    preactivation = False  # pre-activation units take a projection shortcut from `preact`
-
-    def __init__(self, depth, stride=1, rate=1, depth_bottleneck=None, shortcut="B",
-                 weight_decay=1e-4, batch_norm_decay=0.997, batch_norm_epsilon=1e-5,
-                 batch_norm_scale=True, **kwargs):
-        super().__init__(**kwargs)
-        for key, value in (("depth", depth), ("stride", stride), ("rate", rate)) + (
-                (("depth_bottleneck", depth_bottleneck),) if "depth_bottleneck" in
-                self.unit_arg_names else ()):
-            check_positive_int(key, value)
-        if stride > 1 and rate > 1:
-            raise ValueError(f"stride and rate cannot both be > 1. "
-                             f"Received: stride={stride}, rate={rate}")
-        if shortcut not in SHORTCUT_OPTIONS:
-            raise ValueError(f"shortcut must be one of {list(SHORTCUT_OPTIONS)}. "
-                             f"Received: shortcut={shortcut!r}")
-        self.depth = depth
-        self.depth_bottleneck = depth_bottleneck
-        self.stride = stride
-        self.rate = rate
-        self.shortcut_option = shortcut
-        self.arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
-                                          batch_norm_scale)
-        named = self._make_layers()
-        for scope, layer in named:
-            setattr(self, scope, layer)
-        self.sublayer_scopes = tuple(scope for scope, _ in named)
-        self.shortcut = None  # known once the input depth is (build)
-
-    @property
-    def named_layers(self):
-        """(slim scope, layer) of the residual path's sublayers, in slim's order."""
-        return [(scope, getattr(self, scope)) for scope in self.sublayer_scopes]
-
-    def _make_layers(self):
-        raise NotImplementedError
-
-    def _residual(self, inputs, preact, training):
-        """Returns (residual, {end point name: tensor})."""
-        raise NotImplementedError
-
-    def build(self, input_shape):
-        depth_in = input_shape[-1]
-        self.shortcut = make_shortcut(self.shortcut_option, depth_in, self.depth, self.stride,
-                                      not self.preactivation, self.arg_scope)
-        self.shortcut.build(input_shape)
-        shape = input_shape
-        for _, layer in self.named_layers:
-            layer.build(shape)
-            if isinstance(layer, Conv2DSame):
-                shape = layer.compute_output_shape(shape)
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: depth_in})
-
-    @property
-    def projection_shortcut(self) -> bool:
-        return isinstance(self.shortcut, Conv2DSame)
-
-    def call(self, inputs, training=None, return_end_points=False):
-        preact = None
-        if self.preactivation:
-            preact = ops.relu(self.preact(inputs, training=training))
-        source = preact if (self.preactivation and self.projection_shortcut) else inputs
-        shortcut = self.shortcut(source, training=training) if self.projection_shortcut \
-            else self.shortcut(source)
-        residual, points = self._residual(inputs, preact, training)
-        output = self._merge(shortcut, residual)
-        if not return_end_points:
-            return output
-        if self.projection_shortcut:
-            points["shortcut"] = shortcut
-        return output, points
-
-    def _merge(self, shortcut, residual):
-        output = ops.add(shortcut, residual)
-        return output if self.preactivation else ops.relu(output)
-
-    def slim_sublayers(self):
-        named = list(self.named_layers)
-        if self.projection_shortcut:
-            named.insert(1 if self.preactivation else 0, ("shortcut", self.shortcut))
-        return named
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(depth=self.depth, stride=self.stride, rate=self.rate,
-                      shortcut=self.shortcut_option, **self.arg_scope)
-        if "depth_bottleneck" in self.unit_arg_names:
-            config.update(depth_bottleneck=self.depth_bottleneck)
-        return config
+    check_weights_arguments(model_name, weights, num_classes)
+    model = build()
+    load_weights(model, weights, model_name)
+    return model

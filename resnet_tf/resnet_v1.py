@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import keras
 
-from resnet_tf.resnet_utils import (
-    PACKAGE,
-    Block,
-    Conv2DSame,
-    ResidualUnit,
-    resnet_arg_scope,
-    resnet_model,
-)
+from resnet_tf.layers import PACKAGE, Conv2DSame
+from resnet_tf.resnet_utils import (BASIC_DEPTHS, RESNET_UNITS, Block, bottleneck_block,
+                                    build_with_weights, resnet_arg_scope, resnet_blocks,
+                                    resnet_model)
+from resnet_tf.units import ResidualUnit
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -38,7 +35,7 @@ class BottleneckV1(ResidualUnit):
 
     slim_scope = "bottleneck_v1"
     unit_arg_names = ("depth", "depth_bottleneck", "stride")
-    expansion = 4
+    expansion = 4  # resnet_v1_block: depth = 4 * depth_bottleneck
 
     def _make_layers(self):
         bn = dict(self.arg_scope, use_batch_norm=True)
@@ -92,47 +89,12 @@ bottleneck.layer_class = BottleneckV1
 
 def resnet_v1_block(scope: str, base_depth: int, num_units: int, stride: int) -> Block:
     """slim's helper: `num_units` bottleneck_v1 units of depth 4 * base_depth, stride in the last."""
-    for key, value in (("base_depth", base_depth), ("num_units", num_units), ("stride", stride)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
-    unit = {"depth": base_depth * 4, "depth_bottleneck": base_depth}
-    return Block(scope, BottleneckV1,
-                 [dict(unit, stride=1)] * (num_units - 1) + [dict(unit, stride=stride)])
-
-
-def basic_block(scope: str, unit_fn, depth: int, num_units: int, stride: int) -> Block:
-    """`num_units` basic units of `depth` channels with the stride in the FIRST unit, as [1] and
-    torchvision place it for ResNet-18/34 (slim's bottleneck blocks put it in the last)."""
-    for key, value in (("depth", depth), ("num_units", num_units), ("stride", stride)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
-    return Block(scope, unit_fn, [{"depth": depth, "stride": stride}] +
-                 [{"depth": depth, "stride": 1}] * (num_units - 1))
-
-
-# Units per block. 50-152 are [1]'s; 200 is slim's; 18 and 34 use basic units.
-RESNET_V1_UNITS = {
-    18: (2, 2, 2, 2),
-    34: (3, 4, 6, 3),
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
-    200: (3, 24, 36, 3),
-}
-BASIC_DEPTHS = (18, 34)
+    return bottleneck_block(scope, BottleneckV1, base_depth, num_units, stride)
 
 
 def resnet_v1_blocks(depth: int, base_depth: int = 64) -> list[Block]:
     """The four blocks of ResNet-`depth` V1 (basic units for 18 and 34, bottlenecks otherwise)."""
-    if depth not in RESNET_V1_UNITS:
-        raise ValueError(f"Unknown ResNet V1 depth; known depths are {sorted(RESNET_V1_UNITS)}. "
-                         f"Received: depth={depth!r}")
-    units = RESNET_V1_UNITS[depth]
-    if depth in BASIC_DEPTHS:
-        return [basic_block(f"block{i + 1}", BasicBlockV1, base_depth * 2 ** i, n,
-                            1 if i == 0 else 2) for i, n in enumerate(units)]
-    return [resnet_v1_block(f"block{i + 1}", base_depth * 2 ** i, n, stride)
-            for i, (n, stride) in enumerate(zip(units, (2, 2, 2, 1)))]
+    return resnet_blocks(depth, BottleneckV1, BasicBlockV1, base_depth, family="V1")
 
 
 def resnet_v1(
@@ -165,16 +127,19 @@ def resnet_v1(
 
 def _resnet_v1_factory(depth: int):
     def build(num_classes=None, global_pool=True, output_stride=None, spatial_squeeze=True,
-              input_shape=None, name=f"resnet_v1_{depth}", **arg_scope):
-        return resnet_v1(resnet_v1_blocks(depth), num_classes=num_classes,
-                         global_pool=global_pool, output_stride=output_stride,
-                         include_root_block=True, spatial_squeeze=spatial_squeeze,
-                         input_shape=input_shape, name=name, **arg_scope)
+              input_shape=None, name=f"resnet_v1_{depth}", weights=None, **arg_scope):
+        return build_with_weights(
+            f"resnet_v1_{depth}", weights, num_classes, lambda: resnet_v1(
+                resnet_v1_blocks(depth), num_classes=num_classes, global_pool=global_pool,
+                output_stride=output_stride, include_root_block=True,
+                spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name,
+                **arg_scope))
 
     kind = "basic" if depth in BASIC_DEPTHS else "bottleneck"
     build.__name__ = build.__qualname__ = f"resnet_v1_{depth}"
-    build.__doc__ = (f"ResNet-{depth} V1 (blocks of {RESNET_V1_UNITS[depth]} {kind} units). "
-                     "See `resnet_v1` for the arguments.")
+    build.__doc__ = (f"ResNet-{depth} V1 (blocks of {RESNET_UNITS[depth]} {kind} units). "
+                     "See `resnet_v1` for the arguments; `weights`: None, \"imagenet\" (slim's "
+                     "release), a URL or a path (`resnet_tf.weights`).")
     return build
 
 

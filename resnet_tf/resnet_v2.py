@@ -22,16 +22,11 @@ from __future__ import annotations
 
 import keras
 
-from resnet_tf.resnet_v1 import BASIC_DEPTHS, basic_block
-from resnet_tf.resnet_utils import (
-    PACKAGE,
-    Block,
-    Conv2DSame,
-    ResidualUnit,
-    batch_norm,
-    resnet_arg_scope,
-    resnet_model,
-)
+from resnet_tf.layers import PACKAGE, Conv2DSame, batch_norm
+from resnet_tf.resnet_utils import (BASIC_DEPTHS, RESNET_UNITS, Block, bottleneck_block,
+                                    build_with_weights, resnet_arg_scope, resnet_blocks,
+                                    resnet_model)
+from resnet_tf.units import ResidualUnit
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -116,41 +111,12 @@ class BasicBlockV2(ResidualUnit):
 
 def resnet_v2_block(scope: str, base_depth: int, num_units: int, stride: int) -> Block:
     """slim's helper: `num_units` bottleneck units of depth 4 * base_depth, stride in the last."""
-    for key, value in (("base_depth", base_depth), ("num_units", num_units), ("stride", stride)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
-    unit = {"depth": base_depth * Bottleneck.expansion, "depth_bottleneck": base_depth}
-    return Block(scope, Bottleneck,
-                 [dict(unit, stride=1)] * (num_units - 1) + [dict(unit, stride=stride)])
-
-
-# Units per block for each depth; the base depths (64, 128, 256, 512) and strides (2, 2, 2, 1)
-# are shared. ResNet-200 is from [2]; the others from [1].
-RESNET_V2_UNITS = {
-    18: (2, 2, 2, 2),  # basic units, stride in the first unit of blocks 2-4 (as [1])
-    34: (3, 4, 6, 3),
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
-    200: (3, 24, 36, 3),
-}
-BASE_DEPTHS = (64, 128, 256, 512)
-BLOCK_STRIDES = (2, 2, 2, 1)
+    return bottleneck_block(scope, Bottleneck, base_depth, num_units, stride)
 
 
 def resnet_v2_blocks(depth: int, base_depth: int = 64) -> list[Block]:
     """The four blocks of ResNet-`depth` V2; `base_depth` scales the widths (64 is the paper's)."""
-    if depth not in RESNET_V2_UNITS:
-        raise ValueError(f"Unknown ResNet V2 depth; known depths are {sorted(RESNET_V2_UNITS)}. "
-                         f"Received: depth={depth!r}")
-    if depth in BASIC_DEPTHS:
-        return [basic_block(f"block{i + 1}", BasicBlockV2, base_depth * 2 ** i, n,
-                            1 if i == 0 else 2) for i, n in enumerate(RESNET_V2_UNITS[depth])]
-    scale = [d // 64 for d in BASE_DEPTHS]
-    return [
-        resnet_v2_block(f"block{i + 1}", base_depth * s, units, stride)
-        for i, (s, units, stride) in enumerate(zip(scale, RESNET_V2_UNITS[depth], BLOCK_STRIDES))
-    ]
+    return resnet_blocks(depth, Bottleneck, BasicBlockV2, base_depth, family="V2")
 
 
 def resnet_v2(
@@ -200,17 +166,20 @@ def resnet_v2(
 
 def _resnet_v2_factory(depth: int):
     def build(num_classes=None, global_pool=True, output_stride=None, spatial_squeeze=True,
-              input_shape=None, name=f"resnet_v2_{depth}", **arg_scope):
-        return resnet_v2(resnet_v2_blocks(depth), num_classes=num_classes,
-                         global_pool=global_pool, output_stride=output_stride,
-                         include_root_block=True, spatial_squeeze=spatial_squeeze,
-                         input_shape=input_shape, name=name, **arg_scope)
+              input_shape=None, name=f"resnet_v2_{depth}", weights=None, **arg_scope):
+        return build_with_weights(
+            f"resnet_v2_{depth}", weights, num_classes, lambda: resnet_v2(
+                resnet_v2_blocks(depth), num_classes=num_classes, global_pool=global_pool,
+                output_stride=output_stride, include_root_block=True,
+                spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name,
+                **arg_scope))
 
-    units = RESNET_V2_UNITS[depth]
+    units = RESNET_UNITS[depth]
     kind = "basic" if depth in BASIC_DEPTHS else "bottleneck"
     build.__name__ = build.__qualname__ = f"resnet_v2_{depth}"
     build.__doc__ = (f"ResNet-{depth} V2 (blocks of {units} {kind} units). "
-                     "See `resnet_v2` for the arguments.")
+                     "See `resnet_v2` for the arguments; `weights`: None, \"imagenet\" (slim's "
+                     "release), a URL or a path (`resnet_tf.weights`).")
     return build
 
 

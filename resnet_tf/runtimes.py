@@ -45,14 +45,19 @@ def default_threads() -> int:
 
 
 class Runner:
-    """`runner(pixels)` -> probabilities float32 [N, C]; `pixels` float32 [N, S, S, 3], 0..255."""
+    """`runner(pixels)` -> probabilities float32 [N, C]; `pixels` float32 [N, S, S, 3], 0..255,
+    prepared as `preprocessing.eval_pixels(image, image_size, central_fraction, preprocessing)`
+    says (the runner's attributes)."""
 
     takes_any_size = False  # True: the runner crops and resizes itself (SavedModel exports)
 
-    def __init__(self, runtime: str, precision: str, predict, image_size=None):
+    def __init__(self, runtime: str, precision: str, predict, image_size=None,
+                 central_fraction=None, preprocessing="inception"):
         self.runtime = runtime
         self.precision = precision
         self.image_size = image_size
+        self.central_fraction = central_fraction
+        self.preprocessing = preprocessing
         self._predict = predict
 
     def __call__(self, pixels) -> np.ndarray:
@@ -128,16 +133,19 @@ def saved_model_runner(path: str) -> Runner:
     return runner
 
 
-def keras_runner(model, precision: str = "float32") -> Runner:
+def keras_runner(model, precision: str = "float32", preprocessing: str = "inception",
+                 image_size=None, central_fraction=None) -> Runner:
     """The Keras model on the current backend, compiled once (`tf.function` / `jax.jit`),
-    taking raw pixels like the exports (scaling to [-1, 1] inside)."""
+    taking raw pixels like the exports (`utils.normalize_pixels` inside)."""
     import keras
+
+    from resnet_tf.utils import normalize_pixels
 
     backend = keras.backend.backend()
 
     def probabilities(x):
-        scaled = keras.ops.multiply(keras.ops.subtract(x / 255.0, 0.5), 2.0)
-        logits = keras.ops.cast(model(scaled, training=False), "float32")
+        logits = keras.ops.cast(model(normalize_pixels(x, preprocessing), training=False),
+                                "float32")
         return keras.ops.softmax(logits, axis=-1)
 
     if backend == "tensorflow":
@@ -153,15 +161,16 @@ def keras_runner(model, precision: str = "float32") -> Runner:
 
         @jax.jit
         def stateless(trainable, non_trainable, x):
-            scaled = (x / 255.0 - 0.5) * 2.0
-            logits, _ = model.stateless_call(trainable, non_trainable, scaled, training=False)
+            logits, _ = model.stateless_call(trainable, non_trainable,
+                                             normalize_pixels(x, preprocessing), training=False)
             return jax.nn.softmax(logits.astype("float32"), axis=-1)
 
         predict = lambda pixels: np.asarray(  # noqa: E731
             jax.block_until_ready(stateless(trainable, non_trainable, pixels)))
     else:
         predict = lambda pixels: keras.ops.convert_to_numpy(probabilities(pixels))  # noqa: E731
-    return Runner("keras", precision, predict, image_size=model.input_shape[1])
+    return Runner("keras", precision, predict, image_size or model.input_shape[1],
+                  central_fraction, preprocessing)
 
 
 def open_export(path: str, threads=None) -> tuple[Runner, dict, list | None]:
@@ -179,4 +188,6 @@ def open_export(path: str, threads=None) -> tuple[Runner, dict, list | None]:
     else:
         runner = openvino_runner(os.path.join(path, "model.xml"), precision, threads)
     runner.image_size = info.get("image_size")
+    runner.central_fraction = info.get("central_fraction")
+    runner.preprocessing = info.get("preprocessing", "inception")
     return runner, info, read_export_class_names(path)

@@ -17,6 +17,10 @@ from resnet_tf.slim_variables import slim_variables
 NON_MODEL_VARIABLES = ("global_step",)
 
 
+class UnreadableCheckpoint(ValueError):
+    """The checkpoint's files cannot be read (truncated, corrupt, not a checkpoint)."""
+
+
 def resolve_checkpoint_path(path) -> str:
     """The checkpoint prefix for `path` (a prefix, a `.index` file, or a directory)."""
     import tensorflow as tf
@@ -26,14 +30,33 @@ def resolve_checkpoint_path(path) -> str:
     path = os.fspath(path)
     if os.path.isdir(path):
         latest = tf.train.latest_checkpoint(path)
-        if latest is None:
-            raise FileNotFoundError(f"No checkpoint found in directory: path={path!r}")
+        if latest is None:  # no `checkpoint` state file: the one checkpoint in it (a release)
+            from resnet_tf.weights import find_checkpoint
+
+            try:
+                latest = find_checkpoint(path, "", path)
+            except ValueError as error:
+                raise FileNotFoundError(f"No single checkpoint in directory {path!r}: "
+                                        f"{error}") from None
         return latest
     if path.endswith(".index"):
         path = path[: -len(".index")]
     if not (os.path.exists(path + ".index") or os.path.isfile(path)):
         raise FileNotFoundError(f"No slim checkpoint at path={path!r} (expected {path}.index)")
     return path
+
+
+def read_checkpoint_shapes(path):
+    """(reader, {name: shape}) of a checkpoint; `UnreadableCheckpoint` if it cannot be read."""
+    import tensorflow as tf
+
+    prefix = resolve_checkpoint_path(path)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes = {n: tuple(s) for n, s in reader.get_variable_to_shape_map().items()}
+    except (tf.errors.OpError, ValueError, IndexError, OSError) as error:  # a torn file
+        raise UnreadableCheckpoint(_unreadable(prefix, error)) from None
+    return reader, shapes
 
 
 def _unreadable(prefix, error) -> str:
@@ -77,12 +100,8 @@ def load_slim_checkpoint(model, path, scope: str | None = None, exclude=()) -> l
         return not name.startswith(skipped)
 
     targets = {n: v for n, v in slim_variables(model, scope).items() if kept(n)}
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        shapes = {n: tuple(s) for n, s in reader.get_variable_to_shape_map().items()
-                  if kept(n) and n not in NON_MODEL_VARIABLES}
-    except (tf.errors.OpError, ValueError, IndexError, OSError) as error:  # a torn file
-        raise ValueError(_unreadable(prefix, error)) from None
+    reader, shapes = read_checkpoint_shapes(prefix)
+    shapes = {n: s for n, s in shapes.items() if kept(n) and n not in NON_MODEL_VARIABLES}
 
     missing = set(targets) - set(shapes)
     unused = set(shapes) - set(targets)
@@ -111,7 +130,7 @@ def load_slim_checkpoint(model, path, scope: str | None = None, exclude=()) -> l
     try:
         values = {n: np.asarray(reader.get_tensor(n)) for n in targets}
     except (tf.errors.OpError, ValueError, IndexError, OSError) as error:  # a torn file
-        raise ValueError(_unreadable(prefix, error)) from None
+        raise UnreadableCheckpoint(_unreadable(prefix, error)) from None
     for name, variable in targets.items():
         variable.assign(values[name].astype(variable.dtype))
     return sorted(targets)

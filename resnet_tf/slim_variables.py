@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from resnet_tf.resnet_utils import Conv2DSame
+from resnet_tf.layers import Conv2DSame
 
 
 def _batch_norm_variables(layer, prefix, out):

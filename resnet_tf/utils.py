@@ -42,6 +42,26 @@ def quiet_native_stderr():
         os.close(devnull)
 
 
+# How raw 0..255 RGB pixels become a model's input, by the preprocessing it was trained with:
+# "inception" (slim's V2 checkpoints, resnet-tf train) scales to [-1, 1]; "vgg" (slim's V1
+# checkpoints) subtracts the ImageNet RGB means, no scaling.
+PREPROCESSINGS = ("inception", "vgg")
+VGG_MEAN_RGB = (123.68, 116.78, 103.94)
+
+
+def normalize_pixels(pixels, preprocessing: str = "inception"):
+    """Raw float 0..255 pixels `[..., 3]` -> model input, with `keras.ops` (any backend, and
+    inside a `tf.function` on TensorFlow). "inception" is exactly slim's `(x / 255 - 0.5) * 2`."""
+    from keras import ops
+
+    if preprocessing == "vgg":
+        return ops.subtract(pixels, ops.cast(ops.convert_to_tensor(VGG_MEAN_RGB), pixels.dtype))
+    if preprocessing != "inception":
+        raise ValueError(f"preprocessing must be one of {list(PREPROCESSINGS)}. "
+                         f"Received: preprocessing={preprocessing!r}")
+    return ops.multiply(ops.subtract(ops.divide(pixels, 255.0), 0.5), 2.0)
+
+
 def check_positive_int(name: str, value) -> None:
     """A `ValueError` naming `name` unless `value` is an int >= 1 (bools are refused)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

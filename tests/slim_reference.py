@@ -46,12 +46,14 @@ def random_value(name: str, shape, rng: np.random.Generator) -> np.ndarray:
 
 def run_slim(family: str, images: np.ndarray, checkpoint_path: str, *, depth=None, blocks=None,
              num_classes=None, is_training=False, global_pool=True, output_stride=None,
-             include_root_block=True, scope="resnet", seed=0):
+             include_root_block=True, scope="resnet", seed=0, legacy_format=False,
+             graph_path=None):
     """Builds slim's `resnet_<family>` under `resnet_arg_scope()`, gives every variable a random
     value, saves them as a slim checkpoint at `checkpoint_path` and evaluates the graph.
 
     Either `depth` (slim's `resnet_v2_50` etc.) or `blocks` (resnet_tf `Block`s, translated to
-    slim's) selects the network.
+    slim's) selects the network. `legacy_format` writes the single-file (V1) checkpoint format
+    slim's released tarballs hold; `graph_path` also writes the GraphDef (their `eval.graph`).
 
     Returns:
       (net, end_points, regularization_loss) as numpy values.
@@ -76,7 +78,11 @@ def run_slim(family: str, images: np.ndarray, checkpoint_path: str, *, depth=Non
                     include_root_block=include_root_block, scope=scope)
         regularization = tf.compat.v1.losses.get_regularization_loss()
         variables = tf.compat.v1.global_variables()
-        saver = tf.compat.v1.train.Saver(variables)
+        saver = tf.compat.v1.train.Saver(variables, write_version=(
+            tf.compat.v1.train.SaverDef.V1 if legacy_format else tf.compat.v1.train.SaverDef.V2))
+        if graph_path:
+            with open(graph_path, "wb") as f:
+                f.write(graph.as_graph_def().SerializeToString())
         values = [random_value(v.op.name, v.shape.as_list(), rng) for v in variables]
         placeholders = [tf.compat.v1.placeholder(v.dtype.base_dtype, v.shape) for v in variables]
         assign_all = tf.group(*[v.assign(p) for v, p in zip(variables, placeholders)])

@@ -24,7 +24,7 @@ def test_help_answers_at_once_without_tensorflow():
     began = time.perf_counter()
     result = command("--help")
     assert result.returncode == 0 and result.stderr == ""
-    assert "train,export,predict,evaluate,bench" in result.stdout.replace(" ", "")
+    assert "train,export,predict,evaluate,download,bench" in result.stdout.replace(" ", "")
     assert time.perf_counter() - began < 3  # TensorFlow alone takes ~4 s to import
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys; from resnet_tf.cli import build_parser; "

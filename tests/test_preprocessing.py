@@ -76,3 +76,25 @@ def test_cifar_augmentation_is_a_shifted_flipped_copy():
     windows = [padded[i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
     assert any(np.allclose(out, w, atol=1e-6) or np.allclose(out, w[:, ::-1], atol=1e-6)
                for w in windows)
+
+
+def test_vgg_eval_is_slims_aspect_preserving_resize_and_central_crop():
+    """slim's vgg_preprocessing.preprocess_for_eval (before its mean subtraction), written as
+    slim writes it: smaller side to 256 (rint of the scaled sides), TF 1 bilinear, central
+    crop at (new - 224) // 2."""
+    rng = np.random.default_rng(0)
+    for height, width in ((300, 200), (257, 380), (224, 224)):
+        image = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
+        scale = 256 / min(height, width)
+        new_h, new_w = int(np.rint(height * scale)), int(np.rint(width * scale))
+        resized = tf.compat.v1.image.resize_bilinear(
+            tf.cast(image[None], tf.float32), [new_h, new_w], align_corners=False)[0].numpy()
+        top, left = (new_h - 224) // 2, (new_w - 224) // 2
+        expected = resized[top:top + 224, left:left + 224]
+        actual = preprocessing.vgg_eval_pixels(tf.constant(image), 224).numpy()
+        np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-4)
+        # eval_pixels(method="vgg") is the same; the model input subtracts slim's RGB means.
+        np.testing.assert_array_equal(preprocessing.eval_pixels(image, 224, None, "vgg"), actual)
+        np.testing.assert_allclose(
+            preprocessing.slim_eval_preprocessing(image, 224, None, "vgg"),
+            actual - np.array([123.68, 116.78, 103.94], np.float32), rtol=1e-6, atol=1e-4)

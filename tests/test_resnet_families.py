@@ -8,7 +8,8 @@ import pytest
 
 import resnet_tf
 from resnet_tf.cifar import ORDERS, SHORTCUT_TYPES, AblationUnit
-from resnet_tf.resnet_utils import make_shortcut, resnet_arg_scope
+from resnet_tf.resnet_utils import resnet_arg_scope
+from resnet_tf.units import make_shortcut
 
 
 def trainable_count(model):

@@ -138,7 +138,10 @@ def test_stack_blocks_dense_reports_block_strides_and_channels():
     images = keras.Input((None, None, 3))
     stack_blocks_dense(images, ATROUS_BLOCKS, output_stride=4, end_points=points,
                        block_info=info)
-    assert list(points) == ["block1", "block2", "block3", "block4"]
+    # slim's collection: the blocks, and every unit with its inner end points.
+    assert [k for k in points if "/" not in k] == ["block1", "block2", "block3", "block4"]
+    assert {"block1/unit_1/bottleneck_v2", "block1/unit_1/bottleneck_v2/conv3",
+            "block4/unit_1/bottleneck_v2/conv2"} <= set(points)
     assert info == {"block1": {"stride": 2, "channels": 4}, "block2": {"stride": 4, "channels": 8},
                     "block3": {"stride": 4, "channels": 16},
                     "block4": {"stride": 4, "channels": 32}}

@@ -12,7 +12,7 @@ import pytest
 
 import resnet_tf
 from resnet_tf.utils import dtype_policy_scope
-from resnet_tf.resnet_v2 import RESNET_V2_UNITS
+from resnet_tf.resnet_utils import RESNET_UNITS as RESNET_V2_UNITS
 from slim_reference import relative_error, run_slim
 
 TOLERANCE = 2e-4

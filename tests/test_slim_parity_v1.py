@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import resnet_tf
-from resnet_tf.resnet_v1 import RESNET_V1_UNITS
+from resnet_tf.resnet_utils import RESNET_UNITS as RESNET_V1_UNITS
 from slim_reference import run_slim
 from test_slim_parity import assert_matches_slim, float64_end_points
 

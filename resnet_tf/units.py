@@ -1,0 +1,181 @@
+"""The residual-unit machinery every family shares: `ResidualUnit` (argument checks, slim's arg
+scope, the shortcut, end points, slim sublayer names, config) and [1]'s shortcut options
+(`make_shortcut`, `ZeroPadShortcut`).
+
+Only `keras.layers` / `keras.ops`.
+
+References:
+  [1] Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun. Deep Residual Learning for Image
+      Recognition. arXiv:1512.03385
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from resnet_tf.layers import PACKAGE, Conv2DSame, Subsample
+from resnet_tf.resnet_utils import resnet_arg_scope
+from resnet_tf.utils import check_positive_int
+
+
+SHORTCUT_OPTIONS = ("A", "B", "C")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ZeroPadShortcut(keras.layers.Layer):
+    """Option A of [1]: a parameter-free shortcut that subsamples and zero-pads new channels."""
+
+    def __init__(self, factor: int, extra_channels: int, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("factor", factor)
+        if isinstance(extra_channels, bool) or not isinstance(extra_channels, int) or \
+                extra_channels < 0:
+            raise ValueError(f"extra_channels must be an integer >= 0. "
+                             f"Received: extra_channels={extra_channels!r}")
+        self.factor = factor
+        self.extra_channels = extra_channels
+
+    def call(self, inputs):
+        if self.factor > 1:
+            inputs = ops.max_pool(inputs, pool_size=1, strides=self.factor, padding="valid")
+        if self.extra_channels:
+            inputs = ops.pad(inputs, [[0, 0], [0, 0], [0, 0], [0, self.extra_channels]])
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        def out(size):
+            return None if size is None else -(-size // self.factor)
+
+        return (input_shape[0], out(input_shape[1]), out(input_shape[2]),
+                input_shape[3] + self.extra_channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(factor=self.factor, extra_channels=self.extra_channels)
+        return config
+
+
+def make_shortcut(option, depth_in, depth, stride, batch_norm_projection, arg_scope):
+    """The shortcut of a residual unit under [1]'s options (named "shortcut", slim's scope).
+
+      A: identity, or subsample + zero-padded channels where the depth grows (no parameters);
+      B: identity / subsample, and a 1x1 projection only where the depth changes (slim's rule);
+      C: a 1x1 projection in every unit.
+    Projections have batch norm and no bias in post-activation units (`batch_norm_projection`),
+    a bias and no batch norm in pre-activation ones (slim's `bottleneck_v2`).
+    """
+    if option not in SHORTCUT_OPTIONS:
+        raise ValueError(f"shortcut must be one of {list(SHORTCUT_OPTIONS)}. "
+                         f"Received: shortcut={option!r}")
+    if option == "C" or (option == "B" and depth != depth_in):
+        return Conv2DSame(depth, 1, stride=stride, use_batch_norm=batch_norm_projection,
+                          name="shortcut", **arg_scope)
+    if option == "A" and depth != depth_in:
+        if depth < depth_in:
+            raise ValueError(f"Shortcut option A pads channels and cannot reduce them. "
+                             f"Received: depth_in={depth_in}, depth={depth}")
+        return ZeroPadShortcut(stride, depth - depth_in, name="shortcut")
+    return Subsample(stride, name="shortcut")
+
+
+class ResidualUnit(keras.layers.Layer):
+    """Shared plumbing of resnet_tf's residual units: argument checks, slim's arg scope, the
+    shortcut (`make_shortcut`), slim end points and sublayer names, and the config.
+
+    Subclasses set `slim_scope`, `unit_arg_names`, `expansion`, `preactivation`, and implement
+    `_make_layers()` (sublayers in slim order, as (scope, layer)) and `_residual(...)`.
+    """
+
+    slim_scope = None
+    unit_arg_names = ("depth", "stride")
+    expansion = 1
+    preactivation = False  # pre-activation units take a projection shortcut from `preact`
+
+    def __init__(self, depth, stride=1, rate=1, depth_bottleneck=None, shortcut="B",
+                 weight_decay=1e-4, batch_norm_decay=0.997, batch_norm_epsilon=1e-5,
+                 batch_norm_scale=True, **kwargs):
+        super().__init__(**kwargs)
+        for key, value in (("depth", depth), ("stride", stride), ("rate", rate)) + (
+                (("depth_bottleneck", depth_bottleneck),) if "depth_bottleneck" in
+                self.unit_arg_names else ()):
+            check_positive_int(key, value)
+        if stride > 1 and rate > 1:
+            raise ValueError(f"stride and rate cannot both be > 1. "
+                             f"Received: stride={stride}, rate={rate}")
+        if shortcut not in SHORTCUT_OPTIONS:
+            raise ValueError(f"shortcut must be one of {list(SHORTCUT_OPTIONS)}. "
+                             f"Received: shortcut={shortcut!r}")
+        self.depth = depth
+        self.depth_bottleneck = depth_bottleneck
+        self.stride = stride
+        self.rate = rate
+        self.shortcut_option = shortcut
+        self.arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
+                                          batch_norm_scale)
+        named = self._make_layers()
+        for scope, layer in named:
+            setattr(self, scope, layer)
+        self.sublayer_scopes = tuple(scope for scope, _ in named)
+        self.shortcut = None  # known once the input depth is (build)
+
+    @property
+    def named_layers(self):
+        """(slim scope, layer) of the residual path's sublayers, in slim's order."""
+        return [(scope, getattr(self, scope)) for scope in self.sublayer_scopes]
+
+    def _make_layers(self):
+        raise NotImplementedError
+
+    def _residual(self, inputs, preact, training):
+        """Returns (residual, {end point name: tensor})."""
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        depth_in = input_shape[-1]
+        self.shortcut = make_shortcut(self.shortcut_option, depth_in, self.depth, self.stride,
+                                      not self.preactivation, self.arg_scope)
+        self.shortcut.build(input_shape)
+        shape = input_shape
+        for _, layer in self.named_layers:
+            layer.build(shape)
+            if isinstance(layer, Conv2DSame):
+                shape = layer.compute_output_shape(shape)
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: depth_in})
+
+    @property
+    def projection_shortcut(self) -> bool:
+        return isinstance(self.shortcut, Conv2DSame)
+
+    def call(self, inputs, training=None, return_end_points=False):
+        preact = None
+        if self.preactivation:
+            preact = ops.relu(self.preact(inputs, training=training))
+        source = preact if (self.preactivation and self.projection_shortcut) else inputs
+        shortcut = self.shortcut(source, training=training) if self.projection_shortcut \
+            else self.shortcut(source)
+        residual, points = self._residual(inputs, preact, training)
+        output = self._merge(shortcut, residual)
+        if not return_end_points:
+            return output
+        if self.projection_shortcut:
+            points["shortcut"] = shortcut
+        return output, points
+
+    def _merge(self, shortcut, residual):
+        output = ops.add(shortcut, residual)
+        return output if self.preactivation else ops.relu(output)
+
+    def slim_sublayers(self):
+        named = list(self.named_layers)
+        if self.projection_shortcut:
+            named.insert(1 if self.preactivation else 0, ("shortcut", self.shortcut))
+        return named
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(depth=self.depth, stride=self.stride, rate=self.rate,
+                      shortcut=self.shortcut_option, **self.arg_scope)
+        if "depth_bottleneck" in self.unit_arg_names:
+            config.update(depth_bottleneck=self.depth_bottleneck)
+        return config
