@@ -22,8 +22,15 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential", "piecewise")
 PREPROCESSING = ("inception", "cifar")
 # Keys that go to the CIFAR builders (cifar_resnet_v1/v2/ablation) when set.
-CIFAR_MODEL_KEYS = ("depth", "unit", "shortcut", "shortcut_type", "order", "shortcut_scale",
-                    "residual_scale", "gate_bias")
+# The config keys each builder takes (the others must stay at their defaults for that model).
+MODEL_ARGUMENTS = {
+    "resnet_v2": ("units", "base_depth", "block_strides", "include_root_block"),
+    "cifar_resnet_v1": ("depth", "shortcut"),
+    "cifar_resnet_v2": ("depth", "unit"),
+    "cifar_resnet_ablation": ("depth", "shortcut_type", "order", "shortcut_scale",
+                              "residual_scale", "gate_bias", "dropout_rate"),
+}
+MODEL_KEYS = tuple(dict.fromkeys(k for keys in MODEL_ARGUMENTS.values() for k in keys))
 
 
 @dataclasses.dataclass
@@ -45,6 +52,7 @@ class TrainConfig:
     shortcut_scale: typing.Optional[float] = None
     residual_scale: typing.Optional[float] = None
     gate_bias: typing.Optional[float] = None
+    dropout_rate: typing.Optional[float] = None  # cifar_resnet_ablation 'dropout' (default 0.5)
     weight_decay: float = 1e-4
     batch_norm_decay: float = 0.997
     dtype: str = "float32"
@@ -89,11 +97,14 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("preprocessing", self.preprocessing, PREPROCESSING)
-        _check_choice("model", self.model, ("resnet_v2",) + MODEL_NAMES)
-        cifar_keys = [k for k in CIFAR_MODEL_KEYS if getattr(self, k) is not None]
-        if cifar_keys and not self.model.startswith("cifar_"):
-            raise ValueError(f"{cifar_keys} apply to the cifar_* models only. "
-                             f"Received: model={self.model!r}")
+        _check_choice("model", self.model, MODEL_NAMES)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        ignored = [k for k in MODEL_KEYS if getattr(self, k) != defaults[k] and
+                   k not in MODEL_ARGUMENTS.get(self.model, ())]
+        if ignored:
+            takers = {k: [m for m, keys in MODEL_ARGUMENTS.items() if k in keys] for k in ignored}
+            raise ValueError(f"model {self.model!r} takes none of {ignored} (" + "; ".join(
+                f"{k}: {', '.join(models)} only" for k, models in takers.items()) + ")")
         if self.schedule == "piecewise" and not self.boundaries_epochs:
             raise ValueError("schedule 'piecewise' needs boundaries_epochs (e.g. [82, 123]). "
                              "Received: boundaries_epochs=[]")

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import importlib
 
-# name -> the module that defines the builder
-_MODULES = {
-    **{f"resnet_v1_{d}": "resnet_v1" for d in (18, 34, 50, 101, 152, 200)},
-    **{f"resnet_v2_{d}": "resnet_v2" for d in (18, 34, 50, 101, 152, 200)},
-    **dict.fromkeys(["cifar_resnet_v1", "cifar_resnet_v2", "cifar_resnet_ablation"], "cifar"),
+# name -> (the module that defines the builder, the builder's name there)
+_BUILDERS = {
+    **{f"resnet_v1_{d}": ("resnet_v1", f"resnet_v1_{d}") for d in (18, 34, 50, 101, 152, 200)},
+    **{f"resnet_v2_{d}": ("resnet_v2", f"resnet_v2_{d}") for d in (18, 34, 50, 101, 152, 200)},
+    "resnet_v2": ("resnet_v2", "resnet_v2_stack"),  # a custom stack: units, base_depth, ...
+    **{name: ("cifar", name) for name in ("cifar_resnet_v1", "cifar_resnet_v2",
+                                          "cifar_resnet_ablation")},
 }
-MODEL_NAMES = tuple(_MODULES)
+MODEL_NAMES = tuple(_BUILDERS)
 
 
 def get_builder(name: str):
     """The builder function called `name` (e.g. "resnet_v2_50")."""
-    if name not in _MODULES:
+    if name not in _BUILDERS:
         raise ValueError(f"Unknown model; known models are {sorted(MODEL_NAMES)}. "
                          f"Received: name={name!r}")
-    return getattr(importlib.import_module(f"resnet_tf.{_MODULES[name]}"), name)
+    module, builder = _BUILDERS[name]
+    return getattr(importlib.import_module(f"resnet_tf.{module}"), builder)
 
 
 def create_model(name: str, **kwargs):

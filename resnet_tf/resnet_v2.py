@@ -164,6 +164,24 @@ def resnet_v2(
                         arg_scope=arg_scope)
 
 
+def resnet_v2_stack(units, base_depth: int = 64, block_strides=None,
+                    include_root_block: bool = True, num_classes: int | None = None,
+                    input_shape=None, name: str = "resnet_v2", **arg_scope) -> keras.Model:
+    """A custom `resnet_v2` of slim bottleneck blocks (the registry's and configs' "resnet_v2"):
+    block i has `units[i]` units of bottleneck width `base_depth * 2**i` and the stride
+    `block_strides[i]` in its last unit (default 2, ..., 2, 1, as slim's)."""
+    if not units:
+        raise ValueError(f"units must list the units of each block. Received: units={units!r}")
+    strides = block_strides or [2] * (len(units) - 1) + [1]
+    if len(strides) != len(units):
+        raise ValueError(f"block_strides needs one stride per block of units. Received: "
+                         f"units={units}, block_strides={block_strides}")
+    blocks = [resnet_v2_block(f"block{i + 1}", base_depth * 2 ** i, n, stride)
+              for i, (n, stride) in enumerate(zip(units, strides))]
+    return resnet_v2(blocks, num_classes=num_classes, include_root_block=include_root_block,
+                     input_shape=input_shape, name=name, **arg_scope)
+
+
 def _resnet_v2_factory(depth: int):
     def build(num_classes=None, global_pool=True, output_stride=None, spatial_squeeze=True,
               input_shape=None, name=f"resnet_v2_{depth}", weights=None, **arg_scope):

@@ -29,11 +29,10 @@ import time
 import keras
 import tensorflow as tf
 
-from resnet_tf.config import CIFAR_MODEL_KEYS, TrainConfig, load_config, save_config
+from resnet_tf.config import MODEL_ARGUMENTS, TrainConfig, load_config, save_config
 from resnet_tf.model_dir import ModelDir, epoch_end_callback
 from resnet_tf.registry import create_model
 from resnet_tf.utils import dtype_policy_scope, write_json, write_text
-from resnet_tf.resnet_v2 import BLOCK_STRIDES, resnet_v2, resnet_v2_block
 
 DISTRIBUTE = ("none", "mirrored", "multiworker")
 
@@ -43,19 +42,14 @@ DISTRIBUTE = ("none", "mirrored", "multiworker")
 
 
 def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
-    """The model a config names, for `num_classes` classes and `image_size` inputs."""
+    """The model a config names, for `num_classes` classes and `image_size` inputs, with the
+    builder's own config keys (`config.MODEL_ARGUMENTS`)."""
     arg_scope = dict(weight_decay=config.weight_decay, batch_norm_decay=config.batch_norm_decay)
-    input_shape = (config.image_size, config.image_size, 3)
+    extra = {k: getattr(config, k) for k in MODEL_ARGUMENTS.get(config.model, ())
+             if getattr(config, k) is not None}
     with dtype_policy_scope(config.dtype):
-        if config.model == "resnet_v2":
-            strides = config.block_strides or (list(BLOCK_STRIDES[:len(config.units) - 1]) + [1])
-            blocks = [resnet_v2_block(f"block{i + 1}", config.base_depth * 2 ** i, units, stride)
-                      for i, (units, stride) in enumerate(zip(config.units, strides))]
-            return resnet_v2(blocks, num_classes=num_classes, input_shape=input_shape,
-                             include_root_block=config.include_root_block, name="resnet_v2",
-                             **arg_scope)
-        extra = {k: getattr(config, k) for k in CIFAR_MODEL_KEYS if getattr(config, k) is not None}
-        return create_model(config.model, num_classes=num_classes, input_shape=input_shape,
+        return create_model(config.model, num_classes=num_classes,
+                            input_shape=(config.image_size, config.image_size, 3),
                             **extra, **arg_scope)
 
 

@@ -67,3 +67,35 @@ def test_missing_config_file(tmp_path):
 def test_ints_are_floats_where_floats_are_expected():
     config = config_from_dict({"dataset": "digits", "learning_rate": 1})
     assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"model": "resnet_v2_50", "units": [1, 1]}, r"takes none of \['units'\] \(units: "
+                                                 r"resnet_v2 only\)"),
+    ({"model": "resnet_v2_50", "base_depth": 8, "include_root_block": False},
+     r"takes none of \['base_depth', 'include_root_block'\]"),
+    ({"model": "cifar_resnet_v1", "order": "original"}, r"order: cifar_resnet_ablation only"),
+    ({"model": "resnet_v2", "units": [1], "depth": 20}, r"depth: cifar_resnet_v1, "
+                                                        r"cifar_resnet_v2, cifar_resnet_ablation"),
+])
+def test_model_arguments_the_builder_does_not_take_are_refused(values, message):
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(dict(values, dataset="digits"))
+
+
+def test_the_ablation_dropout_rate_reaches_the_model():
+    from resnet_tf.training import build_model
+
+    config = config_from_dict(dict(dataset="digits", model="cifar_resnet_ablation", depth=8,
+                                   shortcut_type="dropout", dropout_rate=0.25, image_size=16))
+    model = build_model(config, num_classes=10)
+    assert {layer.dropout_rate for layer in model.layers if hasattr(layer, "dropout_rate")} == {
+        0.25}
+
+
+def test_yaml_exponents_without_a_dot_are_floats(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: digits\nlearning_rate: 1e-3\nweight_decay: 5E-5\n")
+    config = load_config(str(path))
+    assert (config.learning_rate, config.weight_decay) == (0.001, 5e-5)
+    assert load_config("quickstart").dataset == "digits"  # a shipped config by name
