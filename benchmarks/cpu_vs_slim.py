@@ -1,7 +1,7 @@
 """ResNet V2 forward on this CPU: resnet_tf vs TF-slim's own graph vs keras.applications.
 
-All models run in one process, interleaved step by step (the order rotates every step) so the
-machine's drift affects all alike; medians are reported. TF-slim runs as the seed ran it (a TF1
+All models run in one process, interleaved step by step (`benchmark.time_interleaved`: the
+order rotates every step) so the machine's drift affects all alike; medians are reported. TF-slim runs as the seed ran it (a TF1
 graph and `session.run`); the Keras models run as `tf.function`s. Every step waits for its
 result. Writes a JSON report (every duration) and prints a table.
 
@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
-import time
 from datetime import datetime
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -26,13 +23,12 @@ import tensorflow as tf  # noqa: E402
 
 import resnet_tf  # noqa: E402
 from resnet_tf.benchmark import (  # noqa: E402
-    KERAS_APPLICATIONS, device_description, make_step, versions)
-from resnet_tf.utils import write_json  # noqa: E402
-from resnet_tf.utils import dtype_policy_scope  # noqa: E402
+    KERAS_APPLICATIONS, device_description, make_step, time_interleaved, versions)
+from resnet_tf.utils import dtype_policy_scope, write_json  # noqa: E402
 
 
 def slim_step(depth, images, num_classes):
-    from slim_reference import import_tf_slim
+    from resnet_tf.slim_reference import import_tf_slim
 
     tf_slim, slim_utils, _, slim_v2 = import_tf_slim()
     graph = tf.Graph()
@@ -84,19 +80,9 @@ def main():
     if not args.no_bf16:
         steps["resnet_tf (mixed_bfloat16)"] = keras_forward(ours, images, "mixed_bfloat16")
 
-    for step in steps.values():
-        for _ in range(args.burn_in):
-            step()
-    durations = {label: [] for label in steps}
-    order = list(steps)
-    for i in range(args.steps):
-        rotated = order[i % len(order):] + order[: i % len(order)]
-        for label in rotated:
-            start = time.perf_counter()
-            steps[label]()
-            durations[label].append(time.perf_counter() - start)
-
-    baseline = statistics.median(durations["resnet_tf (fp32)"])
+    timings = time_interleaved(steps, "Forward", args.steps, args.burn_in, log=lambda line: None)
+    durations = {label: timing.durations for label, timing in timings.items()}
+    baseline = timings["resnet_tf (fp32)"].median
     print(f"{name} forward, batch {args.batch_size}, {args.image_size} px, "
           f"{args.steps} interleaved steps; {device_description()}")
     print(f"{'model':32s} {'median s/batch':>15s} {'images/s':>10s} {'vs resnet_tf fp32':>18s}")

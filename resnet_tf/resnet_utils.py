@@ -30,7 +30,7 @@ import collections
 
 import keras
 
-from resnet_tf.layers import PACKAGE, Conv2DSame, Subsample, batch_norm  # noqa: F401
+from resnet_tf.layers import Conv2DSame, Subsample, batch_norm
 from resnet_tf.utils import check_positive_int
 
 

@@ -58,7 +58,7 @@ def test_a_run_prints_no_tensorflow_noise(tmp_path):
 
 
 def test_user_errors_are_one_sentence(tmp_path, capsys):
-    from slim_reference import save_slim_checkpoint
+    from resnet_tf.slim_reference import save_slim_checkpoint
     from resnet_tf import resnet_v2_50, slim_variables
 
     model = resnet_v2_50(num_classes=1001)

@@ -163,7 +163,7 @@ def test_evaluate_reproduces_training_and_reads_every_source(quickstart, tmp_pat
 
 
 def test_slim_checkpoint_int8_needs_real_calibration_data(tmp_path, capsys):
-    from slim_reference import save_slim_checkpoint
+    from resnet_tf.slim_reference import save_slim_checkpoint
     from image_data import write_image_folder
     from resnet_tf import resnet_v2_50, slim_variables
 

@@ -113,7 +113,7 @@ def test_an_existing_export_is_never_clobbered(trained):
 
 
 def test_predict_from_a_slim_checkpoint_names_classes_with_slims_offset(tmp_path, capsys):
-    from slim_reference import save_slim_checkpoint
+    from resnet_tf.slim_reference import save_slim_checkpoint
     from resnet_tf import resnet_v2_50, slim_variables
 
     model = resnet_v2_50(num_classes=1001)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import resnet_tf
+from model_helpers import trainable_count
 from resnet_tf import resnet_v2, resnet_v2_block
 
 # (total weights incl. BN moving statistics, trainable) at 1001 classes.
@@ -145,3 +146,13 @@ def test_end_points_refuses_foreign_models():
     merged = keras.layers.Concatenate()([inputs, branch])
     with pytest.raises(ValueError, match="built by resnet_tf"):
         resnet_tf.end_points(keras.Model(inputs, merged))
+
+
+def test_v2_basic_sizes():
+    # Pre-activation: a BN before every unit and after the last, biases on conv2 and the
+    # shortcut projections, no BN after the root conv.
+    assert trainable_count(resnet_tf.resnet_v2_18(num_classes=1000)) == 11_690_600
+    assert trainable_count(resnet_tf.resnet_v2_34(num_classes=1000)) == 21_800_616
+
+
+# [1] Table 6 (0.27M ... 1.7M) and the exact counts with option A and a 10-way fc.

@@ -13,7 +13,7 @@ import pytest
 import resnet_tf
 from resnet_tf.utils import dtype_policy_scope
 from resnet_tf.resnet_utils import RESNET_UNITS as RESNET_V2_UNITS
-from slim_reference import relative_error, run_slim
+from resnet_tf.slim_reference import relative_error, run_slim
 
 TOLERANCE = 2e-4
 # research/slim's end points that the pip tf-slim predates.

@@ -70,7 +70,7 @@ def test_mixed_precision_trains(tmp_path, dtype):
 
 
 def test_finetune_starts_from_a_slim_checkpoint(tmp_path):
-    from slim_reference import random_slim_values, save_slim_checkpoint
+    from resnet_tf.slim_reference import random_slim_values, save_slim_checkpoint
     from resnet_tf import slim_variables
 
     folder = write_image_folder(tmp_path / "images")

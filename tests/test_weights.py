@@ -15,7 +15,7 @@ import tensorflow as tf
 import resnet_tf
 from resnet_tf import weights as weights_lib
 from resnet_tf.cli import main
-from slim_reference import relative_error, run_slim
+from resnet_tf.slim_reference import relative_error, run_slim
 
 RELEASE = "resnet_v2_50_2017_04_14"
 
@@ -172,7 +172,7 @@ def test_cli_weights_and_download(release, cache, server, tmp_path, capsys):
 def test_v1_weights_take_vgg_preprocessing(tmp_path):
     """slim's V1 releases expect VGG preprocessing at 224 px: the model source records it,
     and the exports carry it."""
-    from slim_reference import save_slim_checkpoint
+    from resnet_tf.slim_reference import save_slim_checkpoint
     from resnet_tf.export import load_model_source
     from resnet_tf.runtimes import open_export
 

@@ -1,4 +1,5 @@
-"""Runs TF-slim's own ResNet graph (tf_slim.nets) as the reference for the parity tests.
+"""Runs TF-slim's own ResNet graph (tf_slim.nets) as the reference: the parity tests and
+`benchmarks/cpu_vs_slim.py` use it (it needs `tf-slim` and `tf-keras`, from the `dev` extra).
 
 tf_slim 1.1.0 imports `tf_keras.legacy_tf_layers`, which tf-keras 2.21 ships only as
 `tf_keras.src.legacy_tf_layers`: registering the latter under the former name makes it import
