@@ -343,3 +343,23 @@ def build_with_weights(model_name: str, weights, num_classes, build) -> keras.Mo
     model = build()
     load_weights(model, weights, model_name)
     return model
+
+
+def resnet_factory(family: str, depth: int, generator, blocks_fn):
+    """The builder `resnet_<family>_<depth>(num_classes=None, ..., weights=None)`: `generator`
+    (slim's `resnet_v1` / `resnet_v2`) over `blocks_fn(depth)` with the root block."""
+    model_name = f"resnet_{family}_{depth}"
+
+    def build(num_classes=None, global_pool=True, output_stride=None, spatial_squeeze=True,
+              input_shape=None, name=model_name, weights=None, **arg_scope):
+        return build_with_weights(model_name, weights, num_classes, lambda: generator(
+            blocks_fn(depth), num_classes=num_classes, global_pool=global_pool,
+            output_stride=output_stride, include_root_block=True,
+            spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name, **arg_scope))
+
+    kind = "basic" if depth in BASIC_DEPTHS else "bottleneck"
+    build.__name__ = build.__qualname__ = model_name
+    build.__doc__ = (f"ResNet-{depth} {family.upper()} (blocks of {RESNET_UNITS[depth]} {kind} "
+                     f"units). See `resnet_{family}` for the arguments; `weights`: None, "
+                     "\"imagenet\" (slim's release), a URL or a path (`resnet_tf.weights`).")
+    return build

@@ -17,9 +17,8 @@ from __future__ import annotations
 import keras
 
 from resnet_tf.layers import PACKAGE, Conv2DSame
-from resnet_tf.resnet_utils import (BASIC_DEPTHS, RESNET_UNITS, Block, bottleneck_block,
-                                    build_with_weights, resnet_arg_scope, resnet_blocks,
-                                    resnet_model)
+from resnet_tf.resnet_utils import (Block, bottleneck_block, resnet_arg_scope, resnet_blocks,
+                                    resnet_factory, resnet_model)
 from resnet_tf.units import ResidualUnit
 
 
@@ -125,27 +124,9 @@ def resnet_v1(
                         input_shape=input_shape, name=name, arg_scope=arg_scope)
 
 
-def _resnet_v1_factory(depth: int):
-    def build(num_classes=None, global_pool=True, output_stride=None, spatial_squeeze=True,
-              input_shape=None, name=f"resnet_v1_{depth}", weights=None, **arg_scope):
-        return build_with_weights(
-            f"resnet_v1_{depth}", weights, num_classes, lambda: resnet_v1(
-                resnet_v1_blocks(depth), num_classes=num_classes, global_pool=global_pool,
-                output_stride=output_stride, include_root_block=True,
-                spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name,
-                **arg_scope))
-
-    kind = "basic" if depth in BASIC_DEPTHS else "bottleneck"
-    build.__name__ = build.__qualname__ = f"resnet_v1_{depth}"
-    build.__doc__ = (f"ResNet-{depth} V1 (blocks of {RESNET_UNITS[depth]} {kind} units). "
-                     "See `resnet_v1` for the arguments; `weights`: None, \"imagenet\" (slim's "
-                     "release), a URL or a path (`resnet_tf.weights`).")
-    return build
-
-
-resnet_v1_18 = _resnet_v1_factory(18)
-resnet_v1_34 = _resnet_v1_factory(34)
-resnet_v1_50 = _resnet_v1_factory(50)
-resnet_v1_101 = _resnet_v1_factory(101)
-resnet_v1_152 = _resnet_v1_factory(152)
-resnet_v1_200 = _resnet_v1_factory(200)
+resnet_v1_18 = resnet_factory("v1", 18, resnet_v1, resnet_v1_blocks)
+resnet_v1_34 = resnet_factory("v1", 34, resnet_v1, resnet_v1_blocks)
+resnet_v1_50 = resnet_factory("v1", 50, resnet_v1, resnet_v1_blocks)
+resnet_v1_101 = resnet_factory("v1", 101, resnet_v1, resnet_v1_blocks)
+resnet_v1_152 = resnet_factory("v1", 152, resnet_v1, resnet_v1_blocks)
+resnet_v1_200 = resnet_factory("v1", 200, resnet_v1, resnet_v1_blocks)

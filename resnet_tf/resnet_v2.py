@@ -23,9 +23,8 @@ from __future__ import annotations
 import keras
 
 from resnet_tf.layers import PACKAGE, Conv2DSame, batch_norm
-from resnet_tf.resnet_utils import (BASIC_DEPTHS, RESNET_UNITS, Block, bottleneck_block,
-                                    build_with_weights, resnet_arg_scope, resnet_blocks,
-                                    resnet_model)
+from resnet_tf.resnet_utils import (Block, bottleneck_block, resnet_arg_scope, resnet_blocks,
+                                    resnet_factory, resnet_model)
 from resnet_tf.units import ResidualUnit
 
 
@@ -182,28 +181,9 @@ def resnet_v2_stack(units, base_depth: int = 64, block_strides=None,
                      input_shape=input_shape, name=name, **arg_scope)
 
 
-def _resnet_v2_factory(depth: int):
-    def build(num_classes=None, global_pool=True, output_stride=None, spatial_squeeze=True,
-              input_shape=None, name=f"resnet_v2_{depth}", weights=None, **arg_scope):
-        return build_with_weights(
-            f"resnet_v2_{depth}", weights, num_classes, lambda: resnet_v2(
-                resnet_v2_blocks(depth), num_classes=num_classes, global_pool=global_pool,
-                output_stride=output_stride, include_root_block=True,
-                spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name,
-                **arg_scope))
-
-    units = RESNET_UNITS[depth]
-    kind = "basic" if depth in BASIC_DEPTHS else "bottleneck"
-    build.__name__ = build.__qualname__ = f"resnet_v2_{depth}"
-    build.__doc__ = (f"ResNet-{depth} V2 (blocks of {units} {kind} units). "
-                     "See `resnet_v2` for the arguments; `weights`: None, \"imagenet\" (slim's "
-                     "release), a URL or a path (`resnet_tf.weights`).")
-    return build
-
-
-resnet_v2_18 = _resnet_v2_factory(18)
-resnet_v2_34 = _resnet_v2_factory(34)
-resnet_v2_50 = _resnet_v2_factory(50)
-resnet_v2_101 = _resnet_v2_factory(101)
-resnet_v2_152 = _resnet_v2_factory(152)
-resnet_v2_200 = _resnet_v2_factory(200)
+resnet_v2_18 = resnet_factory("v2", 18, resnet_v2, resnet_v2_blocks)
+resnet_v2_34 = resnet_factory("v2", 34, resnet_v2, resnet_v2_blocks)
+resnet_v2_50 = resnet_factory("v2", 50, resnet_v2, resnet_v2_blocks)
+resnet_v2_101 = resnet_factory("v2", 101, resnet_v2, resnet_v2_blocks)
+resnet_v2_152 = resnet_factory("v2", 152, resnet_v2, resnet_v2_blocks)
+resnet_v2_200 = resnet_factory("v2", 200, resnet_v2, resnet_v2_blocks)
