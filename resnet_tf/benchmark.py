@@ -205,12 +205,20 @@ def device_description() -> str:
 def versions() -> dict:
     import keras
 
+    from importlib import metadata
+
     out = {"python": platform.python_version(), "keras": keras.__version__,
            "numpy": np.__version__}
-    for name in ("tensorflow", "jax"):
-        module = sys.modules.get(name)
-        if module is not None:
-            out[name] = module.__version__
+    # The frameworks and runtimes this process used, by their distributions' versions.
+    for module, distribution in (("tensorflow", "tensorflow"), ("jax", "jax"),
+                                 ("ai_edge_litert", "ai-edge-litert"),
+                                 ("onnxruntime", "onnxruntime"), ("tf2onnx", "tf2onnx"),
+                                 ("openvino", "openvino"), ("nncf", "nncf")):
+        if module in sys.modules:
+            try:
+                out[module] = metadata.version(distribution)
+            except metadata.PackageNotFoundError:
+                out[module] = getattr(sys.modules[module], "__version__", "unknown")
     return out
 
 
@@ -380,8 +388,14 @@ def _report(model_name, batch_size, image_size, num_batches, burn_in, mode, num_
 
 
 def machine_description() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or
-            platform.machine(), "cores": os.cpu_count()}
+    processor = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            processor = next((line.split(":", 1)[1].strip() for line in f
+                              if line.startswith("model name")), processor)
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "processor": processor, "cores": os.cpu_count()}
 
 
 def run_benchmark(model_name="resnet_v2_152", batch_size=32, image_size=224, num_batches=100,
