@@ -214,7 +214,7 @@ def versions() -> dict:
                                  ("ai_edge_litert", "ai-edge-litert"),
                                  ("onnxruntime", "onnxruntime"), ("tf2onnx", "tf2onnx"),
                                  ("openvino", "openvino"), ("nncf", "nncf")):
-        if module in sys.modules:
+        if sys.modules.get(module) is not None:  # imported (None: blocked)
             try:
                 out[module] = metadata.version(distribution)
             except metadata.PackageNotFoundError:

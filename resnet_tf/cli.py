@@ -439,9 +439,12 @@ def _quiet_tensorflow(args):
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     utils.QUIET_NATIVE_OUTPUT = True
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if importlib.util.find_spec("tensorflow") is None or (args.command == "bench" and
-                                                          backend != "tensorflow"):
+    if args.command == "bench" and os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return  # bench on JAX or PyTorch: TensorFlow may not even be installed
+    try:
+        if importlib.util.find_spec("tensorflow") is None:
+            return
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
         return
     with utils.quiet_native_stderr():
         import tensorflow as tf
