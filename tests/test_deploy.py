@@ -242,3 +242,23 @@ def test_predict_with_a_runtime_export(quickstart, tmp_path, capsys):
     assert lines[1].split()[1:] == [str(best), f"({best})"]
     assert float(lines[1].split()[0]) == pytest.approx(quickstart["expected"][0, best],
                                                        abs=1e-4)
+
+
+def test_a_mixed_precision_model_exports_as_float32():
+    """A model trained under mixed_bfloat16 keeps float32 variables; its exports compute in
+    float32 (a copy with float32 policies and the same weights)."""
+    from resnet_tf import resnet_v2, resnet_v2_block
+    from resnet_tf.deploy import float32_model
+    from resnet_tf.utils import dtype_policy_scope
+
+    blocks = [resnet_v2_block("block1", 2, 1, 2)]
+    with dtype_policy_scope("mixed_bfloat16"):
+        mixed = resnet_v2(blocks, num_classes=3, include_root_block=False)
+    reference = resnet_v2(blocks, num_classes=3, include_root_block=False)
+    reference.set_weights(mixed.get_weights())
+    copy = float32_model(mixed)
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    assert float32_model(reference) is reference
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(copy(images, training=False),
+                                  reference(images, training=False))
