@@ -19,12 +19,14 @@ References:
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import ops
 
 from resnet_tf.layers import PACKAGE, Conv2DSame, batch_norm
 from resnet_tf.resnet_utils import Block, basic_block, resnet_arg_scope, resnet_model
-from resnet_tf.units import ResidualUnit, make_shortcut
+from resnet_tf.units import ResidualUnit
 from resnet_tf.resnet_v1 import BasicBlockV1
 from resnet_tf.resnet_v2 import BasicBlockV2, Bottleneck
 
@@ -57,20 +59,7 @@ def _stages(unit_fn, n, expansion=1, bottleneck=False):
 
 def _with_shortcut(blocks, shortcut):
     """Gives every unit of the blocks the shortcut option (units take it as an argument)."""
-    return [Block(b.scope, _Partial(b.unit_fn, shortcut=shortcut), b.args) for b in blocks]
-
-
-class _Partial:
-    """A unit class with fixed extra keyword arguments, usable as a Block's unit_fn."""
-
-    def __init__(self, unit_class, **fixed):
-        self.unit_class = unit_class
-        self.fixed = fixed
-        self.slim_scope = unit_class.slim_scope
-        self.unit_arg_names = unit_class.unit_arg_names
-
-    def __call__(self, **kwargs):
-        return self.unit_class(**kwargs, **self.fixed)
+    return [Block(b.scope, functools.partial(b.unit_fn, shortcut=shortcut), b.args) for b in blocks]
 
 
 def cifar_resnet_v1(depth: int = 20, shortcut: str = "A", num_classes: int = 10,
@@ -212,43 +201,30 @@ class AblationUnit(ResidualUnit):
             layers.append(("dropout", keras.layers.Dropout(self.dropout_rate, name="dropout")))
         return layers
 
+    side_layers = ("gate",)  # the gate looks at the unit's input x
+
     def build(self, input_shape):
-        depth_in = input_shape[-1]
-        self.shortcut = make_shortcut(self.shortcut_option, depth_in, self.depth, self.stride,
-                                      True, self.arg_scope)
-        self.shortcut.build(input_shape)
-        if self.order == "full_preactivation":
-            self.preact.build(input_shape)
-        self.conv1.build(input_shape)
-        inner = self.conv1.compute_output_shape(input_shape)
-        self.conv2.build(inner)
-        if self.order == "bn_after_addition":
-            self.postadd.build(self.conv2.compute_output_shape(inner))
-        if hasattr(self, "gate"):
-            self.gate.build(input_shape)
+        super().build(input_shape)
+        if hasattr(self, "gate"):  # [2]: the gate starts mostly closed, g = sigmoid(-6)
             self.gate.bias.assign(ops.full((self.depth,), self.gate_bias, self.gate.bias.dtype))
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: depth_in})
 
-    def _call_shortcut(self, x, training):
-        if self.projection_shortcut:
-            return self.shortcut(x, training=training)
-        return self.shortcut(x)
-
-    def call(self, inputs, training=None, return_end_points=False):
-        x = inputs
+    def _branch_input(self, inputs, training):
         if self.order == "relu_preactivation":
-            branch_in = ops.relu(x)
-        elif self.order == "full_preactivation":
-            branch_in = ops.relu(self.preact(x, training=training))
-        else:
-            branch_in = x
-        conv1 = self.conv1(branch_in, training=training)
-        residual = self.conv2(conv1, training=training)
-        shortcut = self._call_shortcut(x, training)
+            return ops.relu(inputs)
+        if self.order == "full_preactivation":
+            return ops.relu(self.preact(inputs, training=training))
+        return inputs
+
+    def _residual(self, branch, training):
+        conv1 = self.conv1(branch, training=training)
+        conv2 = self.conv2(conv1, training=training)
+        return conv2, {"conv1": conv1, "conv2": conv2}
+
+    def _merge(self, inputs, shortcut, residual, training):
         if self.shortcut_type == "scaling":
             merged = self.shortcut_scale * shortcut + self.residual_scale * residual
         elif self.shortcut_type in ("exclusive_gating", "shortcut_gating"):
-            gate = ops.sigmoid(self.gate(x, training=training))
+            gate = ops.sigmoid(self.gate(inputs, training=training))
             gated = gate * residual if self.shortcut_type == "exclusive_gating" else residual
             merged = (1.0 - gate) * shortcut + gated
         elif self.shortcut_type == "dropout":
@@ -256,23 +232,10 @@ class AblationUnit(ResidualUnit):
         else:  # identity, conv
             merged = shortcut + residual
         if self.order == "original":
-            output = ops.relu(merged)
-        elif self.order == "bn_after_addition":
-            output = ops.relu(self.postadd(merged, training=training))
-        else:
-            output = merged
-        if not return_end_points:
-            return output
-        points = {"conv1": conv1, "conv2": residual}
-        if self.projection_shortcut:
-            points["shortcut"] = shortcut
-        return output, points
-
-    def slim_sublayers(self):
-        named = [(s, layer) for s, layer in self.named_layers if s != "dropout"]
-        if self.projection_shortcut:
-            named.insert(0, ("shortcut", self.shortcut))
-        return named
+            return ops.relu(merged)
+        if self.order == "bn_after_addition":
+            return ops.relu(self.postadd(merged, training=training))
+        return merged
 
     def get_config(self):
         config = super().get_config()
@@ -297,7 +260,7 @@ def cifar_resnet_ablation(depth: int = 110, shortcut_type: str = "identity",
     preactivation = order in PREACTIVATION_ORDERS
     root = [Conv2DSame(16, 3, use_batch_norm=not preactivation,
                        activation=None if preactivation else "relu", name="conv1", **scope)]
-    unit = _Partial(AblationUnit, shortcut_type=shortcut_type, order=order,
+    unit = functools.partial(AblationUnit, shortcut_type=shortcut_type, order=order,
                     shortcut_scale=shortcut_scale, residual_scale=residual_scale,
                     gate_bias=gate_bias, dropout_rate=dropout_rate)
     blocks = [Block(b.scope, unit, b.args) for b in _stages(AblationUnit, n)]

@@ -27,6 +27,7 @@ References:
 from __future__ import annotations
 
 import collections
+import functools
 
 import keras
 
@@ -81,9 +82,10 @@ def subsample(inputs, factor, name=None):
     return Subsample(factor, name=name)(inputs)
 
 
-def _unit_layer_class(unit_fn):
-    """A Block's `unit_fn` may be a unit layer class or its slim-style function."""
-    return getattr(unit_fn, "layer_class", unit_fn)
+def unit_class(unit_fn):
+    """The residual-unit class a Block's `unit_fn` names: the class itself, or the class a
+    `functools.partial` of it (fixed keyword arguments, e.g. `shortcut="A"`) wraps."""
+    return unit_fn.func if isinstance(unit_fn, functools.partial) else unit_fn
 
 
 class Block(collections.namedtuple("Block", ["scope", "unit_fn", "args"])):
@@ -91,7 +93,9 @@ class Block(collections.namedtuple("Block", ["scope", "unit_fn", "args"])):
 
     Its parts are:
       scope: the block's name, e.g. "block1".
-      unit_fn: the residual unit, e.g. `Bottleneck` (or slim-style `bottleneck`).
+      unit_fn: the residual unit: its class (`Bottleneck`), or a `functools.partial` of it with
+        fixed keyword arguments. slim's function form (`bottleneck`) is accepted and stored as
+        its class, so a Block always holds one of those two.
       args: one entry per unit, either slim's dict form
         `{"depth": 256, "depth_bottleneck": 64, "stride": 1}` or the seed's tuple form
         `(depth, depth_bottleneck, stride)`. They are normalised to dicts and validated here.
@@ -103,8 +107,8 @@ class Block(collections.namedtuple("Block", ["scope", "unit_fn", "args"])):
         if not isinstance(scope, str) or not scope or "/" in scope or "." in scope:
             raise ValueError(f"Block scope must be a non-empty name without '/' or '.'. "
                              f"Received: scope={scope!r}")
-        layer_class = _unit_layer_class(unit_fn)
-        arg_names = getattr(layer_class, "unit_arg_names", None)
+        unit_fn = getattr(unit_fn, "layer_class", unit_fn)  # slim's `bottleneck` -> its class
+        arg_names = getattr(unit_class(unit_fn), "unit_arg_names", None)
         if arg_names is None:
             raise ValueError(f"unit_fn must be a residual unit of resnet_tf (with "
                              f"`unit_arg_names`). Received: unit_fn={unit_fn!r}")
@@ -162,7 +166,7 @@ def bottleneck_block(scope: str, unit_fn, base_depth: int, num_units: int, strid
     depth `unit_fn.expansion * base_depth`, the stride in the last."""
     for key, value in (("base_depth", base_depth), ("num_units", num_units), ("stride", stride)):
         check_positive_int(key, value)
-    unit = {"depth": base_depth * unit_fn.expansion, "depth_bottleneck": base_depth}
+    unit = {"depth": base_depth * unit_class(unit_fn).expansion, "depth_bottleneck": base_depth}
     return Block(scope, unit_fn,
                  [dict(unit, stride=1)] * (num_units - 1) + [dict(unit, stride=stride)])
 
@@ -238,15 +242,14 @@ def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_i
     check_output_stride(blocks, output_stride, current_stride)
     rate = 1
     for block in blocks:
-        layer_class = _unit_layer_class(block.unit_fn)
         for i, unit in enumerate(block.args):
-            name = f"{block.scope}.unit_{i + 1}.{layer_class.slim_scope}"
+            name = f"{block.scope}.unit_{i + 1}.{unit_class(block.unit_fn).slim_scope}"
             if output_stride is not None and current_stride == output_stride:
                 # Target reached: stride 1 here, and later units dilate by this unit's stride.
-                layer = layer_class(**dict(unit, stride=1), rate=rate, name=name, **arg_scope)
+                layer = block.unit_fn(**dict(unit, stride=1), rate=rate, name=name, **arg_scope)
                 rate *= unit["stride"]
             else:
-                layer = layer_class(**unit, rate=1, name=name, **arg_scope)
+                layer = block.unit_fn(**unit, rate=1, name=name, **arg_scope)
                 current_stride *= unit["stride"]
             # Every unit returns its end points too, in every call, so that the model and
             # `end_points(model)` call each unit with one output structure (Keras checks a

@@ -64,8 +64,8 @@ class Bottleneck(ResidualUnit):
             ("conv3", Conv2DSame(self.depth, 1, name="conv3", **scope)),
         ]
 
-    def _residual(self, inputs, preact, training):
-        conv1 = self.conv1(preact, training=training)
+    def _residual(self, branch, training):
+        conv1 = self.conv1(branch, training=training)
         conv2 = self.conv2(conv1, training=training)
         conv3 = self.conv3(conv2)
         return conv3, {"conv1": conv1, "conv2": conv2, "conv3": conv3}
@@ -102,8 +102,8 @@ class BasicBlockV2(ResidualUnit):
             ("conv2", Conv2DSame(self.depth, 3, rate=self.rate, name="conv2", **self.arg_scope)),
         ]
 
-    def _residual(self, inputs, preact, training):
-        conv1 = self.conv1(preact, training=training)
+    def _residual(self, branch, training):
+        conv1 = self.conv1(branch, training=training)
         conv2 = self.conv2(conv1, training=training)
         return conv2, {"conv1": conv1, "conv2": conv2}
 

@@ -83,14 +83,25 @@ class ResidualUnit(keras.layers.Layer):
     """Shared plumbing of resnet_tf's residual units: argument checks, slim's arg scope, the
     shortcut (`make_shortcut`), slim end points and sublayer names, and the config.
 
-    Subclasses set `slim_scope`, `unit_arg_names`, `expansion`, `preactivation`, and implement
-    `_make_layers()` (sublayers in slim order, as (scope, layer)) and `_residual(...)`.
+    A unit computes, through four hooks that subclasses override as needed:
+
+        branch   = _branch_input(x)          relu(preact(x)) in pre-activation units, else x
+        shortcut = shortcut(_shortcut_input(x, branch))     make_shortcut's option A, B or C
+        residual, end points = _residual(branch)            the unit's convolutions
+        output   = _merge(x, shortcut, residual)            shortcut + residual (then ReLU in
+                                                            post-activation units)
+
+    Subclasses set `slim_scope`, `unit_arg_names`, `expansion`, `preactivation`, implement
+    `_make_layers()` (sublayers in slim order, as (scope, layer)) and `_residual`; sublayers
+    that take the unit's input rather than the previous convolution's output are named in
+    `side_layers` (they are built on the input's shape).
     """
 
     slim_scope = None
     unit_arg_names = ("depth", "stride")
     expansion = 1
     preactivation = False  # pre-activation units take a projection shortcut from `preact`
+    side_layers = ()  # sublayers fed the unit's input (e.g. a gate), not the branch
 
     def __init__(self, depth, stride=1, rate=1, depth_bottleneck=None, shortcut="B",
                  weight_decay=1e-4, batch_norm_decay=0.997, batch_norm_epsilon=1e-5,
@@ -127,9 +138,23 @@ class ResidualUnit(keras.layers.Layer):
     def _make_layers(self):
         raise NotImplementedError
 
-    def _residual(self, inputs, preact, training):
+    def _branch_input(self, inputs, training):
+        """The residual branch's input: slim's `preact = relu(BN(x))` in pre-activation units."""
+        if self.preactivation:
+            return ops.relu(self.preact(inputs, training=training))
+        return inputs
+
+    def _shortcut_input(self, inputs, branch):
+        """slim's bottleneck_v2 projects from `preact`; identity shortcuts take x itself."""
+        return branch if (self.preactivation and self.projection_shortcut) else inputs
+
+    def _residual(self, branch, training):
         """Returns (residual, {end point name: tensor})."""
         raise NotImplementedError
+
+    def _merge(self, inputs, shortcut, residual, training):
+        output = ops.add(shortcut, residual)
+        return output if self.preactivation else ops.relu(output)
 
     def build(self, input_shape):
         depth_in = input_shape[-1]
@@ -137,7 +162,10 @@ class ResidualUnit(keras.layers.Layer):
                                       not self.preactivation, self.arg_scope)
         self.shortcut.build(input_shape)
         shape = input_shape
-        for _, layer in self.named_layers:
+        for scope, layer in self.named_layers:
+            if scope in self.side_layers:
+                layer.build(input_shape)
+                continue
             layer.build(shape)
             if isinstance(layer, Conv2DSame):
                 shape = layer.compute_output_shape(shape)
@@ -148,23 +176,17 @@ class ResidualUnit(keras.layers.Layer):
         return isinstance(self.shortcut, Conv2DSame)
 
     def call(self, inputs, training=None, return_end_points=False):
-        preact = None
-        if self.preactivation:
-            preact = ops.relu(self.preact(inputs, training=training))
-        source = preact if (self.preactivation and self.projection_shortcut) else inputs
+        branch = self._branch_input(inputs, training)
+        source = self._shortcut_input(inputs, branch)
         shortcut = self.shortcut(source, training=training) if self.projection_shortcut \
             else self.shortcut(source)
-        residual, points = self._residual(inputs, preact, training)
-        output = self._merge(shortcut, residual)
+        residual, points = self._residual(branch, training)
+        output = self._merge(inputs, shortcut, residual, training)
         if not return_end_points:
             return output
         if self.projection_shortcut:
             points["shortcut"] = shortcut
         return output, points
-
-    def _merge(self, shortcut, residual):
-        output = ops.add(shortcut, residual)
-        return output if self.preactivation else ops.relu(output)
 
     def slim_sublayers(self):
         named = list(self.named_layers)
