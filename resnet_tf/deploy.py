@@ -166,42 +166,37 @@ def check_output(output: str, overwrite: bool) -> str:
 
 def preprocessing_info(format, precision, image_size, central_fraction, num_classes,
                        method="inception") -> dict:
-    inside = format == "saved_model"
+    """preprocessing.json: how an image becomes the model's input, and who does which step."""
+    inside = format == "saved_model"  # the SavedModel crops and resizes itself
+    info = {
+        "format": format,
+        "precision": precision,
+        "preprocessing": method,
+        "input": "images (serving_default) / image_bytes (serving_bytes)" if inside
+                 else INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "num_classes": num_classes,
+        "image_size": image_size,
+        "resize": "bilinear (TF 1 resize_bilinear, align_corners=False)",
+        "value_range": [0, 255],
+        "layout": "NHWC",
+        "channels": "RGB",
+    }
     if method == "vgg":
         from resnet_tf.preprocessing import VGG_RESIZE_SIDE
         from resnet_tf.utils import VGG_MEAN_RGB
 
         crop = ["aspect_preserving_resize", "central_crop"]
-        return {
-            "format": format, "precision": precision, "preprocessing": "vgg",
-            "input": INPUT_NAME if not inside else "images / image_bytes",
-            "output": OUTPUT_NAME, "num_classes": num_classes, "image_size": image_size,
-            "resize_side": VGG_RESIZE_SIDE,
-            "resize": "bilinear (TF 1 resize_bilinear, align_corners=False)",
-            "value_range": [0, 255], "layout": "NHWC", "channels": "RGB",
-            "mean_rgb": list(VGG_MEAN_RGB),
-            "caller_applies": [] if inside else crop,
-            "model_applies": (crop if inside else []) + ["subtract_mean_rgb"],
-        }
-    return {
-        "format": format,
-        "precision": precision,
-        "preprocessing": "inception",
-        "input": INPUT_NAME if not inside else "images (serving_default) / image_bytes "
-                                               "(serving_bytes)",
-        "output": OUTPUT_NAME,
-        "num_classes": num_classes,
-        "image_size": image_size,
-        "central_fraction": central_fraction,
-        "resize": "bilinear (TF 1 resize_bilinear, align_corners=False)",
-        "value_range": [0, 255],
-        "layout": "NHWC",
-        "channels": "RGB",
-        # What the caller does before calling the model, and what the model does itself.
-        "caller_applies": [] if inside else ["central_crop", "resize"],
-        "model_applies": (["central_crop", "resize", "scale_to_[-1,1]"] if inside
-                          else ["scale_to_[-1,1]"]),
-    }
+        normalize = "subtract_mean_rgb"
+        info.update(resize_side=VGG_RESIZE_SIDE, mean_rgb=list(VGG_MEAN_RGB))
+    else:
+        crop = ["central_crop", "resize"]
+        normalize = "scale_to_[-1,1]"
+        info.update(central_fraction=central_fraction)
+    # What the caller does before calling the model, and what the model does itself.
+    info.update(caller_applies=[] if inside else crop,
+                model_applies=(crop if inside else []) + [normalize])
+    return info
 
 
 def export_model(model, output: str, *, format: str = "saved_model", precision: str = "float32",
@@ -211,8 +206,9 @@ def export_model(model, output: str, *, format: str = "saved_model", precision: 
 
     `calibration` (int8 only, required there): float32 `[K, S, S, 3]` raw 0..255 pixels of real
     images, cropped and resized as the contract says. `preprocessing`: "inception" (scaling to
-    [-1, 1] inside) or "vgg" (slim's V1 checkpoints: RGB means subtracted inside). The export is assembled in a staging dir
-    beside `output` and moved into place whole: a failure leaves `output` as it was.
+    [-1, 1] inside) or "vgg" (slim's V1 checkpoints: RGB means subtracted inside). The export
+    is assembled in a staging dir beside `output` and moved into place whole: a failure leaves
+    `output` as it was.
     """
     check_format(format, precision)
     output = check_output(output, overwrite)
@@ -245,7 +241,7 @@ def export_model(model, output: str, *, format: str = "saved_model", precision: 
             os.makedirs(target)
             serve = serving_function(model, image_size, preprocessing)
             saved_model = os.path.join(staging, "saved_model")
-            _write_serving_saved_model(model, serve, saved_model)
+            _write_serving_saved_model(serve, saved_model)
             with quiet_native_stderr():
                 if format == "tflite":
                     _to_tflite(saved_model, target, precision, calibration)
@@ -332,7 +328,7 @@ def serving_function(model, image_size: int, preprocessing: str = "inception"):
     return serve
 
 
-def _write_serving_saved_model(model, serve, path):
+def _write_serving_saved_model(serve, path):
     import keras
 
     archive = keras.export.ExportArchive()

@@ -50,10 +50,8 @@ def export_saved_model(model: keras.Model, output: str, image_size: int,
 def write_saved_model(model: keras.Model, target: str, image_size: int,
                       central_fraction: float = preprocessing.EVAL_CENTRAL_FRACTION,
                       class_names=None, method: str = "inception") -> None:
-    """Writes the SavedModel to the new dir `target` (no checks: `export_saved_model`)."""
-    num_classes = int(model.output_shape[-1])
-    if class_names is not None and len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
+    """Writes the SavedModel to the new dir `target` (no checks: `deploy.export_model` makes
+    them)."""
 
     def classify(images):
         logits = tf.cast(model(images, training=False), tf.float32)

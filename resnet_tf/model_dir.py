@@ -41,6 +41,11 @@ KEPT_BACKUPS = 2
 TEMPORARY_SUFFIXES = (".tmp", ".keras", ".weights.h5")  # what atomic_path names them
 
 
+def best_val_accuracy(rows):
+    """The best `val_accuracy` of log rows, or None (no validation data)."""
+    return max((row["val_accuracy"] for row in rows if "val_accuracy" in row), default=None)
+
+
 def is_model_dir(path: str) -> bool:
     """Whether `path` looks like a `resnet-tf train` model dir (its config or checkpoints)."""
     return os.path.isfile(os.path.join(path, "config.yaml")) or os.path.isdir(
@@ -91,8 +96,7 @@ class ModelDir:
 
     def best_val_accuracy(self):
         """The best `val_accuracy` of the completed epochs, or None."""
-        return max((row["val_accuracy"] for row in self.completed_epochs()
-                    if "val_accuracy" in row), default=None)
+        return best_val_accuracy(self.completed_epochs())
 
     def read_metrics(self) -> dict:
         if not os.path.isfile(self.metrics):
@@ -215,8 +219,7 @@ def epoch_end_callback(paths: ModelDir, start_epoch: int, metrics_fn=None):
         def on_epoch_end(self, epoch, logs=None):
             row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()
                                        if k != "learning_rate"}}
-            best = max((r["val_accuracy"] for r in self.rows if "val_accuracy" in r),
-                       default=None)
+            best = best_val_accuracy(self.rows)
             self.rows.append(row)
             paths.write_log(self.rows)
             if metrics_fn is not None:

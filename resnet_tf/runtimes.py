@@ -129,7 +129,6 @@ def saved_model_runner(path: str) -> Runner:
     runner = Runner("saved_model", "float32",
                     lambda pixels: signature(images=tf.constant(pixels))["probabilities"].numpy())
     runner.takes_any_size = True
-    runner.serving_bytes = loaded.signatures.get("serving_bytes")
     return runner
 
 

@@ -30,7 +30,7 @@ import keras
 import tensorflow as tf
 
 from resnet_tf.config import MODEL_ARGUMENTS, TrainConfig, load_config, save_config
-from resnet_tf.model_dir import ModelDir, epoch_end_callback
+from resnet_tf.model_dir import ModelDir, best_val_accuracy, epoch_end_callback
 from resnet_tf.registry import create_model
 from resnet_tf.utils import dtype_policy_scope, write_json, write_text
 
@@ -234,8 +234,7 @@ def epoch_metrics(rows, strategy, config, previous_seconds, seconds) -> dict:
         "replicas": int(strategy.num_replicas_in_sync),
         "train_seconds": round(previous_seconds + seconds, 3),
         "last_run_seconds": round(seconds, 3),
-        "best_val_accuracy": max((r["val_accuracy"] for r in rows if "val_accuracy" in r),
-                                 default=None),
+        "best_val_accuracy": best_val_accuracy(rows),
         "model": config.model,
         "dtype": config.dtype,
         "history": rows,
