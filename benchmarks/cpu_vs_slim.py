@@ -24,11 +24,12 @@ import tensorflow as tf  # noqa: E402
 import resnet_tf  # noqa: E402
 from resnet_tf.benchmark import (  # noqa: E402
     KERAS_APPLICATIONS, device_description, make_step, time_interleaved, versions)
-from resnet_tf.utils import dtype_policy_scope, write_json  # noqa: E402
+from resnet_tf.precision import dtype_policy_scope
+from resnet_tf.utils import write_json  # noqa: E402
 
 
 def slim_step(depth, images, num_classes):
-    from resnet_tf.slim_reference import import_tf_slim
+    from slim_reference import import_tf_slim
 
     tf_slim, slim_utils, _, slim_v2 = import_tf_slim()
     graph = tf.Graph()

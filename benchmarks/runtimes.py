@@ -50,7 +50,7 @@ def accuracy():
     from resnet_tf.config import load_config
     from resnet_tf.data import digits_arrays
     from resnet_tf.evaluate import config_dataset, evaluate
-    from resnet_tf.export import load_model_dir
+    from resnet_tf.loading import load_model_dir
     from resnet_tf.runtimes import keras_runner, open_export
     from resnet_tf.training import train
 

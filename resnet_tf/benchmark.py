@@ -21,7 +21,10 @@ from datetime import datetime
 
 import numpy as np
 
-from resnet_tf.utils import DTYPES, dtype_policy_scope, write_json
+from resnet_tf.config import DTYPES
+from resnet_tf.errors import UserError
+from resnet_tf.utils import write_json
+
 MODES = ("forward", "forward-backward")
 COMPARE = ("none", "keras-applications")
 
@@ -66,9 +69,9 @@ def time_run(step, info: str, num_batches: int = 100, burn_in: int = 10, log=pri
     multiple of 10, numbered from the first timed step.
     """
     if num_batches < 1:
-        raise ValueError(f"num_batches must be >= 1. Received: num_batches={num_batches}")
+        raise UserError(f"num_batches must be >= 1. Received: num_batches={num_batches}")
     if burn_in < 0:
-        raise ValueError(f"burn_in must be >= 0. Received: burn_in={burn_in}")
+        raise UserError(f"burn_in must be >= 0. Received: burn_in={burn_in}")
     timing = Timing(info)
     for i in range(num_batches + burn_in):
         start = time.perf_counter()
@@ -91,7 +94,7 @@ def _keras_applications_builder(model_name: str):
     import keras
 
     if model_name not in KERAS_APPLICATIONS:
-        raise ValueError(f"keras.applications has no counterpart of model={model_name!r}; "
+        raise UserError(f"keras.applications has no counterpart of model={model_name!r}; "
                          f"it has {sorted(KERAS_APPLICATIONS)}")
     return getattr(keras.applications, KERAS_APPLICATIONS[model_name])
 
@@ -102,85 +105,102 @@ def make_step(model, images, labels, mode: str, jit_compile: bool):
 
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        # Tensors made once: a numpy argument would be copied into a tensor on every step.
-        images = tf.constant(images)
-        labels = None if labels is None else tf.constant(labels)
-        if mode == "forward":
-            @tf.function(jit_compile=jit_compile)
-            def forward(x):
-                return model(x, training=False)
-
-            return lambda: forward(images).numpy()
-
-        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-        if model.dtype_policy.name == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(model.trainable_variables)
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-        @tf.function(jit_compile=jit_compile)
-        def train_step(x, y):
-            with tf.GradientTape() as tape:
-                logits = model(x, training=True)
-                loss = loss_fn(y, keras.ops.reshape(logits, (keras.ops.shape(logits)[0], -1)))
-                if model.losses:
-                    loss = loss + keras.ops.cast(keras.ops.sum(model.losses), loss.dtype)
-                scaled = optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
-
-        return lambda: train_step(images, labels).numpy()
-
+        return (_tensorflow_forward(model, images, jit_compile) if mode == "forward" else
+                _tensorflow_train_step(model, images, labels, jit_compile))
     if backend == "jax":
-        import jax
+        return (_jax_forward(model, images) if mode == "forward" else
+                _jax_train_step(model, images, labels))
+    raise UserError(f"resnet-tf bench runs on the tensorflow and jax backends. "
+                    f"Received: KERAS_BACKEND={backend!r}")
 
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
-        x = jax.device_put(images)
-        if mode == "forward":
-            @jax.jit
-            def forward(trainable, non_trainable, x):
-                logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-                return logits
 
-            return lambda: jax.block_until_ready(forward(trainable, non_trainable, x))
+def _sgd(model):
+    import keras
 
-        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-        optimizer.build(model.trainable_variables)
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        y = jax.device_put(labels)
-        state = {"t": trainable, "n": non_trainable,
-                 "o": [v.value for v in optimizer.variables]}
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    if model.dtype_policy.name == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    return optimizer
 
-        def loss_and_updates(trainable, non_trainable, x, y):
-            logits, non_trainable, losses = model.stateless_call(
-                trainable, non_trainable, x, training=True, return_losses=True)
-            logits = logits.reshape(logits.shape[0], -1)
-            loss = loss_fn(y, logits)
-            if losses:  # weight decay, as in the TensorFlow step
-                loss = loss + sum(losses).astype(loss.dtype)
-            return loss, non_trainable
 
-        grad_fn = jax.value_and_grad(loss_and_updates, has_aux=True)
+def _tensorflow_forward(model, images, jit_compile):
+    import tensorflow as tf
 
-        @jax.jit
-        def train_step(trainable, non_trainable, optimizer_vars, x, y):
-            (loss, non_trainable), grads = grad_fn(trainable, non_trainable, x, y)
-            trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, grads, trainable)
-            return loss, trainable, non_trainable, optimizer_vars
+    images = tf.constant(images)  # made once: a numpy argument is copied on every step
 
-        def step():
-            loss, state["t"], state["n"], state["o"] = train_step(
-                state["t"], state["n"], state["o"], x, y)
-            jax.block_until_ready(loss)
+    @tf.function(jit_compile=jit_compile)
+    def forward(x):
+        return model(x, training=False)
 
-        return step
+    return lambda: forward(images).numpy()
 
-    raise ValueError(f"resnet-tf bench runs on the tensorflow and jax backends. "
-                     f"Received: KERAS_BACKEND={backend!r}")
+
+def _tensorflow_train_step(model, images, labels, jit_compile):
+    import keras
+    import tensorflow as tf
+
+    images, labels = tf.constant(images), tf.constant(labels)
+    optimizer = _sgd(model)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function(jit_compile=jit_compile)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = loss_fn(y, keras.ops.reshape(logits, (keras.ops.shape(logits)[0], -1)))
+            if model.losses:
+                loss = loss + keras.ops.cast(keras.ops.sum(model.losses), loss.dtype)
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return lambda: train_step(images, labels).numpy()
+
+
+def _jax_forward(model, images):
+    import jax
+
+    from resnet_tf.runtimes import jax_forward
+
+    forward, x = jax_forward(model), jax.device_put(images)
+    return lambda: jax.block_until_ready(forward(x))
+
+
+def _jax_train_step(model, images, labels):
+    import jax
+    import keras
+
+    optimizer = _sgd(model)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    x, y = jax.device_put(images), jax.device_put(labels)
+    state = {"t": [v.value for v in model.trainable_variables],
+             "n": [v.value for v in model.non_trainable_variables],
+             "o": [v.value for v in optimizer.variables]}
+
+    def loss_and_updates(trainable, non_trainable, x, y):
+        logits, non_trainable, losses = model.stateless_call(
+            trainable, non_trainable, x, training=True, return_losses=True)
+        loss = loss_fn(y, logits.reshape(logits.shape[0], -1))
+        if losses:  # weight decay, as in the TensorFlow step
+            loss = loss + sum(losses).astype(loss.dtype)
+        return optimizer.scale_loss(loss), (loss, non_trainable)
+
+    grad_fn = jax.value_and_grad(loss_and_updates, has_aux=True)
+
+    @jax.jit
+    def train_step(trainable, non_trainable, optimizer_vars, x, y):
+        (_, (loss, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y)
+        trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, grads, trainable)
+        return loss, trainable, non_trainable, optimizer_vars
+
+    def step():
+        loss, state["t"], state["n"], state["o"] = train_step(
+            state["t"], state["n"], state["o"], x, y)
+        jax.block_until_ready(loss)
+
+    return step
 
 
 def device_description() -> str:
@@ -229,9 +249,9 @@ def time_interleaved(steps: dict, info: str, num_batches: int = 100, burn_in: in
     keeps the seed's report (a line every 10 steps, then `mean +/- sd`). Returns name -> Timing.
     """
     if num_batches < 1:
-        raise ValueError(f"num_batches must be >= 1. Received: num_batches={num_batches}")
+        raise UserError(f"num_batches must be >= 1. Received: num_batches={num_batches}")
     if burn_in < 0:
-        raise ValueError(f"burn_in must be >= 0. Received: burn_in={burn_in}")
+        raise UserError(f"burn_in must be >= 0. Received: burn_in={burn_in}")
     if len(steps) == 1:
         (name, step), = steps.items()
         return {name: time_run(step, info, num_batches, burn_in, log)}
@@ -266,9 +286,9 @@ def parse_runtimes(text: str) -> list:
         precision = precision or "float32"
         if runtime not in RUNTIME_PRECISIONS or precision not in RUNTIME_PRECISIONS[runtime]:
             known = ", ".join(f"{r}:{p}" for r, ps in RUNTIME_PRECISIONS.items() for p in ps)
-            raise ValueError(f"--runtimes: unknown entry {item!r}; known: {known}")
+            raise UserError(f"--runtimes: unknown entry {item!r}; known: {known}")
         if (runtime, precision) in specs:
-            raise ValueError(f"--runtimes: {item!r} is given twice")
+            raise UserError(f"--runtimes: {item!r} is given twice")
         specs.append((runtime, precision))
     return specs
 
@@ -277,14 +297,17 @@ KERAS_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "
 RANDOM_CALIBRATION_IMAGES = 32
 
 
-def runtime_runners(model_name, specs, batch_size, image_size, num_classes, workdir, log=print):
+def runtime_runners(model_name, specs, image_size, num_classes, workdir, log=print):
     """{"runtime:precision": Runner} for one set of random weights: Keras entries are the model
     under each dtype policy (same weights), the others converted from it into `workdir`."""
     from resnet_tf.registry import create_model
     from resnet_tf.runtimes import keras_runner
 
-    model = create_model(model_name, num_classes=num_classes,
-                         input_shape=(image_size, image_size, 3))
+    def build(dtype="float32"):
+        return create_model(model_name, num_classes=num_classes,
+                            input_shape=(image_size, image_size, 3), dtype=dtype)
+
+    model = build()
     runners = {}
     for runtime, precision in specs:
         name = f"{runtime}:{precision}"
@@ -292,9 +315,7 @@ def runtime_runners(model_name, specs, batch_size, image_size, num_classes, work
             if precision == "float32":
                 runners[name] = keras_runner(model)
                 continue
-            with dtype_policy_scope(KERAS_POLICY[precision]):
-                copy = create_model(model_name, num_classes=num_classes,
-                                    input_shape=(image_size, image_size, 3))
+            copy = build(KERAS_POLICY[precision])
             copy.set_weights(model.get_weights())
             runners[name] = keras_runner(copy, precision)
         else:
@@ -341,8 +362,7 @@ def run_runtimes_benchmark(model_name="resnet_v2_152", runtimes="keras:float32",
     pixels = np.random.default_rng(0).uniform(
         0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="resnet-tf-bench-") as workdir:
-        runners = runtime_runners(model_name, specs, batch_size, image_size, num_classes,
-                                  workdir, log)
+        runners = runtime_runners(model_name, specs, image_size, num_classes, workdir, log)
         steps = {name: (lambda runner=runner: runner(pixels)) for name, runner in runners.items()}
         timings = time_interleaved(steps, "Forward", num_batches, burn_in, log)
     first = next(iter(timings.values()))
@@ -366,7 +386,7 @@ def _check_sizes(batch_size, image_size, num_classes):
     for name, value in (("batch_size", batch_size), ("image_size", image_size),
                         ("num_classes", num_classes)):
         if value < 1:
-            raise ValueError(f"{name} must be >= 1. Received: {name}={value}")
+            raise UserError(f"{name} must be >= 1. Received: {name}={value}")
 
 
 def _result(name, timing, batch_size, **extra):
@@ -406,22 +426,24 @@ def run_benchmark(model_name="resnet_v2_152", batch_size=32, image_size=224, num
 
     from resnet_tf.registry import create_model
 
+    from resnet_tf.precision import dtype_policy_scope
+
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
+        raise UserError(f"mode must be one of {MODES}. Received: mode={mode!r}")
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}. Received: dtype={dtype!r}")
+        raise UserError(f"dtype must be one of {DTYPES}. Received: dtype={dtype!r}")
     if compare not in COMPARE:
-        raise ValueError(f"compare must be one of {COMPARE}. Received: compare={compare!r}")
+        raise UserError(f"compare must be one of {COMPARE}. Received: compare={compare!r}")
     _check_sizes(batch_size, image_size, num_classes)
 
     theirs_builder = (_keras_applications_builder(model_name)
                       if compare == "keras-applications" else None)
 
-    with dtype_policy_scope(dtype):
-        ours = create_model(model_name, num_classes=num_classes,
-                            input_shape=(image_size, image_size, 3))
-        theirs = None
-        if theirs_builder is not None:
+    ours = create_model(model_name, num_classes=num_classes,
+                        input_shape=(image_size, image_size, 3), dtype=dtype)
+    theirs = None
+    if theirs_builder is not None:
+        with dtype_policy_scope(dtype):  # keras.applications builders take no dtype=
             theirs = theirs_builder(weights=None, input_shape=(image_size, image_size, 3),
                                     classes=num_classes, classifier_activation=None)
 

@@ -24,7 +24,9 @@ import functools
 import keras
 from keras import ops
 
+from resnet_tf.errors import UserError
 from resnet_tf.layers import PACKAGE, Conv2DSame, batch_norm
+from resnet_tf.precision import dtype_policy
 from resnet_tf.resnet_utils import Block, basic_block, resnet_arg_scope, resnet_model
 from resnet_tf.units import ResidualUnit
 from resnet_tf.resnet_v1 import BasicBlockV1
@@ -38,7 +40,7 @@ def _units_per_stage(depth, layers_per_unit, name):
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < layers_per_unit * 3 + 2 \
             or (depth - 2) % (layers_per_unit * 3) != 0:
         rule = f"{layers_per_unit * 3}n+2"
-        raise ValueError(f"{name} depth must be {rule} for a positive integer n (e.g. "
+        raise UserError(f"{name} depth must be {rule} for a positive integer n (e.g. "
                          f"{layers_per_unit * 3 + 2}, {layers_per_unit * 9 + 2}). "
                          f"Received: depth={depth!r}")
     return (depth - 2) // (layers_per_unit * 3)
@@ -64,7 +66,7 @@ def _with_shortcut(blocks, shortcut):
 
 def cifar_resnet_v1(depth: int = 20, shortcut: str = "A", num_classes: int = 10,
                     input_shape=CIFAR_INPUT_SHAPE, name: str | None = None,
-                    weight_decay: float = 1e-4, batch_norm_decay: float = 0.9,
+                    weight_decay: float = 1e-4, batch_norm_decay: float = 0.9, dtype=None,
                     **arg_scope) -> keras.Model:
     """[1]'s CIFAR-10 ResNet: 6n+2 layers of basic post-activation units, option A shortcuts.
 
@@ -73,15 +75,17 @@ def cifar_resnet_v1(depth: int = 20, shortcut: str = "A", num_classes: int = 10,
     """
     n = _units_per_stage(depth, 2, "cifar_resnet_v1")
     scope = resnet_arg_scope(weight_decay, batch_norm_decay, **arg_scope)
-    root = [Conv2DSame(16, 3, use_batch_norm=True, activation="relu", name="conv1", **scope)]
+    policy = dtype_policy(dtype)
+    root = [Conv2DSame(16, 3, use_batch_norm=True, activation="relu", name="conv1",
+                       dtype=policy, **scope)]
     blocks = _with_shortcut(_stages(BasicBlockV1, n), shortcut)
     return resnet_model(blocks, root=root, num_classes=num_classes, input_shape=input_shape,
-                        name=name or f"cifar_resnet_v1_{depth}", arg_scope=scope)
+                        name=name or f"cifar_resnet_v1_{depth}", arg_scope=scope, dtype=policy)
 
 
 def cifar_resnet_v2(depth: int = 110, unit: str | None = None, num_classes: int = 10,
                     input_shape=CIFAR_INPUT_SHAPE, name: str | None = None,
-                    weight_decay: float = 1e-4, batch_norm_decay: float = 0.9,
+                    weight_decay: float = 1e-4, batch_norm_decay: float = 0.9, dtype=None,
                     **arg_scope) -> keras.Model:
     """[2]'s pre-activation CIFAR ResNet (units of Fig. 4(e), a final BN + ReLU).
 
@@ -93,7 +97,7 @@ def cifar_resnet_v2(depth: int = 110, unit: str | None = None, num_classes: int 
     if unit is None:
         unit = "bottleneck" if isinstance(depth, int) and depth >= 164 else "basic"
     if unit not in ("basic", "bottleneck"):
-        raise ValueError(f"unit must be 'basic', 'bottleneck' or None. Received: unit={unit!r}")
+        raise UserError(f"unit must be 'basic', 'bottleneck' or None. Received: unit={unit!r}")
     scope = resnet_arg_scope(weight_decay, batch_norm_decay, **arg_scope)
     if unit == "basic":
         blocks = _stages(BasicBlockV2, _units_per_stage(depth, 2, "cifar_resnet_v2 (basic)"))
@@ -101,10 +105,11 @@ def cifar_resnet_v2(depth: int = 110, unit: str | None = None, num_classes: int 
         blocks = _stages(Bottleneck, _units_per_stage(depth, 3, "cifar_resnet_v2 (bottleneck)"),
                          expansion=4, bottleneck=True)
     # The stem is a plain conv: the first unit's preact applies BN + ReLU ([2] appendix).
-    root = [Conv2DSame(16, 3, name="conv1", **scope)]
+    policy = dtype_policy(dtype)
+    root = [Conv2DSame(16, 3, name="conv1", dtype=policy, **scope)]
     return resnet_model(blocks, root=root, postnorm=True, num_classes=num_classes,
                         input_shape=input_shape, name=name or f"cifar_resnet_v2_{depth}",
-                        arg_scope=scope)
+                        arg_scope=scope, dtype=policy)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,20 +120,6 @@ SHORTCUT_TYPES = ("identity", "scaling", "exclusive_gating", "shortcut_gating", 
 ORDERS = ("original", "bn_after_addition", "relu_before_addition", "relu_preactivation",
           "full_preactivation")
 PREACTIVATION_ORDERS = ("relu_preactivation", "full_preactivation")
-
-# CIFAR-10 test error (%) that [2] reports for ResNet-110 (and ResNet-164 for the orders).
-PAPER_ERRORS = {
-    ("identity", "original"): "6.61 (ResNet-164: 5.93)",
-    ("scaling", "original"): "12.35 (shortcut 0.5, residual 0.5); fails with residual 1",
-    ("exclusive_gating", "original"): "8.70 (gate bias -6); 9.81 (-7); fails with 0 to -5",
-    ("shortcut_gating", "original"): "6.91 (gate bias -6); 12.86 (0)",
-    ("conv", "original"): "12.22",
-    ("dropout", "original"): "fails",
-    ("identity", "bn_after_addition"): "8.17 (ResNet-164: 6.50)",
-    ("identity", "relu_before_addition"): "7.84 (ResNet-164: 6.14)",
-    ("identity", "relu_preactivation"): "6.71 (ResNet-164: 5.91)",
-    ("identity", "full_preactivation"): "6.37 (ResNet-164: 5.46)",
-}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -161,12 +152,12 @@ class AblationUnit(ResidualUnit):
                  shortcut_scale=0.5, residual_scale=0.5, gate_bias=-6.0, dropout_rate=0.5,
                  **kwargs):
         if shortcut_type not in SHORTCUT_TYPES:
-            raise ValueError(f"shortcut_type must be one of {list(SHORTCUT_TYPES)}. "
+            raise UserError(f"shortcut_type must be one of {list(SHORTCUT_TYPES)}. "
                              f"Received: shortcut_type={shortcut_type!r}")
         if order not in ORDERS:
-            raise ValueError(f"order must be one of {list(ORDERS)}. Received: order={order!r}")
+            raise UserError(f"order must be one of {list(ORDERS)}. Received: order={order!r}")
         if not 0.0 <= dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1). Received: dropout_rate={dropout_rate}")
+            raise UserError(f"dropout_rate must be in [0, 1). Received: dropout_rate={dropout_rate}")
         self.shortcut_type = shortcut_type
         self.order = order
         self.shortcut_scale = float(shortcut_scale)
@@ -177,7 +168,7 @@ class AblationUnit(ResidualUnit):
         super().__init__(depth, stride, rate, **kwargs)
 
     def _make_layers(self):
-        scope = self.arg_scope
+        scope = self.layer_scope
         bn = dict(scope, use_batch_norm=True)
         layers = []
         if self.order == "full_preactivation":
@@ -198,7 +189,8 @@ class AblationUnit(ResidualUnit):
             layers.append(("gate", Conv2DSame(self.depth, 1, stride=self.stride, name="gate",
                                               **scope)))
         if self.shortcut_type == "dropout":
-            layers.append(("dropout", keras.layers.Dropout(self.dropout_rate, name="dropout")))
+            layers.append(("dropout", keras.layers.Dropout(
+                self.dropout_rate, name="dropout", dtype=self.dtype_policy)))
         return layers
 
     side_layers = ("gate",)  # the gate looks at the unit's input x
@@ -251,19 +243,22 @@ def cifar_resnet_ablation(depth: int = 110, shortcut_type: str = "identity",
                           shortcut_scale: float = 0.5, residual_scale: float = 0.5,
                           gate_bias: float = -6.0, dropout_rate: float = 0.5,
                           weight_decay: float = 1e-4, batch_norm_decay: float = 0.9,
-                          **arg_scope) -> keras.Model:
+                          dtype=None, **arg_scope) -> keras.Model:
     """A 6n+2-layer CIFAR ResNet of `AblationUnit`s: one row of [2] Table 1 or Table 2."""
     n = _units_per_stage(depth, 2, "cifar_resnet_ablation")
     if order not in ORDERS:
-        raise ValueError(f"order must be one of {list(ORDERS)}. Received: order={order!r}")
+        raise UserError(f"order must be one of {list(ORDERS)}. Received: order={order!r}")
     scope = resnet_arg_scope(weight_decay, batch_norm_decay, **arg_scope)
     preactivation = order in PREACTIVATION_ORDERS
+    policy = dtype_policy(dtype)
     root = [Conv2DSame(16, 3, use_batch_norm=not preactivation,
-                       activation=None if preactivation else "relu", name="conv1", **scope)]
+                       activation=None if preactivation else "relu", name="conv1", dtype=policy,
+                       **scope)]
     unit = functools.partial(AblationUnit, shortcut_type=shortcut_type, order=order,
                     shortcut_scale=shortcut_scale, residual_scale=residual_scale,
                     gate_bias=gate_bias, dropout_rate=dropout_rate)
     blocks = [Block(b.scope, unit, b.args) for b in _stages(AblationUnit, n)]
     return resnet_model(blocks, root=root, postnorm=order == "full_preactivation",
                         num_classes=num_classes, input_shape=input_shape,
-                        name=name or f"cifar_resnet_ablation_{depth}", arg_scope=scope)
+                        name=name or f"cifar_resnet_ablation_{depth}", arg_scope=scope,
+                        dtype=policy)

@@ -1,26 +1,30 @@
-"""The `resnet-tf` command line: train, export, predict, evaluate, bench.
+"""The `resnet-tf` command line: train, export, predict, evaluate, download, bench.
 
 Building the parser imports nothing heavy (no Keras, no TensorFlow): `--help` answers at once,
-and each command imports what it needs when it runs. TensorFlow's start-up logging is silenced
-unless `--verbose` is given or `TF_CPP_MIN_LOG_LEVEL` asks for it (0 or 1). A user error (a wrong path, a bad
-value, a refused overwrite) is one sentence on stderr and exit status 2; `--debug` shows the
-traceback instead.
+and each command imports what it needs when it runs. While a command runs, native libraries'
+messages (TensorFlow's C++ logging, LiteRT's, the converters') are kept off stderr unless
+`--verbose` is given or `TF_CPP_MIN_LOG_LEVEL` asks for them (0 or 1): the command's stderr
+carries its own sentences, Python's warnings and tracebacks. A user error (`errors.UserError`: a
+wrong path, a bad value, a refused overwrite) or an `OSError` (permissions, a full disk) is one
+sentence on stderr and exit status 2; anything else is a bug and keeps its traceback. `--debug`
+shows the traceback of a user error too. Ctrl-C or SIGTERM during `train` end it with one
+sentence and the conventional status (130, 143).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 
-from resnet_tf.registry import MODEL_NAMES
-from resnet_tf.utils import DTYPES
-
-FORMATS = ("saved_model", "tflite", "onnx", "openvino")  # = deploy.FORMATS (tested)
-PRECISIONS = ("float32", "float16", "int8")  # = deploy.PRECISIONS (tested)
-BENCH_MODES = ("forward", "forward-backward")  # = benchmark.MODES (tested)
-BENCH_COMPARE = ("none", "keras-applications")  # = benchmark.COMPARE (tested)
-DISTRIBUTE = ("none", "mirrored", "multiworker")  # = training.DISTRIBUTE (tested)
+from resnet_tf.benchmark import COMPARE, MODES
+from resnet_tf.config import DISTRIBUTE, DTYPES
+from resnet_tf.errors import UserError
+from resnet_tf.export_dir import FORMATS, PRECISIONS
+from resnet_tf.model_dir import CHECKPOINTS
+from resnet_tf.registry import NAMED_MODELS
 
 
 def _int_at_least(minimum):
@@ -41,19 +45,50 @@ _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
 
 
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def _common_options(suppress: bool):
+    """--verbose and --debug, accepted before or after the command."""
+    parser = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if suppress else False
+    parser.add_argument("--verbose", action="store_true", default=default,
+                        help="keep TensorFlow's and the runtimes' native logging on stderr")
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show the traceback of an error instead of one sentence")
+    return parser
+
+
+def _ensure_tensorflow_backend(what: str) -> None:
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise UserError(f"{what} needs the TensorFlow backend (its converters and SavedModels "
+                        f"are TensorFlow's); run it with KERAS_BACKEND=tensorflow. Received: "
+                        f"KERAS_BACKEND={keras.backend.backend()!r}")
+
+
 # --------------------------------------------------------------------------------------------
 # train
 
 
-def add_train_parser(subparsers):
+def add_train_parser(subparsers, common):
     parser = subparsers.add_parser(
-        "train",
+        "train", parents=[common],
         help="train a model with model.fit from a YAML config",
         description="Trains the model a YAML config describes with Keras' model.fit: progress "
-                    "bar, checkpoints (last and best), BackupAndRestore, TensorBoard and CSV "
+                    "bar, checkpoints (last and best), crash-safe state, TensorBoard and CSV "
                     "logs, and DIR/metrics.json at the end. Re-running the same command "
-                    "continues where training stopped (also after a crash or a kill); a larger "
-                    "--epochs trains only the added epochs.")
+                    "continues where training stopped (also after a crash, a kill, Ctrl-C or "
+                    "SIGTERM); a larger --epochs trains only the added epochs. A new run needs "
+                    "an absent or empty --model-dir.")
     parser.add_argument("--config", required=True,
                         help="a YAML config file, or the name of a shipped one (quickstart, "
                              "imagenet_resnet_v2_50, finetune_folder, cifar10_...)")
@@ -66,17 +101,45 @@ def add_train_parser(subparsers):
                              "with TF_CONFIG")
     parser.add_argument("--cpu-devices", type=_positive_int, metavar="N",
                         help="with --distribute mirrored: split the CPU into N replicas")
-    parser.add_argument("--dtype", choices=DTYPES, help="Keras dtype policy (overrides the config)")
+    parser.add_argument("--dtype", choices=DTYPES,
+                        help="Keras dtype policy (overrides the config; a resumed run keeps "
+                             "the one it was trained with)")
+    parser.add_argument("--init-from", metavar="MODEL_DIR",
+                        help="start from another run's model (its best checkpoint, else its "
+                             "final one); overrides the config's init_from")
+    parser.add_argument("--quantization-aware", action="store_true", default=None,
+                        help="fine-tune with int8 rounding simulated (quantization-aware "
+                             "training); usually with --init-from a float run")
     parser.set_defaults(handler=run_train)
+
+
+class _Stop(KeyboardInterrupt):
+    """SIGTERM, delivered as an interrupt."""
 
 
 def run_train(args):
     from resnet_tf.config import load_config
-    from resnet_tf.training import train
+    from resnet_tf.training import TrainingInterrupted, recorded_dtype, train
 
-    config = load_config(args.config, epochs=args.epochs, dtype=args.dtype)
-    metrics = train(config, args.model_dir, distribute=args.distribute,
-                    cpu_devices=args.cpu_devices)
+    dtype = args.dtype or recorded_dtype(args.model_dir)
+    config = load_config(args.config, epochs=args.epochs, dtype=dtype,
+                         init_from=args.init_from, quantization_aware=args.quantization_aware)
+    received = {}
+
+    def on_sigterm(number, frame):
+        received["signal"] = number
+        raise _Stop()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        metrics = train(config, args.model_dir, distribute=args.distribute,
+                        cpu_devices=args.cpu_devices)
+    except TrainingInterrupted as interrupted:
+        number = received.get("signal", signal.SIGINT)
+        print(f"resnet-tf train: {args.model_dir}: {interrupted}", file=sys.stderr)
+        return 128 + number
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not metrics:
         print(f"{args.model_dir}: this worker is done; the chief writes metrics.json")
         return 0
@@ -110,41 +173,81 @@ def _add_source_arguments(parser, what, export=False):
     if export:
         source.add_argument("--export", metavar="EXPORT",
                             help="a `resnet-tf export` dir of any format, run by its own runtime")
-    group.add_argument("--model", default="resnet_v2_50", choices=MODEL_NAMES, metavar="NAME",
+    group.add_argument("--model", choices=NAMED_MODELS, metavar="NAME",
                        help="with --slim-checkpoint or --weights: the registry name (default "
                             "resnet_v2_50)")
     group.add_argument("--num-classes", type=_positive_int,
                        help="with --slim-checkpoint or --weights: default slim's releases' "
                             "(1000 for V1, 1001 for V2, whose class 0 is background)")
-    group.add_argument("--checkpoint", choices=("final", "last", "best"), default="final",
+    group.add_argument("--checkpoint", choices=CHECKPOINTS,
                        help="with --model-dir: model.keras (final, the default; an interrupted "
                             "run's last epoch), or checkpoints/last or best (val_accuracy)")
     group.add_argument("--image-size", type=_positive_int,
-                       help="input size after preprocessing (default: the model dir's; 299 "
-                            "for slim's V2 checkpoints, 224 for V1)")
+                       help="with --slim-checkpoint or --weights: the input size (default 299 "
+                            "for V2, 224 for V1); a model dir's model has its own")
+    group.add_argument("--moving-averages", action="store_true",
+                       help="with --slim-checkpoint: load its ExponentialMovingAverage "
+                            "shadows (slim's eval with --moving_average_decay)")
     return group
 
 
+def _check_source_options(args):
+    """Options that do not apply to the chosen source are refused, never ignored."""
+    slim = args.slim_checkpoint or args.weights
+    refused = []
+    if not slim:
+        refused += [name for name, value in (("--model", args.model),
+                                             ("--num-classes", args.num_classes),
+                                             ("--image-size", args.image_size)) if value]
+    if not args.slim_checkpoint and args.moving_averages:
+        refused.append("--moving-averages")
+    if not args.model_dir and args.checkpoint:
+        refused.append("--checkpoint")
+    if refused:
+        source = ("--model-dir" if args.model_dir else "--export" if getattr(args, "export", None)
+                  else "--slim-checkpoint" if args.slim_checkpoint else "--weights")
+        reasons = {"--model-dir": "a model dir's model has its own name, classes and image "
+                                  "size", "--export": "an export has its own model, classes and "
+                                  "preprocessing (preprocessing.json)"}
+        raise UserError(f"{', '.join(refused)} do{'es' if len(refused) == 1 else ''} not apply "
+                        f"to {source}" + (f": {reasons[source]}" if source in reasons else ""))
+
+
 def _load_source(args):
-    from resnet_tf.export import load_model_source
+    from resnet_tf.loading import load_model_source
 
     return load_model_source(model_dir=args.model_dir, slim_checkpoint=args.slim_checkpoint,
-                             weights=args.weights, model_name=args.model,
+                             weights=args.weights, model_name=args.model or "resnet_v2_50",
                              num_classes=args.num_classes, image_size=args.image_size,
-                             checkpoint=args.checkpoint)
+                             checkpoint=args.checkpoint or "final",
+                             moving_averages=args.moving_averages)
+
+
+def _runner(args):
+    """(runner, class names) of --export (its own runtime) or a Keras model source."""
+    _check_source_options(args)
+    if getattr(args, "export", None):
+        from resnet_tf.runtimes import open_export
+
+        runner, _, names = open_export(args.export)
+        return runner, names
+    from resnet_tf.runtimes import keras_runner
+
+    source = _load_source(args)
+    return keras_runner(source.model, prep=source.prep), source.class_names
 
 
 # --------------------------------------------------------------------------------------------
 # export
 
 
-def add_export_parser(subparsers):
+def add_export_parser(subparsers, common):
     parser = subparsers.add_parser(
-        "export",
+        "export", parents=[common],
         help="write a SavedModel, TFLite, ONNX or OpenVINO model (float32, float16, int8)",
         description="Writes the model to --output in the format of an inference runtime. "
                     "saved_model (default): serving_default takes `images` (float32 [N, H, W, "
-                    "3], raw 0..255 pixels; slim's eval preprocessing inside) and returns "
+                    "3], raw 0..255 pixels; the eval preprocessing inside) and returns "
                     "`probabilities` and `classes`; serving_bytes takes encoded images. tflite, "
                     "onnx, openvino: input `images` float32 [N, S, S, 3], raw 0..255 pixels "
                     "already cropped and resized to the model's size S (preprocessing.json says "
@@ -158,7 +261,7 @@ def add_export_parser(subparsers):
                              "int8 quantization (tflite, onnx, openvino)")
     parser.add_argument("--calibration-data", metavar="DIR",
                         help="int8: an image folder (one sub-folder per class) to calibrate "
-                             "on; default with --model-dir: its training data")
+                             "on; default with --model-dir: its training images")
     parser.add_argument("--calibration-images", type=_positive_int, default=300, metavar="N",
                         help="int8: how many images to calibrate on (default 300)")
     parser.add_argument("--overwrite", action="store_true",
@@ -167,104 +270,85 @@ def add_export_parser(subparsers):
 
 
 def run_export(args):
-    from resnet_tf.deploy import check_format, check_output
+    from resnet_tf.export_dir import check_format, check_output
 
+    _check_source_options(args)
     check_format(args.format, args.precision)
     check_output(args.output, args.overwrite)  # before loading anything
     if args.precision == "int8" and not args.model_dir and not args.calibration_data:
-        raise ValueError("--precision int8 from --slim-checkpoint or --weights needs "
-                         "--calibration-data DIR (real images to calibrate on)")
+        raise UserError("--precision int8 from --slim-checkpoint or --weights needs "
+                        "--calibration-data DIR (real images to calibrate on)")
     if args.calibration_data and args.precision != "int8":
-        raise ValueError(f"--calibration-data is for --precision int8. Received: --precision "
-                         f"{args.precision}")
+        raise UserError(f"--calibration-data is for --precision int8. Received: --precision "
+                        f"{args.precision}")
+    _ensure_tensorflow_backend("resnet-tf export")
     source = _load_source(args)
+    from resnet_tf.deploy import calibration_pixels, export_model
+
     calibration = None
     if args.precision == "int8":
-        calibration = _calibration_pixels(args, source)
+        calibration = calibration_pixels(source, args.calibration_data,
+                                         args.calibration_images)
         print(f"Calibrating int8 on {len(calibration)} images")
-    from resnet_tf.deploy import export_model
-
     path = export_model(source.model, args.output, format=args.format, precision=args.precision,
-                        image_size=source.image_size, central_fraction=source.central_fraction,
-                        class_names=source.class_names, calibration=calibration,
-                        overwrite=args.overwrite, preprocessing=source.preprocessing)
+                        prep=source.prep, class_names=source.class_names,
+                        calibration=calibration, overwrite=args.overwrite)
     print(f"Exported {source.model.name} ({args.format}, {args.precision}, "
-          f"{source.image_size}x{source.image_size} inputs) to {path}")
+          f"{source.prep.image_size}x{source.prep.image_size} inputs) to {path}")
     return 0
-
-
-def _calibration_pixels(args, source):
-    from resnet_tf import data
-
-    if args.calibration_data:
-        paths, labels, _ = data.list_image_folder(args.calibration_data)
-        raw = data.image_files_dataset(paths, labels).shuffle(len(paths), seed=0)
-    else:  # the model dir's own training images, through the eval preprocessing
-        raw = data.raw_datasets(source.config).train.shuffle(10000, seed=0)
-    return data.calibration_pixels(raw, source.image_size, source.central_fraction,
-                                   args.calibration_images, source.preprocessing)
 
 
 # --------------------------------------------------------------------------------------------
 # predict
 
 
-def add_predict_parser(subparsers):
+def add_predict_parser(subparsers, common):
     parser = subparsers.add_parser(
-        "predict",
+        "predict", parents=[common],
         help="top-5 classes of image files",
         description="Prints the most probable classes (names and probabilities) of each image, "
                     "from a model dir, an export of any format or a slim checkpoint (slim's "
                     "1001-class background offset included; ImageNet's names ship with "
-                    "resnet_tf).")
+                    "resnet_tf). A file that cannot be read is reported on stderr and the "
+                    "others are predicted; the status is 1 if any failed.")
     _add_source_arguments(parser, "predict with", export=True)
     parser.add_argument("--top", type=_positive_int, default=5, help="how many classes (5)")
-    parser.add_argument("images", nargs="+", help="JPEG/PNG/BMP/GIF files")
+    parser.add_argument("images", nargs="+", help="JPEG/PNG/BMP/GIF/WebP files")
     parser.set_defaults(handler=run_predict)
 
 
 def run_predict(args):
     from resnet_tf.predict import format_results, predict_files
 
-    for path in args.images:  # before the model loads
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No image file at {path!r}")
+    if not any(os.path.isfile(path) for path in args.images):  # before the model loads
+        path = args.images[0]
+        raise UserError(f"{path!r} is a directory, not an image file" if os.path.isdir(path)
+                        else f"No image file at {path!r}")
     runner, names = _runner(args)
-    print(format_results(predict_files(args.images, runner, names, args.top)))
-    return 0
-
-
-def _runner(args):
-    """(runner, class names) of --export (its own runtime) or a Keras model source."""
-    if getattr(args, "export", None):
-        from resnet_tf.runtimes import open_export
-
-        runner, _, names = open_export(args.export)
-        return runner, names
-    from resnet_tf.runtimes import keras_runner
-
-    source = _load_source(args)
-    return keras_runner(source.model, preprocessing=source.preprocessing,
-                        image_size=source.image_size,
-                        central_fraction=source.central_fraction), source.class_names
+    results, failures = predict_files(args.images, runner, names, args.top)
+    if results:
+        print(format_results(results))
+    for path, why in failures.items():
+        print(f"resnet-tf predict: error: {why}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 # --------------------------------------------------------------------------------------------
 # evaluate
 
 
-def add_evaluate_parser(subparsers):
+def add_evaluate_parser(subparsers, common):
     parser = subparsers.add_parser(
-        "evaluate",
+        "evaluate", parents=[common],
         help="top-1 / top-5 accuracy of a model or an export on labelled images",
         description="slim's eval_image_classifier for every kind of model: a model dir, an "
                     "export of any format (run by its own runtime) or a slim checkpoint, on a "
-                    "config's validation data (the default for --model-dir: its own config), "
-                    "an image folder or slim-format TFRecords. Prints top-1, top-5, the count "
-                    "and images/s.")
+                    "model dir's recorded validation images (the default for --model-dir), a "
+                    "config's validation data, an image folder or slim-format TFRecords. Prints "
+                    "top-1, top-5, the count and images/s.")
     _add_source_arguments(parser, "evaluate", export=True)
     data = parser.add_argument_group("the labelled images (one of; default with --model-dir: "
-                                     "its config's validation data)")
+                                     "the validation images its run recorded)")
     one = data.add_mutually_exclusive_group()
     one.add_argument("--config", help="a training config (file or shipped name): its "
                                       "validation data")
@@ -281,25 +365,21 @@ def add_evaluate_parser(subparsers):
 def run_evaluate(args):
     from resnet_tf import evaluate as evaluate_lib
 
+    if args.json_path and os.path.isdir(args.json_path):
+        raise UserError(f"--json {args.json_path!r} is a directory; give a file path")
+    if not (args.config or args.data or args.tfrecords or args.model_dir):
+        raise UserError("give the labelled images: --config FILE, --data DIR or "
+                        "--tfrecords PATTERN")
     runner, names = _runner(args)
-    num_classes = len(names) if names else None
-    if args.data:
-        dataset, count = evaluate_lib.folder_dataset(args.data, names)
-    elif args.tfrecords:
-        dataset, count = evaluate_lib.tfrecord_dataset(args.tfrecords, num_classes)
-    else:
+    config = None
+    if args.config:
         from resnet_tf.config import load_config
-        from resnet_tf.model_dir import ModelDir
 
-        if args.config:
-            config = load_config(args.config)
-        elif args.model_dir:
-            config = load_config(ModelDir(args.model_dir).config)
-        else:
-            raise ValueError("give the labelled images: --config FILE, --data DIR or "
-                             "--tfrecords PATTERN")
-        dataset, count = evaluate_lib.config_dataset(config)
-    result = evaluate_lib.evaluate(runner, dataset, count, args.batch_size,
+        config = load_config(args.config)
+    images = evaluate_lib.labelled_images(
+        model_dir=args.model_dir if not (config or args.data or args.tfrecords) else None,
+        config=config, folder=args.data, tfrecords=args.tfrecords, class_names=names)
+    result = evaluate_lib.evaluate(runner, images, args.batch_size,
                                    progress=sys.stdout.isatty())
     result["source"] = args.export or args.model_dir or args.slim_checkpoint or args.weights
     print(evaluate_lib.format_result(result))
@@ -314,15 +394,18 @@ def run_evaluate(args):
 # download
 
 
-def add_download_parser(subparsers):
+def add_download_parser(subparsers, common):
+    from resnet_tf.weights import RELEASES
+
     parser = subparsers.add_parser(
-        "download",
+        "download", parents=[common],
         help="fill the cache with slim's released ImageNet weights (e.g. before going offline)",
-        description="Downloads slim's released checkpoint for --model once into "
-                    "$KERAS_HOME/resnet_tf/ (default ~/.keras/resnet_tf/) and unpacks it; "
-                    "`--weights imagenet` and `weights=\"imagenet\"` then need no network.")
-    parser.add_argument("--model", required=True, choices=MODEL_NAMES, metavar="NAME",
-                        help="resnet_v1_50/101/152 or resnet_v2_50/101/152")
+        description="Downloads slim's released checkpoint for --model once into the directory "
+                    "Keras caches downloads in ($KERAS_HOME/resnet_tf/, default "
+                    "~/.keras/resnet_tf/) and unpacks it; `--weights imagenet` and "
+                    "`weights=\"imagenet\"` then need no network.")
+    parser.add_argument("--model", required=True, choices=sorted(RELEASES), metavar="NAME",
+                        help=", ".join(sorted(RELEASES)))
     parser.set_defaults(handler=run_download)
 
 
@@ -331,8 +414,9 @@ def run_download(args):
 
     release = release_of(args.model)
     path = download(args.model)
-    print(f"{args.model}: slim's {release.release} ({release.num_classes} classes, "
-          f"{release.preprocessing} preprocessing, {release.image_size} px) at {path}")
+    facts = release.conventions
+    print(f"{args.model}: slim's {release.release} ({facts.num_classes} classes, "
+          f"{facts.preprocessing} preprocessing, {facts.image_size} px) at {path}")
     return 0
 
 
@@ -340,9 +424,9 @@ def run_download(args):
 # bench
 
 
-def add_bench_parser(subparsers):
+def add_bench_parser(subparsers, common):
     parser = subparsers.add_parser(
-        "bench",
+        "bench", parents=[common],
         help="time the forward pass or a training step (the seed's time_tensorflow_run)",
         description="Times a model the way the seed's time_tensorflow_run does: burn-in steps, "
                     "then timed steps, a line every 10 steps and 'mean +/- sd sec / batch'. "
@@ -351,20 +435,20 @@ def add_bench_parser(subparsers):
                     "(tf.function) and JAX (jax.jit) backends; set KERAS_BACKEND to choose. "
                     "--runtimes times the same weights through inference runtimes, "
                     "interleaved round by round.")
-    parser.add_argument("--model", default="resnet_v2_152", choices=MODEL_NAMES, metavar="NAME",
+    parser.add_argument("--model", default="resnet_v2_152", choices=NAMED_MODELS, metavar="NAME",
                         help="a registry name (default resnet_v2_152)")
     parser.add_argument("--batch-size", type=_positive_int, default=32)
     parser.add_argument("--image-size", type=_positive_int, default=224)
     parser.add_argument("--num-batches", type=_positive_int, default=100)
     parser.add_argument("--burn-in", type=_non_negative_int, default=10)
     parser.add_argument("--num-classes", type=_positive_int, default=1000)
-    parser.add_argument("--mode", choices=BENCH_MODES, default="forward",
+    parser.add_argument("--mode", choices=MODES, default="forward",
                         help="forward, or forward-backward (a full SGD training step)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="Keras dtype policy for the model")
     parser.add_argument("--jit-compile", action="store_true",
                         help="XLA-compile the TensorFlow step (JAX steps are always jitted)")
-    parser.add_argument("--compare", choices=BENCH_COMPARE, default="none",
+    parser.add_argument("--compare", choices=COMPARE, default="none",
                         help="also time keras.applications' ResNet of the same depth, "
                              "interleaved step by step, and print the ratio")
     parser.add_argument("--runtimes", metavar="LIST",
@@ -383,8 +467,11 @@ def run_bench(args):
     if args.runtimes:
         if args.mode != "forward" or args.compare != "none" or args.dtype != "float32" or \
                 args.jit_compile:
-            raise ValueError("--runtimes times the forward pass of each runtime:precision; "
-                             "leave out --mode, --compare, --dtype and --jit-compile")
+            raise UserError("--runtimes times the forward pass of each runtime:precision; "
+                            "leave out --mode, --compare, --dtype and --jit-compile")
+        specs = benchmark.parse_runtimes(args.runtimes)
+        if any(runtime != "keras" for runtime, _ in specs):
+            _ensure_tensorflow_backend("bench --runtimes with a runtime other than keras")
         benchmark.run_runtimes_benchmark(
             model_name=args.model, runtimes=args.runtimes, batch_size=args.batch_size,
             image_size=args.image_size, num_batches=args.num_batches, burn_in=args.burn_in,
@@ -403,63 +490,63 @@ def run_bench(args):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="resnet-tf",
+        prog="resnet-tf", parents=[_common_options(suppress=False)],
         description="TF-slim's ResNet in Keras 3: train, export, predict, evaluate, download, "
                     "bench.")
-    parser.add_argument("--verbose", action="store_true",
-                        help="keep TensorFlow's start-up and runtime logging on stderr")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of an error instead of one sentence")
+    common = _common_options(suppress=True)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    add_train_parser(subparsers)
-    add_export_parser(subparsers)
-    add_predict_parser(subparsers)
-    add_evaluate_parser(subparsers)
-    add_download_parser(subparsers)
-    add_bench_parser(subparsers)
+    add_train_parser(subparsers, common)
+    add_export_parser(subparsers, common)
+    add_predict_parser(subparsers, common)
+    add_evaluate_parser(subparsers, common)
+    add_download_parser(subparsers, common)
+    add_bench_parser(subparsers, common)
     return parser
 
 
-def user_errors():
-    """The exceptions that mean a user error (a sentence, no traceback)."""
-    from resnet_tf.deploy import MissingRuntime
-
-    return (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            IsADirectoryError, PermissionError, MissingRuntime)
-
-
-def _quiet_tensorflow(args):
-    """Keeps TensorFlow's and the runtimes' native start-up messages off stderr: TensorFlow
-    2.21's C++ logging ignores TF_CPP_MIN_LOG_LEVEL before absl is initialised, so its first
-    import runs with file descriptor 2 pointed at /dev/null."""
-    import importlib.util
-
-    from resnet_tf import utils
-
+@contextlib.contextmanager
+def quiet_native_output():
+    """While a command runs, file descriptor 2 points at /dev/null and Python's `sys.stderr`
+    at a copy of the real one: native libraries (TensorFlow 2.21's C++ logging, which ignores
+    TF_CPP_MIN_LOG_LEVEL before absl starts; LiteRT; the converters) write to fd 2, the
+    command's sentences, warnings and tracebacks go to `sys.stderr`. Restored afterwards."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    utils.QUIET_NATIVE_OUTPUT = True
-    if args.command == "bench" and os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
-        return  # bench on JAX or PyTorch: TensorFlow may not even be installed
-    try:
-        if importlib.util.find_spec("tensorflow") is None:
-            return
-    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
-        return
-    with utils.quiet_native_stderr():
-        import tensorflow as tf
+    import logging
 
-        tf.config.list_physical_devices()  # CUDA's probe ("failed call to cuInit") says its piece
-    tf.get_logger().setLevel("ERROR")
+    for name in ("tensorflow", "tf2onnx", "absl", "nncf", "openvino"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    saved_stderr = sys.stderr
+    saved_stderr.flush()
+    try:
+        on_fd2 = saved_stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a capturing stream (tests)
+        on_fd2 = False
+    saved_fd = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    if on_fd2:
+        sys.stderr = os.fdopen(os.dup(saved_fd), "w", buffering=1,
+                               encoding=saved_stderr.encoding, errors="backslashreplace")
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        if on_fd2:
+            sys.stderr.close()
+            sys.stderr = saved_stderr
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if not args.verbose and os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") not in ("0", "1"):
-        _quiet_tensorflow(args)
+    quiet = not args.verbose and os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") not in ("0", "1")
     try:
-        return args.handler(args)
-    except user_errors() as error:
+        with quiet_native_output() if quiet else contextlib.nullcontext():
+            return args.handler(args)
+    except (UserError, OSError) as error:
         if args.debug:
             raise
         print(f"resnet-tf {args.command}: error: {error}", file=sys.stderr)

@@ -1,8 +1,15 @@
 """Training configs: flat YAML files whose keys override `TrainConfig`'s defaults.
 
 `configs/default.yaml` lists every key with its default value (a test keeps it equal to this
-schema); a config file names only what it changes. Unknown keys and wrong types are errors that
-name the key, the value and the file.
+schema); a config file names only what it changes. Unknown keys, wrong types and values that
+would silently train something else (a learning rate that rises, a validation split that a
+dataset ignores) are errors that name the key, the value and the file.
+
+Paths in a config file (`train_data`, `val_data`, `class_names`, `slim_checkpoint`,
+`init_from`) are relative to the file's own directory, as in most tools; a shipped config
+(`--config quickstart`) has no directory of its own, so its paths are relative to the current
+one. `load_config` makes them absolute, and that is how a run records them: the run resumes,
+evaluates and exports from any directory.
 """
 
 from __future__ import annotations
@@ -14,17 +21,22 @@ import typing
 
 import yaml
 
+from resnet_tf.errors import MissingPathError, UserError
+from resnet_tf.pixels import EvalPreprocessing
 from resnet_tf.registry import MODEL_NAMES
-from resnet_tf.utils import DTYPES, write_text
+from resnet_tf.utils import write_text
 
+# The Keras dtype policies a run trains under (`dtype`, `--dtype`).
+DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
+# How `resnet-tf train` spreads a run over devices (`--distribute`).
+DISTRIBUTE = ("none", "mirrored", "multiworker")
 DATASETS = ("digits", "cifar10", "folder", "tfrecord")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential", "piecewise")
 PREPROCESSING = ("inception", "cifar")
-# Keys that go to the CIFAR builders (cifar_resnet_v1/v2/ablation) when set.
 # The config keys each builder takes (the others must stay at their defaults for that model).
 MODEL_ARGUMENTS = {
-    "resnet_v2": ("units", "base_depth", "block_strides", "include_root_block"),
+    "resnet_v2_stack": ("units", "base_depth", "block_strides", "include_root_block"),
     "cifar_resnet_v1": ("depth", "shortcut"),
     "cifar_resnet_v2": ("depth", "unit"),
     "cifar_resnet_ablation": ("depth", "shortcut_type", "order", "shortcut_scale",
@@ -35,8 +47,8 @@ MODEL_KEYS = tuple(dict.fromkeys(k for keys in MODEL_ARGUMENTS.values() for k in
 
 @dataclasses.dataclass
 class TrainConfig:
-    # Model: a registry name (`resnet-tf train --help` lists them), or "resnet_v2" for a custom
-    # stack of slim bottleneck blocks given by `units`, `base_depth` and `block_strides`.
+    # Model: a registry name (`resnet-tf train --help` lists them), or "resnet_v2_stack" for a
+    # custom stack of slim bottleneck blocks given by `units`, `base_depth` and `block_strides`.
     model: str = "resnet_v2_50"
     units: typing.Optional[list] = None
     base_depth: int = 64
@@ -61,7 +73,9 @@ class TrainConfig:
     dataset: str = "folder"
     train_data: str = ""  # image folder, or TFRecord file pattern
     val_data: str = ""
-    validation_split: float = 0.0  # held out of train_data when val_data is empty
+    # Held out of train_data when val_data is empty; None: the dataset's default (digits: 0.2,
+    # folder: none). The split a run made is recorded in its model dir.
+    validation_split: typing.Optional[float] = None
     image_size: int = 224
     preprocessing: str = "inception"  # inception (slim's) | cifar (pad 4, random crop, flip)
     augment: bool = True  # training distortions
@@ -90,6 +104,11 @@ class TrainConfig:
     # Fine-tuning.
     slim_checkpoint: str = ""
     checkpoint_exclude: list = dataclasses.field(default_factory=list)
+    checkpoint_moving_averages: bool = False  # load slim's ExponentialMovingAverage shadows
+    init_from: str = ""  # a `resnet-tf train` model dir to start from (its best checkpoint)
+
+    # Quantization-aware training: fine-tune with int8 rounding simulated (resnet_tf.quantization)
+    quantization_aware: bool = False
 
     def __post_init__(self):
         _check_choice("dataset", self.dataset, DATASETS)
@@ -103,42 +122,110 @@ class TrainConfig:
                    k not in MODEL_ARGUMENTS.get(self.model, ())]
         if ignored:
             takers = {k: [m for m, keys in MODEL_ARGUMENTS.items() if k in keys] for k in ignored}
-            raise ValueError(f"model {self.model!r} takes none of {ignored} (" + "; ".join(
+            raise UserError(f"model {self.model!r} takes none of {ignored} (" + "; ".join(
                 f"{k}: {', '.join(models)} only" for k, models in takers.items()) + ")")
-        if self.schedule == "piecewise" and not self.boundaries_epochs:
-            raise ValueError("schedule 'piecewise' needs boundaries_epochs (e.g. [82, 123]). "
-                             "Received: boundaries_epochs=[]")
         for key in ("epochs", "batch_size", "image_size", "base_depth", "shuffle_buffer"):
             if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1. Received: {key}={getattr(self, key)}")
+                raise UserError(f"{key} must be >= 1. Received: {key}={getattr(self, key)}")
         for key in ("train_examples", "val_examples", "num_classes"):
             value = getattr(self, key)
             if value is not None and value < 1:
-                raise ValueError(f"{key} must be >= 1 or null. Received: {key}={value}")
+                raise UserError(f"{key} must be >= 1 or null. Received: {key}={value}")
         for key in ("units", "block_strides"):
             value = getattr(self, key)
             if value is not None and (not value or not all(
                     isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
-                raise ValueError(f"{key} must be a non-empty list of positive integers. "
-                                 f"Received: {key}={value!r}")
-        if self.model == "resnet_v2" and self.units is None:
-            raise ValueError("model 'resnet_v2' is a custom stack and needs `units` "
-                             "(bottleneck units per block). Received: units=None")
+                raise UserError(f"{key} must be a non-empty list of positive integers. "
+                                f"Received: {key}={value!r}")
+        if self.model == "resnet_v2_stack" and self.units is None:
+            raise UserError("model 'resnet_v2_stack' is a custom stack and needs `units` "
+                            "(bottleneck units per block). Received: units=None")
         if self.block_strides is not None and self.units is not None and \
                 len(self.block_strides) != len(self.units):
-            raise ValueError(f"block_strides needs one stride per block of units. Received: "
-                             f"units={self.units}, block_strides={self.block_strides}")
+            raise UserError(f"block_strides needs one stride per block of units. Received: "
+                            f"units={self.units}, block_strides={self.block_strides}")
         for key in ("validation_split", "label_smoothing"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"{key} must be in [0, 1). Received: {key}={getattr(self, key)}")
+            value = getattr(self, key)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise UserError(f"{key} must be in [0, 1). Received: {key}={value}")
         if not 0.0 < self.central_fraction <= 1.0:
-            raise ValueError(f"central_fraction must be in (0, 1]. "
-                             f"Received: central_fraction={self.central_fraction}")
+            raise UserError(f"central_fraction must be in (0, 1]. "
+                            f"Received: central_fraction={self.central_fraction}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0. Received: learning_rate={self.learning_rate}")
+            raise UserError(f"learning_rate must be > 0. Received: learning_rate={self.learning_rate}")
+        self._check_schedule()
+        self._check_data()
+        if self.init_from and self.slim_checkpoint:
+            raise UserError(f"init_from and slim_checkpoint both name a starting point; give "
+                            f"one. Received: init_from={self.init_from!r}, "
+                            f"slim_checkpoint={self.slim_checkpoint!r}")
+
+    def _check_schedule(self):
+        """A schedule that cannot do what the config says is refused (a learning rate that
+        rises at a 'decay', boundaries out of order, a warm-up longer than the run)."""
+        if self.schedule == "piecewise" and not self.boundaries_epochs:
+            raise UserError("schedule 'piecewise' needs boundaries_epochs (e.g. [82, 123]). "
+                            "Received: boundaries_epochs=[]")
+        boundaries = self.boundaries_epochs
+        if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in boundaries):
+            raise UserError(f"boundaries_epochs must be a list of numbers of epochs. "
+                            f"Received: boundaries_epochs={boundaries!r}")
+        if boundaries and (min(boundaries) <= 0 or any(
+                later <= earlier for earlier, later in zip(boundaries, boundaries[1:]))):
+            raise UserError(f"boundaries_epochs must be positive and strictly increasing. "
+                            f"Received: boundaries_epochs={boundaries!r}")
+        if boundaries and self.schedule != "piecewise":
+            raise UserError(f"boundaries_epochs is for schedule 'piecewise'. Received: "
+                            f"schedule={self.schedule!r}, boundaries_epochs={boundaries!r}")
+        if self.schedule in ("exponential", "piecewise") and not 0.0 < self.decay_rate <= 1.0:
+            raise UserError(f"decay_rate must be in (0, 1] (a decay). "
+                            f"Received: decay_rate={self.decay_rate}")
+        if self.decay_epochs <= 0:
+            raise UserError(f"decay_epochs must be > 0. Received: decay_epochs={self.decay_epochs}")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise UserError(f"warmup_epochs must be in [0, epochs={self.epochs}]. "
+                            f"Received: warmup_epochs={self.warmup_epochs}")
+        if self.warmup_epochs and self.schedule != "cosine":
+            raise UserError(f"warmup_epochs={self.warmup_epochs} needs schedule 'cosine'. "
+                            f"Received: schedule={self.schedule!r}")
+
+    def _check_data(self):
+        """Data keys a dataset would ignore are refused rather than ignored."""
         if self.dataset in ("folder", "tfrecord") and not self.train_data:
-            raise ValueError(f"dataset {self.dataset!r} needs train_data (an image folder or a "
-                             "TFRecord file pattern). Received: train_data=''")
+            raise UserError(f"dataset {self.dataset!r} needs train_data (an image folder or a "
+                            "TFRecord file pattern). Received: train_data=''")
+        if self.dataset in ("digits", "cifar10"):
+            for key in ("train_data", "val_data"):
+                if getattr(self, key):
+                    raise UserError(f"dataset {self.dataset!r} has its own images; {key} is "
+                                    f"for folder and tfrecord. Received: "
+                                    f"{key}={getattr(self, key)!r}")
+        if self.dataset == "cifar10" and self.validation_split is not None:
+            raise UserError("dataset 'cifar10' validates on its 10,000 test images; "
+                            f"validation_split is not used. Received: "
+                            f"validation_split={self.validation_split}")
+        if self.dataset == "tfrecord" and self.validation_split is not None:
+            raise UserError("dataset 'tfrecord' cannot hold images out of the records; give "
+                            f"val_data (a TFRecord file pattern). Received: "
+                            f"validation_split={self.validation_split}")
+        if self.val_data and self.validation_split:
+            raise UserError(f"val_data and validation_split both name validation images; "
+                            f"give one. Received: val_data={self.val_data!r}, "
+                            f"validation_split={self.validation_split}")
+        if self.dataset != "tfrecord":
+            for key in ("train_examples", "val_examples"):
+                if getattr(self, key) is not None:
+                    raise UserError(f"{key} is for dataset 'tfrecord' (other datasets are "
+                                    f"counted). Received: {key}={getattr(self, key)}")
+
+    def eval_preprocessing(self) -> EvalPreprocessing:
+        """How this run's validation images are prepared, and so how `evaluate`, `predict`,
+        `export` and int8 calibration prepare images for its model: slim's eval crop of
+        `central_fraction`, or for `preprocessing: cifar` no crop at all (the whole image,
+        resized), as training validates."""
+        return EvalPreprocessing(
+            "inception", self.image_size,
+            None if self.preprocessing == "cifar" else self.central_fraction)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -146,7 +233,7 @@ class TrainConfig:
 
 def _check_choice(key, value, choices):
     if value not in choices:
-        raise ValueError(f"{key} must be one of {list(choices)}. Received: {key}={value!r}")
+        raise UserError(f"{key} must be one of {list(choices)}. Received: {key}={value!r}")
 
 
 def _type_ok(value, annotation) -> bool:
@@ -175,21 +262,21 @@ def _type_name(annotation) -> str:
 def config_from_dict(values: dict, source: str = "config") -> TrainConfig:
     """Validates keys and types (naming `source`), then builds the config."""
     if not isinstance(values, dict):
-        raise ValueError(f"{source}: a config is a flat mapping of keys to values. "
-                         f"Received: {type(values).__name__}")
+        raise UserError(f"{source}: a config is a flat mapping of keys to values. "
+                        f"Received: {type(values).__name__}")
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(_FIELDS)}")
+        raise UserError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(_FIELDS)}")
     for key, value in values.items():
         if not _type_ok(value, _HINTS[key]):
-            raise ValueError(f"{source}: {key} must be {_type_name(_HINTS[key])}. "
-                             f"Received: {key}={value!r} ({type(value).__name__})")
+            raise UserError(f"{source}: {key} must be {_type_name(_HINTS[key])}. "
+                            f"Received: {key}={value!r} ({type(value).__name__})")
     values = {k: (float(v) if v is not None and _HINTS[k] in (float, typing.Optional[float])
                   else v) for k, v in values.items()}
     try:
         return TrainConfig(**values)
-    except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
+    except UserError as error:
+        raise UserError(f"{source}: {error}") from None
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -219,23 +306,42 @@ def resolve_config_path(name: str) -> str:
     if os.sep not in name and os.path.isfile(shipped):
         return shipped
     if os.path.isdir(name):
-        raise ValueError(f"--config {name!r} is a directory; give a YAML file")
-    raise FileNotFoundError(f"No config file at {name!r}, and no shipped config of that name "
-                            f"(shipped: {', '.join(shipped_configs())})")
+        raise UserError(f"--config {name!r} is a directory; give a YAML file")
+    raise MissingPathError(f"No config file at {name!r}, and no shipped config of that name "
+                           f"(shipped: {', '.join(shipped_configs())})")
+
+
+# The keys that name files or directories (relative ones are relative to the config file).
+PATH_KEYS = ("train_data", "val_data", "class_names", "slim_checkpoint", "init_from")
+
+
+def absolute_path(path: str, base: str) -> str:
+    """`path` made absolute against the directory `base` (URLs such as gs://... as they are)."""
+    if not path or "://" in path:
+        return path
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
 def load_config(path: str, **overrides) -> TrainConfig:
     """Reads a YAML config (a path or a shipped config's name); `overrides` (e.g. epochs=5 from
-    the command line) win over the file."""
-    path = resolve_config_path(path)
+    the command line) win over the file. Paths in the file are made absolute against its
+    directory (a shipped config's against the current one); paths in `overrides` against the
+    current directory."""
+    name, path = path, resolve_config_path(path)
     with open(path) as f:
         try:
             values = yaml.load(f, Loader=_YamlLoader)
         except yaml.YAMLError as error:
-            raise ValueError(f"{path}: not valid YAML: {error}") from None
+            raise UserError(f"{path}: not valid YAML: {error}") from None
     values = {} if values is None else values
     if isinstance(values, dict):
-        values = dict(values, **{k: v for k, v in overrides.items() if v is not None})
+        shipped = os.path.dirname(os.path.abspath(path)) == SHIPPED_CONFIGS and \
+            not os.path.isfile(name)
+        base = os.getcwd() if shipped else os.path.dirname(os.path.abspath(path))
+        values = {k: (absolute_path(v, base) if k in PATH_KEYS and isinstance(v, str) else v)
+                  for k, v in values.items()}
+        values.update({k: (absolute_path(v, os.getcwd()) if k in PATH_KEYS else v)
+                       for k, v in overrides.items() if v is not None})
     return config_from_dict(values, source=path)
 
 

@@ -1,9 +1,21 @@
-"""tf.data input pipelines: scikit-learn's digits, image folders and slim-format TFRecords.
+"""tf.data input pipelines: scikit-learn's digits, CIFAR-10, image folders and slim TFRecords,
+and the record of what a run trains and validates on.
 
 Every pipeline yields `(images, one_hot_labels)` batches, images preprocessed as slim does
-(`resnet_tf.preprocessing`: Inception training distortions or the eval crop, values in [-1, 1]).
-Labels are one-hot so that label smoothing works; `label_offset=1` reproduces slim's 1001-class
-convention (class 0 = background) for folders.
+(`resnet_tf.preprocessing`: the training distortions, or the eval recipe of
+`TrainConfig.eval_preprocessing`). Labels are one-hot so that label smoothing works;
+`label_offset=1` reproduces slim's 1001-class convention (class 0 = background) for folders.
+
+What a run uses is decided once, when it starts, and recorded in its model dir (`DataRecord`):
+the image files of each split of a folder (so a validation split never changes, whatever is
+added to the folder later), the counts of TFRecords (so a schedule is never built from an
+unknown length), the class names. Resume, `evaluate --model-dir`, `export` and int8 calibration
+read that record instead of looking at the data again.
+
+Image folders: one sub-folder per class (class names are the sub-folder names, sorted); the
+images of a class are every file with an image extension anywhere below its sub-folder (nested
+folders included, as Keras' `image_dataset_from_directory` reads them); hidden files and folders
+are left out, and so are other files (counted and reported).
 
 TensorFlow only; the model code does not import it.
 """
@@ -19,102 +31,103 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_tf import preprocessing
+from resnet_tf.errors import MissingPathError, UserError
+from resnet_tf.utils import read_class_names
+from resnet_tf.weights import default_class_names
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# What `tf.io.decode_image` reads; the same list for training folders, evaluate and predict.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+IMAGE_KINDS = "JPEG, PNG, BMP, GIF or WebP"
 AUTOTUNE = tf.data.AUTOTUNE
+SPLITS = ("train", "val")
+
+
+def log(message: str) -> None:
+    print(f"resnet-tf: {message}", flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"resnet-tf: warning: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Image folders
 
 
 @dataclasses.dataclass
-class Datasets:
-    train: tf.data.Dataset
-    val: tf.data.Dataset | None
-    num_classes: int
-    class_names: list
-    steps_per_epoch: int | None  # None: one pass over a finite dataset
-    validation_steps: int | None
-    train_examples: int | None
+class ImageFiles:
+    """Image files and their labels (indices into `class_names`)."""
+
+    paths: list
+    labels: np.ndarray
+
+    def __len__(self):
+        return len(self.paths)
+
+    def dataset(self) -> tf.data.Dataset:
+        """(decoded uint8 image, label) for each file."""
+        return image_files_dataset(self.paths, self.labels)
 
 
-def imagenet_class_names(num_classes: int = 1001) -> list:
-    """The 1000 ImageNet class names in slim's label order (synset ids sorted), shipped with the
-    package; with 1001 classes, slim's "background" is class 0."""
-    path = os.path.join(os.path.dirname(__file__), "data", "imagenet_class_names.txt")
-    with open(path) as f:
-        names = [line.strip() for line in f if line.strip()]
-    if num_classes == 1001:
-        return ["background"] + names
-    if num_classes == 1000:
-        return names
-    raise ValueError(f"ImageNet has 1000 classes (1001 with slim's background). "
-                     f"Received: num_classes={num_classes}")
+def _walk_images(directory: str):
+    """(image files, other files) below `directory`, recursively, sorted; hidden names are
+    left out; symbolic links to folders are followed once."""
+    images, others, seen = [], 0, set()
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link loop
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                images.append(os.path.join(root, name))
+            else:
+                others += 1
+    return images, others
 
 
-def read_class_names(path: str) -> list:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No class-names file at {path!r}")
-    with open(path) as f:
-        names = [line.rstrip("\n") for line in f]
-    while names and not names[-1]:
-        names.pop()
-    if not names:
-        raise ValueError(f"The class-names file {path!r} is empty")
-    return names
-
-
-def digits_arrays(validation_split: float = 0.2, seed: int = 0):
-    """scikit-learn's UCI handwritten digits (1,797 8x8 images, 10 classes) as uint8 RGB images.
-
-    Returns ((x_train, y_train), (x_val, y_val)): a seeded, stratified split.
-    """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
-    images = np.repeat(images[..., np.newaxis], 3, axis=-1)
-    labels = digits.target.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    val_index = []
-    for label in range(10):
-        members = np.flatnonzero(labels == label)
-        val_index.extend(rng.permutation(members)[: int(round(len(members) * validation_split))])
-    is_val = np.zeros(len(labels), bool)
-    is_val[val_index] = True
-    return (images[~is_val], labels[~is_val]), (images[is_val], labels[is_val])
-
-
-def list_image_folder(folder: str, check: bool = True):
+def list_image_folder(folder: str, check: bool = True, report: str | None = None):
     """An image folder with one sub-folder per class -> (paths, labels, class_names).
 
-    Class names are the sub-folder names, sorted (label i is the i-th name). With `check`,
-    unreadable images are left out with a warning (`check_images`).
+    With `check`, every image is decoded once and unreadable ones are left out with a warning
+    (`check_images`). With `report` (e.g. "train_data"), one line says what was found.
     """
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"No image folder at {folder!r}")
+        raise MissingPathError(f"No image folder at {folder!r}")
     try:
         class_names = sorted(d for d in os.listdir(folder)
                              if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
     except PermissionError as error:
-        raise ValueError(f"The image folder {folder!r} cannot be read: {error}") from None
+        raise UserError(f"The image folder {folder!r} cannot be read: {error}") from None
     if not class_names:
-        raise ValueError(f"The image folder {folder!r} has no class sub-folders; expected "
-                         f"{folder}/<class name>/<image files>")
-    paths, labels, empty = [], [], []
+        raise UserError(f"The image folder {folder!r} has no class sub-folders; expected "
+                        f"{folder}/<class name>/<image files>")
+    paths, labels, empty, others, nested = [], [], [], 0, 0
     for label, name in enumerate(class_names):
         sub = os.path.join(folder, name)
-        try:
-            files = sorted(f for f in os.listdir(sub) if f.lower().endswith(IMAGE_EXTENSIONS))
-        except PermissionError as error:
-            raise ValueError(f"The class folder {sub!r} cannot be read: {error}") from None
+        files, other = _walk_images(sub)
+        others += other
+        nested += sum(os.path.dirname(f) != sub for f in files)
         if not files:
             empty.append(name)
-        paths += [os.path.join(sub, f) for f in files]
+        paths += files
         labels += [label] * len(files)
     if empty:
-        raise ValueError(f"The image folder {folder!r} has class folders without images "
-                         f"({', '.join(IMAGE_EXTENSIONS)}): {empty}")
+        raise UserError(f"The image folder {folder!r} has class folders without images "
+                        f"({', '.join(IMAGE_EXTENSIONS)}): {empty}")
     labels = np.asarray(labels, np.int64)
     if check:
         paths, labels = check_images(paths, labels, folder, class_names)
+    if report:
+        details = [f"{nested} in nested folders"] if nested else []
+        if others:
+            details.append(f"{others} other files left out (not {', '.join(IMAGE_EXTENSIONS)})")
+        log(f"{report} {folder}: {len(paths)} images in {len(class_names)} classes" +
+            (f" ({'; '.join(details)})" if details else ""))
     return paths, labels, class_names
 
 
@@ -136,21 +149,47 @@ def check_images(paths, labels, folder: str, class_names):
         return paths, labels
     bad = [p for p in paths if p not in good]
     for path in bad:
-        print(f"resnet-tf: warning: skipping {path!r}: not a readable JPEG, PNG, BMP or GIF "
-              "image", file=sys.stderr)
+        warn(f"skipping {path!r}: not a readable {IMAGE_KINDS} image")
     keep = np.array([p in good for p in paths])
     empty = sorted(set(class_names[i] for i in set(labels)) -
                    set(class_names[i] for i in set(labels[keep])))
     if empty:
-        raise ValueError(f"The image folder {folder!r}: no readable image in the class "
-                         f"folder(s) {empty} ({len(bad)} unreadable files in all)")
+        raise UserError(f"The image folder {folder!r}: no readable image in the class "
+                        f"folder(s) {empty} ({len(bad)} unreadable files in all)")
     return [p for p in paths if p in good], labels[keep]
 
 
 def decode_image(encoded):
-    """JPEG/PNG/BMP/GIF bytes -> uint8 [H, W, 3]."""
+    """JPEG/PNG/BMP/GIF/WebP bytes -> uint8 [H, W, 3]."""
     return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
+
+def image_files_dataset(paths, labels) -> tf.data.Dataset:
+    """(decoded uint8 image, label) for each image file."""
+    def load(path, label):
+        return decode_image(tf.io.read_file(path)), label
+
+    return tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int64))).map(
+        load, num_parallel_calls=AUTOTUNE)
+
+
+def split_files(files: ImageFiles, validation_split: float, seed: int):
+    """(train, val) `ImageFiles`: a seeded random `validation_split` of the files held out."""
+    order = np.random.default_rng(seed).permutation(len(files))
+    n_val = int(round(len(files) * validation_split))
+    if n_val == 0 or n_val == len(files):
+        raise UserError(f"validation_split={validation_split} of {len(files)} images leaves "
+                        "an empty split")
+
+    def subset(index):
+        index = np.sort(index)
+        return ImageFiles([files.paths[i] for i in index], files.labels[index])
+
+    return subset(order[n_val:]), subset(order[:n_val])
+
+
+# --------------------------------------------------------------------------------------------
+# slim TFRecords
 
 SLIM_FEATURES = {
     "image/encoded": tf.io.FixedLenFeature((), tf.string, default_value=""),
@@ -165,36 +204,290 @@ def parse_slim_example(serialized):
     return decode_image(features["image/encoded"]), features["image/class/label"]
 
 
-def _tfrecord_files(pattern: str):
+def tfrecord_files(pattern: str) -> list:
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
-        raise FileNotFoundError(f"No TFRecord files match {pattern!r}")
+        raise MissingPathError(f"No TFRecord files match {pattern!r}")
     return files
 
 
-def _split(paths, labels, validation_split, seed):
+def slim_tfrecord_dataset(files) -> tf.data.Dataset:
+    """(decoded uint8 image, label as stored) of slim-format TFRecord files (a list, or a
+    pattern)."""
+    if isinstance(files, str):
+        files = tfrecord_files(files)
+    return tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE).map(
+        parse_slim_example, AUTOTUNE)
+
+
+def count_tfrecords(files, key: str, num_classes: int) -> dict:
+    """{"files", "records", "labels": [min, max]} of slim-format records: one read of every
+    record (labels only, no image is decoded). Labels outside [0, num_classes) are an error."""
+    label_only = {"image/class/label": SLIM_FEATURES["image/class/label"]}
+    labels = tf.data.TFRecordDataset(files, num_parallel_reads=AUTOTUNE).map(
+        lambda s: tf.io.parse_single_example(s, label_only)["image/class/label"],
+        num_parallel_calls=AUTOTUNE).batch(65536)
+    count, low, high = 0, None, None
+    try:
+        for batch in labels:
+            batch = batch.numpy()
+            count += len(batch)
+            low = batch.min() if low is None else min(low, batch.min())
+            high = batch.max() if high is None else max(high, batch.max())
+    except tf.errors.OpError as error:
+        raise UserError(f"{key}: the TFRecords cannot be read as slim's format "
+                        f"(image/encoded, image/class/label): {error.message}") from None
+    if not count:
+        raise UserError(f"{key}: the TFRecord files {files[:3]}... hold no records")
+    if low < 0 or high >= num_classes:
+        raise UserError(f"{key}: labels {int(low)}..{int(high)} do not fit num_classes="
+                        f"{num_classes} (slim's ImageNet records use 1..1000 with "
+                        "num_classes 1001)")
+    return {"files": list(files), "records": count, "labels": [int(low), int(high)]}
+
+
+# --------------------------------------------------------------------------------------------
+# The record of a run's data
+
+
+@dataclasses.dataclass
+class DataRecord:
+    """What a run trains and validates on, decided when it starts (`scan`) and kept in its
+    model dir (`ModelDir.write_data_record`), so that resume, evaluate, export and calibration
+    see the same images.
+
+    dataset: the config's dataset; class_names: one per class (label offset included);
+    files: for folders, {"train": ImageFiles, "val": ImageFiles or absent};
+    counts: {"train": n, "val": n} (examples per split); tfrecords: for TFRecords,
+    {"train": count_tfrecords(...), "val": ...}.
+    """
+
+    dataset: str
+    class_names: list
+    counts: dict
+    files: dict = dataclasses.field(default_factory=dict)
+    tfrecords: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def has(self, split: str) -> bool:
+        return bool(self.counts.get(split))
+
+    def summary(self) -> str:
+        val = f", {self.counts['val']} for validation" if self.has("val") else \
+            ", no validation images"
+        return (f"{self.dataset}: {self.counts['train']} training images{val}, "
+                f"{self.num_classes} classes")
+
+    def to_json(self) -> dict:
+        """data.json (the file lists go to files/<split>.txt)."""
+        return {"dataset": self.dataset, "class_names": self.class_names,
+                "counts": self.counts, "tfrecords": self.tfrecords,
+                "file_lists": sorted(self.files)}
+
+
+def _label_names(config, names):
+    """The class names of a run: the dataset's, with slim's background offset, or a file."""
+    if config.label_offset:
+        names = ["background"] * config.label_offset + list(names)
+    if config.class_names:
+        names = read_class_names(config.class_names)
+    return list(names)
+
+
+def _check_num_classes(config, names):
+    num_classes = config.num_classes or len(names)
+    if len(names) != num_classes:
+        raise UserError(f"{len(names)} class names for {num_classes} classes "
+                        f"(num_classes={config.num_classes}, class_names="
+                        f"{config.class_names or 'the data'!r})")
+
+
+def scan(config) -> DataRecord:
+    """Looks at a config's data once (lists and checks every image of a folder and splits it,
+    counts TFRecords, or loads the digits) and returns the record of what the run will use;
+    prints one line per source of images."""
+    if config.dataset == "digits":
+        (_, y_train), (_, y_val) = digits_arrays(_digits_split(config), config.seed)
+        record = DataRecord("digits", _label_names(config, [str(i) for i in range(10)]),
+                            {"train": len(y_train), "val": len(y_val)})
+    elif config.dataset == "cifar10":
+        record = DataRecord("cifar10", _label_names(config, CIFAR10_NAMES),
+                            {"train": 50000, "val": 10000})
+    elif config.dataset == "folder":
+        record = _scan_folders(config)
+    else:
+        record = _scan_tfrecords(config)
+    _check_num_classes(config, record.class_names)
+    log(record.summary())
+    return record
+
+
+def _scan_folders(config) -> DataRecord:
+    paths, labels, names = list_image_folder(config.train_data, report="train_data")
+    train = ImageFiles(paths, labels)
+    files = {"train": train}
+    if config.val_data:
+        val_paths, val_labels, val_names = list_image_folder(config.val_data, report="val_data")
+        if val_names != names:
+            raise UserError(f"The validation folder {config.val_data!r} has classes "
+                            f"{val_names}, the training folder {names}")
+        files["val"] = ImageFiles(val_paths, val_labels)
+    elif config.validation_split:
+        files["train"], files["val"] = split_files(train, config.validation_split, config.seed)
+    offset = config.label_offset
+    files = {split: ImageFiles(f.paths, f.labels + offset) for split, f in files.items()}
+    return DataRecord("folder", _label_names(config, names),
+                      {split: len(f) for split, f in files.items()}, files=files)
+
+
+def _scan_tfrecords(config) -> DataRecord:
+    if config.num_classes is None:
+        raise UserError("dataset 'tfrecord' needs num_classes (slim's ImageNet: 1001)")
+    names = default_class_names(config.num_classes) or [str(i) for i in
+                                                        range(config.num_classes)]
+    tfrecords, counts = {}, {}
+    for split, key, pattern, given in (("train", "train_data", config.train_data,
+                                        config.train_examples),
+                                       ("val", "val_data", config.val_data,
+                                        config.val_examples)):
+        if not pattern:
+            continue
+        files = tfrecord_files(pattern)
+        if given is None:
+            log(f"{key}: counting the records of {len(files)} files once (train_examples / "
+                "val_examples in the config skip this)")
+            tfrecords[split] = count_tfrecords(files, key, config.num_classes)
+            counts[split] = tfrecords[split]["records"]
+        else:
+            tfrecords[split] = {"files": files, "records": given, "labels": None}
+            counts[split] = given
+    return DataRecord("tfrecord", _label_names(config, names), counts, tfrecords=tfrecords)
+
+
+# --------------------------------------------------------------------------------------------
+# Built-in datasets
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck"]
+DIGITS_VALIDATION_SPLIT = 0.2
+
+
+def _digits_split(config) -> float:
+    return DIGITS_VALIDATION_SPLIT if config.validation_split is None else \
+        config.validation_split
+
+
+def digits_arrays(validation_split: float = DIGITS_VALIDATION_SPLIT, seed: int = 0):
+    """scikit-learn's UCI handwritten digits (1,797 8x8 images, 10 classes) as uint8 RGB images.
+
+    Returns ((x_train, y_train), (x_val, y_val)): a seeded, stratified split (no validation
+    images with `validation_split` 0).
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
+    images = np.repeat(images[..., np.newaxis], 3, axis=-1)
+    labels = digits.target.astype(np.int64)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(labels))
-    n_val = int(round(len(labels) * validation_split))
-    if validation_split and (n_val == 0 or n_val == len(labels)):
-        raise ValueError(f"validation_split={validation_split} of {len(labels)} images leaves "
-                         "an empty split")
-    val, train = order[:n_val], order[n_val:]
-    return ([paths[i] for i in train], labels[train]), ([paths[i] for i in val], labels[val])
+    val_index = []
+    for label in range(10):
+        members = np.flatnonzero(labels == label)
+        val_index.extend(rng.permutation(members)[: int(round(len(members) * validation_split))])
+    is_val = np.zeros(len(labels), bool)
+    is_val[val_index] = True
+    return (images[~is_val], labels[~is_val]), (images[is_val], labels[is_val])
+
+
+def _array_datasets(config) -> dict:
+    if config.dataset == "digits":
+        (x_train, y_train), (x_val, y_val) = digits_arrays(_digits_split(config), config.seed)
+    else:  # Keras' copy of CIFAR-10 (downloaded once into ~/.keras/datasets); its test set
+        # validates, as in the papers.
+        (x_train, y_train), (x_val, y_val) = keras.datasets.cifar10.load_data()
+        y_train, y_val = y_train[:, 0].astype(np.int64), y_val[:, 0].astype(np.int64)
+    splits = {"train": (x_train, y_train + config.label_offset)}
+    if len(y_val):
+        splits["val"] = (x_val, y_val + config.label_offset)
+    return {split: tf.data.Dataset.from_tensor_slices(arrays) for split, arrays in
+            splits.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets of a record
+
+
+def raw_split(config, record: DataRecord, split: str) -> tf.data.Dataset | None:
+    """Unbatched `(uint8 image [H, W, 3], int64 label)` of one split ("train" or "val") of a
+    run, before any preprocessing (labels with `label_offset` applied); None if the run has no
+    such split."""
+    if not record.has(split):
+        return None
+    if record.dataset in ("digits", "cifar10"):
+        return _array_datasets(config)[split]
+    if record.dataset == "folder":
+        return record.files[split].dataset()
+    dataset = slim_tfrecord_dataset(record.tfrecords[split]["files"])
+    num_classes = record.num_classes
+
+    def in_range(image, label):  # records counted once are checked; given counts are not
+        tf.debugging.assert_non_negative(label, message="resnet-tf: a label < 0")
+        tf.debugging.assert_less(label, tf.constant(num_classes, tf.int64),
+                                 message=f"resnet-tf: a label >= num_classes={num_classes}")
+        return image, label
+
+    return dataset.map(in_range) if record.tfrecords[split]["labels"] is None else dataset
+
+
+def sample_split(config, record: DataRecord, split: str, count: int, seed: int = 0):
+    """Up to `count` examples of a run's split, raw, the same ones every time (a seeded
+    choice; only those are decoded)."""
+    if not record.has(split):
+        raise UserError(f"the run has no {split} images")
+    if record.dataset == "folder":
+        files = record.files[split]
+        index = np.sort(np.random.default_rng(seed).permutation(len(files))[:count])
+        return image_files_dataset([files.paths[i] for i in index], files.labels[index])
+    dataset = raw_split(config, record, split)
+    return dataset.shuffle(min(record.counts[split], 10000), seed=seed,
+                           reshuffle_each_iteration=False).take(count)
+
+
+def eval_pixels_dataset(dataset, prep, batch_size=32):
+    """Raw `(image, label)` -> batches of `(float32 0..255 pixels [N, S, S, 3], label)` prepared
+    by `prep` (a `pixels.EvalPreprocessing`) without the final normalisation: what the
+    exports take."""
+    def crop(image, label):
+        pixels = preprocessing.prepare_pixels(image, prep)
+        pixels.set_shape([prep.image_size, prep.image_size, 3])
+        return pixels, label
+
+    return dataset.map(crop, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
+
+
+def pixels_of(dataset, prep, count: int) -> np.ndarray:
+    """Up to `count` images of a raw dataset as prepared pixels `[K, S, S, 3]`."""
+    arrays = [pixels.numpy() for pixels, _ in eval_pixels_dataset(dataset.take(count), prep)]
+    if not arrays:
+        raise UserError("No images: the dataset is empty")
+    return np.concatenate(arrays)
 
 
 def _pipeline(dataset, config, num_classes, training, shuffle_size=None):
     size = config.image_size
+    prep = config.eval_preprocessing()
 
     def preprocess(image, label):
-        if config.preprocessing == "cifar":
-            image = (preprocessing.cifar_preprocess_for_train(image, size, size) if training and
-                     config.augment else preprocessing.preprocess_for_eval(image, size, size, None))
-        elif training and config.augment:
+        if not (training and config.augment):
+            image = preprocessing.preprocess_for_eval(image, size, size, prep.central_fraction)
+        elif config.preprocessing == "cifar":
+            image = preprocessing.cifar_preprocess_for_train(image, size, size)
+        else:
             image = preprocessing.preprocess_for_train(
                 image, size, size, color_distortion=config.color_distortion)
-        else:
-            image = preprocessing.preprocess_for_eval(image, size, size, config.central_fraction)
         image.set_shape([size, size, 3])
         return image, tf.one_hot(label, num_classes)
 
@@ -207,131 +500,34 @@ def _pipeline(dataset, config, num_classes, training, shuffle_size=None):
 
 
 @dataclasses.dataclass
-class RawData:
-    """Unbatched `(uint8 image [H, W, 3], int64 label)` datasets, before any preprocessing."""
+class Datasets:
     train: tf.data.Dataset
     val: tf.data.Dataset | None
     num_classes: int
     class_names: list
-    train_examples: int | None
+    steps_per_epoch: int  # always known: schedules are built from it
+    validation_steps: int | None
+    record: DataRecord
 
 
-def raw_datasets(config) -> RawData:
-    """The training and validation images and labels a `TrainConfig` names (labels with
-    `label_offset` applied), before preprocessing."""
-    if config.dataset == "digits":
-        (x_train, y_train), (x_val, y_val) = digits_arrays(config.validation_split or 0.2,
-                                                           config.seed)
-        names = [str(i) for i in range(10)]
-        train = tf.data.Dataset.from_tensor_slices((x_train, y_train))
-        val = tf.data.Dataset.from_tensor_slices((x_val, y_val))
-        train_examples = len(y_train)
-    elif config.dataset == "cifar10":
-        # Keras' copy of CIFAR-10 (downloaded once into ~/.keras/datasets): 50,000 training and
-        # 10,000 test images, the test set as validation, as in the papers.
-        (x_train, y_train), (x_val, y_val) = keras.datasets.cifar10.load_data()
-        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                 "truck"]
-        train = tf.data.Dataset.from_tensor_slices((x_train, y_train[:, 0].astype(np.int64)))
-        val = tf.data.Dataset.from_tensor_slices((x_val, y_val[:, 0].astype(np.int64)))
-        train_examples = len(y_train)
-    elif config.dataset == "folder":
-        paths, labels, names = list_image_folder(config.train_data)
-        if config.val_data:
-            val_paths, val_labels, val_names = list_image_folder(config.val_data)
-            if val_names != names:
-                raise ValueError(f"The validation folder {config.val_data!r} has classes "
-                                 f"{val_names}, the training folder {names}")
-        elif config.validation_split:
-            (paths, labels), (val_paths, val_labels) = _split(paths, labels,
-                                                              config.validation_split, config.seed)
-        else:
-            val_paths = None
-        train = image_files_dataset(paths, labels)
-        val = image_files_dataset(val_paths, val_labels) if val_paths is not None else None
-        train_examples = len(labels)
-    else:  # tfrecord
-        if config.num_classes is None:
-            raise ValueError("dataset 'tfrecord' needs num_classes (slim's ImageNet: 1001)")
-        train = slim_tfrecord_dataset(config.train_data)
-        val = slim_tfrecord_dataset(config.val_data) if config.val_data else None
-        names = None
-        train_examples = config.train_examples
-    num_classes = config.num_classes or len(names) + config.label_offset
-    if names is not None and config.label_offset:
-        names = ["background"] * config.label_offset + list(names)
-    if config.class_names:
-        names = read_class_names(config.class_names)
-    elif names is None:
-        names = imagenet_class_names(num_classes) if num_classes in (1000, 1001) else \
-            [str(i) for i in range(num_classes)]
-    if len(names) != num_classes:
-        raise ValueError(f"{len(names)} class names for {num_classes} classes")
-    if config.label_offset:
-        def offset(image, label):
-            return image, label + config.label_offset
-
-        train = train.map(offset)
-        val = val.map(offset) if val is not None else None
-    return RawData(train, val, num_classes, names, train_examples)
-
-
-def image_files_dataset(paths, labels) -> tf.data.Dataset:
-    """(decoded uint8 image, label) for each image file."""
-    def load(path, label):
-        return decode_image(tf.io.read_file(path)), label
-
-    return tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int64))).map(
-        load, num_parallel_calls=AUTOTUNE)
-
-
-def slim_tfrecord_dataset(pattern: str) -> tf.data.Dataset:
-    """(decoded uint8 image, label as stored) of slim-format TFRecords matching `pattern`."""
-    return tf.data.TFRecordDataset(_tfrecord_files(pattern), num_parallel_reads=AUTOTUNE).map(
-        parse_slim_example, AUTOTUNE)
-
-
-def eval_pixels_dataset(dataset, image_size, central_fraction, batch_size=32,
-                        method="inception"):
-    """Raw `(image, label)` -> batches of `(float32 0..255 pixels [N, S, S, 3], label)` after
-    slim's eval crop and resize (`preprocessing.eval_pixels`): what the exports take."""
-    def crop(image, label):
-        pixels = preprocessing.eval_pixels(image, image_size, central_fraction, method)
-        pixels.set_shape([image_size, image_size, 3])
-        return pixels, label
-
-    return dataset.map(crop, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
-
-
-def calibration_pixels(dataset, image_size, central_fraction, count: int = 300,
-                       method="inception") -> np.ndarray:
-    """Up to `count` images of a raw dataset as eval-preprocessed pixels, for int8 calibration."""
-    batches = eval_pixels_dataset(dataset.take(count), image_size, central_fraction,
-                                  method=method)
-    arrays = [pixels.numpy() for pixels, _ in batches]
-    if not arrays:
-        raise ValueError("No calibration images: the dataset is empty")
-    return np.concatenate(arrays)
-
-
-def make_datasets(config) -> Datasets:
-    """The training and validation pipelines a `TrainConfig` describes."""
-    raw = raw_datasets(config)
-    steps = validation_steps = None
-    train_examples = raw.train_examples
-    train = _pipeline(raw.train, config, raw.num_classes, training=True,
-                      shuffle_size=min(config.shuffle_buffer, train_examples or
-                                       config.shuffle_buffer))
-    if config.dataset == "tfrecord" and train_examples:
-        train = train.repeat()
-        steps = train_examples // config.batch_size
-    val = None
-    if raw.val is not None:
-        val = _pipeline(raw.val, config, raw.num_classes, training=False)
-        if config.val_examples:
-            validation_steps = -(-config.val_examples // config.batch_size)
-    if steps == 0 or (train_examples and train_examples < config.batch_size):
-        raise ValueError(f"batch_size={config.batch_size} is larger than the "
-                         f"{train_examples} training examples")
-    return Datasets(train, val, raw.num_classes, raw.class_names, steps, validation_steps,
-                    train_examples)
+def make_datasets(config, record: DataRecord | None = None) -> Datasets:
+    """The training and validation pipelines of a config: of `record` (a run's recorded
+    data), or of a fresh `scan` of the config's data."""
+    record = scan(config) if record is None else record
+    train_examples = record.counts["train"]
+    steps = train_examples // config.batch_size
+    if steps == 0:
+        raise UserError(f"batch_size={config.batch_size} is larger than the "
+                        f"{train_examples} training examples")
+    train = _pipeline(raw_split(config, record, "train"), config, record.num_classes,
+                      training=True, shuffle_size=min(config.shuffle_buffer, train_examples))
+    # Every epoch is `steps` full batches: the pipeline repeats, so a TFRecord epoch is the
+    # recorded count and no epoch ends early.
+    train = train.repeat()
+    val = raw_split(config, record, "val")
+    validation_steps = None
+    if val is not None:
+        val = _pipeline(val, config, record.num_classes, training=False)
+        validation_steps = -(-record.counts["val"] // config.batch_size)
+    return Datasets(train, val, record.num_classes, record.class_names, steps,
+                    validation_steps, record)

@@ -1,338 +1,239 @@
-"""`resnet-tf export --format ...`: a model in the file format of an inference runtime.
+"""`resnet-tf export`: a model written in the file format of an inference runtime.
 
     export_model(model, "exports/digits-int8", format="onnx", precision="int8",
                  image_size=16, calibration=pixels)
 
-Every export dir holds the model file(s) of its format, `preprocessing.json` (how to turn an
-image into the input) and, when known, `class_names.txt` (line i names class i):
+The formats, the files and the input contract are `export_dir`'s. Every format is made from the
+same float32 model (`precision.float32_model`: a mixed-precision model's float32 copy, same
+weights), so every file computes what the contract says:
 
-    saved_model  saved_model.pb, variables/   TensorFlow Serving; preprocessing inside (export.py)
-    tflite       model.tflite                 LiteRT (`ai_edge_litert`), built-in ops only
-    onnx         model.onnx                   ONNX Runtime (opset 17)
-    openvino     model.xml + model.bin        OpenVINO
-
-The three runtime formats share one contract: input `images`, float32 `[N, S, S, 3]`, raw 0..255
-RGB pixels already cropped and resized to the model's size S (slim's eval crop: the central
-`central_fraction` of each side, bilinear resize; `preprocessing.json` says which); the scaling to
-[-1, 1] is inside. Output `probabilities`, float32 `[N, C]`. The batch dimension is dynamic.
+  saved_model  Keras' `ExportArchive`: `serving_default(images)` takes float32 `[N, H, W, 3]`
+               raw 0..255 pixels of any size and crops, resizes and normalises itself;
+               `serving_bytes(image_bytes)` takes encoded images. Both return
+               `probabilities` and `classes`.
+  tflite, onnx, openvino   converted from one serving function: raw 0..255 pixels
+               `[N, S, S, 3]` already cropped and resized -> `probabilities`.
 
 Precisions:
   float32  float32 weights and arithmetic everywhere (OpenVINO's `save_model` would compress
            weights to float16 unless told not to: it is told not to).
   float16  float16 weights (TFLite: dequantized at load; OpenVINO: compressed IR). ONNX is not
-           offered in float16: ONNX Runtime's CPU provider has no float16 convolutions, so such
-           a file would run slower than float32 there.
-  int8     full integer quantization, per-channel weights, int8 activations calibrated on real
-           images (`calibration`: raw pixels as the contract above), float32 input and output
-           (quantize and dequantize run inside).
+           offered in float16 (`export_dir.UNSUPPORTED`).
+  int8     full integer quantization, per-channel weights, int8 activations, float32 input and
+           output (quantize and dequantize run inside): calibrated on real images
+           (`calibration`: raw pixels as the contract says), or, for a quantization-aware
+           model, from the ranges it trained (`resnet_tf.quantization`).
 
-TensorFlow and the runtimes' converters; each runtime is imported only when its format is asked
-for, and a missing one is a one-line error naming the `deploy` extra.
+TensorFlow and the runtimes' converters; each converter is imported only when its format is
+asked for, and a missing one is a one-line error naming the `deploy` extra.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-from resnet_tf.utils import quiet_native_stderr, write_json, write_text
+from resnet_tf import preprocessing
+from resnet_tf.errors import UserError, require
+from resnet_tf.export_dir import (INPUT_NAME, OUTPUT_NAME, PREPROCESSING_FILE, check_format,
+                                  check_output, class_names_path, preprocessing_info)
+from resnet_tf.pixels import EVAL_CENTRAL_FRACTION, EvalPreprocessing, normalize_pixels
+from resnet_tf.precision import float32_model
+from resnet_tf.utils import write_class_names, write_json
 
-FORMATS = ("saved_model", "tflite", "onnx", "openvino")
-PRECISIONS = ("float32", "float16", "int8")
-MODEL_FILES = {
-    "saved_model": ("saved_model.pb",),
-    "tflite": ("model.tflite",),
-    "onnx": ("model.onnx",),
-    "openvino": ("model.xml", "model.bin"),
-}
-PREPROCESSING_FILE = "preprocessing.json"
-CLASS_NAMES_FILE = "class_names.txt"
-INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
 ONNX_OPSET = 17
-DEFAULT_CALIBRATION_IMAGES = 300
-DEPLOY_EXTRA = "pip install 'resnet_tf[deploy]'"
-
-UNSUPPORTED = {
-    ("saved_model", "float16"): "the SavedModel export keeps the model's float32 weights; "
-                                "choose --format tflite or openvino for float16 weights",
-    ("saved_model", "int8"): "the SavedModel export keeps the model's float32 weights; "
-                             "choose --format tflite, onnx or openvino for int8",
-    ("onnx", "float16"): "ONNX Runtime's CPU provider has no float16 convolutions, so a float16 "
-                         "ONNX file runs slower than float32; use --precision float32 or int8, "
-                         "or --format tflite or openvino for float16 weights",
-}
+CONVERTERS = {"tflite": [("tensorflow", "TensorFlow Lite's converter")],
+              "onnx": [("tf2onnx", "tf2onnx (the ONNX converter)"),
+                       ("onnxruntime", "ONNX Runtime")],
+              "openvino": [("openvino", "OpenVINO")]}
 
 
-class MissingRuntime(ImportError):
-    """A runtime or converter of the `deploy` extra is not installed."""
+def export_model(model, output: str, *, format: str = "saved_model",
+                 precision: str = "float32", prep: EvalPreprocessing | None = None,
+                 image_size: int | None = None, central_fraction=EVAL_CENTRAL_FRACTION,
+                 preprocessing: str = "inception", class_names=None, calibration=None,
+                 overwrite: bool = False) -> str:
+    """Writes `model` to the export dir `output` in `format` and `precision`.
 
-
-def require(module: str, what: str):
-    """Imports `module` or raises `MissingRuntime` with one sentence naming the extra."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise MissingRuntime(f"{what} is not installed ({error.name or module} is missing); "
-                             f"install the deployment runtimes with: {DEPLOY_EXTRA}") from None
-
-
-def check_format(format: str, precision: str) -> None:
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {list(FORMATS)}. Received: format={format!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}. "
-                         f"Received: precision={precision!r}")
-    if (format, precision) in UNSUPPORTED:
-        raise ValueError(f"--format {format} --precision {precision} is not offered: "
-                         f"{UNSUPPORTED[format, precision]}")
-
-
-# --------------------------------------------------------------------------------------------
-# Export dirs
-
-
-def is_export_dir(path: str) -> bool:
-    """Whether `path` is a dir that `resnet-tf export` wrote (recognised by its files)."""
-    if not os.path.isdir(path):
-        return False
-    names = set(os.listdir(path))
-    return PREPROCESSING_FILE in names or "saved_model.pb" in names
-
-
-def export_format(path: str) -> str:
-    """The format of the export dir `path` (a clear error if it is not one)."""
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"No export dir at {path!r}")
-    for format, files in MODEL_FILES.items():
-        if all(os.path.isfile(os.path.join(path, f)) for f in files):
-            return format
-    expected = " or ".join(" + ".join(files) for files in MODEL_FILES.values())
-    raise ValueError(f"{path!r} is not a `resnet-tf export` dir: it has none of {expected}")
-
-
-def read_export_info(path: str) -> dict:
-    """preprocessing.json of an export (older SavedModel exports have none: their
-    preprocessing is inside)."""
-    info_path = os.path.join(path, PREPROCESSING_FILE)
-    if not os.path.isfile(info_path):
-        return {"format": export_format(path), "precision": "float32"}
-    try:
-        with open(info_path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{info_path!r} cannot be read as JSON ({error}); export again") from None
-
-
-def read_export_class_names(path: str):
-    from resnet_tf.data import read_class_names
-
-    for candidate in (os.path.join(path, CLASS_NAMES_FILE),
-                      os.path.join(path, "assets", CLASS_NAMES_FILE)):
-        if os.path.isfile(candidate):
-            return read_class_names(candidate)
-    return None
-
-
-def check_output(output: str, overwrite: bool) -> str:
-    """The absolute output path, after refusing anything `--overwrite` must not replace: a
-    file, a training model dir, a non-empty dir that is not an export. Touches nothing."""
-    from resnet_tf.model_dir import is_model_dir
-
-    output = os.path.abspath(output)
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise ValueError(f"--output {output!r} is a file, not a directory; give a new path")
-    if os.path.isdir(output):
-        if is_model_dir(output):
-            raise ValueError(f"--output {output!r} is a training model dir; an export needs a "
-                             "path of its own (e.g. exports/NAME)")
-        if not overwrite:
-            raise FileExistsError(f"The export dir {output!r} exists; pass --overwrite to "
-                                  "replace it")
-        if os.listdir(output) and not is_export_dir(output):
-            raise ValueError(f"--output {output!r} is a non-empty dir that is not an earlier "
-                             "export; --overwrite replaces only exports: give a new path")
-    parent = os.path.dirname(output)
-    if os.path.exists(parent) and not os.path.isdir(parent):
-        raise ValueError(f"--output {output!r}: its parent {parent!r} is a file")
-    return output
-
-
-def preprocessing_info(format, precision, image_size, central_fraction, num_classes,
-                       method="inception") -> dict:
-    """preprocessing.json: how an image becomes the model's input, and who does which step."""
-    inside = format == "saved_model"  # the SavedModel crops and resizes itself
-    info = {
-        "format": format,
-        "precision": precision,
-        "preprocessing": method,
-        "input": "images (serving_default) / image_bytes (serving_bytes)" if inside
-                 else INPUT_NAME,
-        "output": OUTPUT_NAME,
-        "num_classes": num_classes,
-        "image_size": image_size,
-        "resize": "bilinear (TF 1 resize_bilinear, align_corners=False)",
-        "value_range": [0, 255],
-        "layout": "NHWC",
-        "channels": "RGB",
-    }
-    if method == "vgg":
-        from resnet_tf.preprocessing import VGG_RESIZE_SIDE
-        from resnet_tf.utils import VGG_MEAN_RGB
-
-        crop = ["aspect_preserving_resize", "central_crop"]
-        normalize = "subtract_mean_rgb"
-        info.update(resize_side=VGG_RESIZE_SIDE, mean_rgb=list(VGG_MEAN_RGB))
-    else:
-        crop = ["central_crop", "resize"]
-        normalize = "scale_to_[-1,1]"
-        info.update(central_fraction=central_fraction)
-    # What the caller does before calling the model, and what the model does itself.
-    info.update(caller_applies=[] if inside else crop,
-                model_applies=(crop if inside else []) + [normalize])
-    return info
-
-
-def export_model(model, output: str, *, format: str = "saved_model", precision: str = "float32",
-                 image_size: int, central_fraction: float = 0.875, class_names=None,
-                 calibration=None, overwrite: bool = False, preprocessing="inception") -> str:
-    """Writes `model` to the export dir `output` in `format` and `precision` (module docstring).
-
-    `calibration` (int8 only, required there): float32 `[K, S, S, 3]` raw 0..255 pixels of real
-    images, cropped and resized as the contract says. `preprocessing`: "inception" (scaling to
-    [-1, 1] inside) or "vgg" (slim's V1 checkpoints: RGB means subtracted inside). The export
-    is assembled in a staging dir beside `output` and moved into place whole: a failure leaves
-    `output` as it was.
+    How images are prepared: `prep` (a `pixels.EvalPreprocessing`), or `image_size`,
+    `central_fraction` and `preprocessing` ("inception": scaling to [-1, 1] inside; "vgg":
+    slim's V1 checkpoints, RGB means subtracted inside). `calibration` (int8 only, required
+    there): float32 `[K, S, S, 3]` raw 0..255 pixels of real images, prepared as the contract
+    says. The export is assembled in a staging dir beside `output` and moved into place whole:
+    a failure leaves `output` as it was.
     """
     check_format(format, precision)
     output = check_output(output, overwrite)
+    if prep is None:
+        if image_size is None:
+            raise UserError("export_model needs prep= or image_size=")
+        prep = EvalPreprocessing(preprocessing, image_size, central_fraction)
     num_classes = int(model.output_shape[-1])
     if class_names is not None and len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
+        raise UserError(f"{len(class_names)} class names for a model with {num_classes} "
+                        "classes")
     if precision == "int8":
-        calibration = _check_calibration(calibration, image_size)
-    converters = {"tflite": ("tensorflow", "TensorFlow Lite's converter"),
-                  "onnx": ("tf2onnx", "tf2onnx (the ONNX converter)"),
-                  "openvino": ("openvino", "OpenVINO")}
-    if format in converters:  # before any work: a missing converter is a one-line error
-        require(*converters[format])
-        if format == "onnx":
-            require("onnxruntime", "ONNX Runtime")
-        if format == "openvino" and precision == "int8":
-            require("nncf", "NNCF (OpenVINO's quantizer)")
+        calibration = check_calibration(calibration, prep.image_size)
+    for module, what in CONVERTERS.get(format, []):  # before any work: one-line errors
+        require(module, what)
+    if format == "openvino" and precision == "int8":
+        require("nncf", "NNCF (OpenVINO's quantizer)")
+    model = float32_model(model)
 
+    def write(target, staging):
+        if format == "saved_model":
+            write_saved_model(model, target, prep)
+        else:
+            os.makedirs(target)
+            serve = serving_function(model, prep)
+            saved_model = os.path.join(staging, "saved_model")
+            write_serving_saved_model(serve, model, saved_model)
+            if format == "tflite":
+                to_tflite(saved_model, target, precision, calibration)
+            elif format == "onnx":
+                to_onnx(serve, target, precision, calibration, staging)
+            else:
+                to_openvino(saved_model, target, precision, calibration)
+        if class_names is not None:
+            write_class_names(class_names_path(target, format), class_names)
+        write_json(preprocessing_info(format, precision, prep, num_classes),
+                   os.path.join(target, PREPROCESSING_FILE))
+
+    return write_export_dir(output, write)
+
+
+def write_export_dir(output: str, write) -> str:
+    """Calls `write(target, staging)` to fill a new dir `target` inside a staging dir beside
+    `output`, then swaps it into place: the earlier export (if any) moves aside and is removed
+    only once the new one is in place, and comes back if that fails."""
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         target = os.path.join(staging, "export")
-        if format == "saved_model":
-            from resnet_tf.export import write_saved_model
-
-            write_saved_model(model, target, image_size, central_fraction, class_names,
-                              preprocessing)
-        else:
-            os.makedirs(target)
-            serve = serving_function(model, image_size, preprocessing)
-            saved_model = os.path.join(staging, "saved_model")
-            _write_serving_saved_model(serve, saved_model)
-            with quiet_native_stderr():
-                if format == "tflite":
-                    _to_tflite(saved_model, target, precision, calibration)
-                elif format == "onnx":
-                    _to_onnx(serve, target, precision, calibration, staging)
-                else:
-                    _to_openvino(saved_model, target, precision, calibration)
-            if class_names is not None:
-                write_text(os.path.join(target, CLASS_NAMES_FILE), "\n".join(class_names) + "\n")
-        write_json(preprocessing_info(format, precision, image_size, central_fraction,
-                                      num_classes, preprocessing),
-                   os.path.join(target, PREPROCESSING_FILE))
+        write(target, staging)
+        old = os.path.join(staging, "old")
         if os.path.isdir(output):
-            # Swap: the old export moves aside and is removed only once the new one is in place.
-            old = os.path.join(staging, "old")
             os.replace(output, old)
-        os.replace(target, output)
+        try:
+            os.replace(target, output)
+        except BaseException:
+            if os.path.isdir(old) and not os.path.exists(output):
+                os.replace(old, output)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output
 
 
-def _check_calibration(calibration, image_size):
+def calibration_pixels(source, folder: str | None = None, count: int = 300) -> np.ndarray:
+    """Up to `count` real images for int8 calibration, prepared as `source.prep` says: from an
+    image folder, or else from the training images a model dir's run recorded (a seeded
+    choice, the same every time). `source` is a `loading.ModelSource`."""
+    from resnet_tf import data
+
+    if folder:
+        paths, labels, _ = data.list_image_folder(folder)
+        index = np.sort(np.random.default_rng(0).permutation(len(paths))[:count])
+        raw = data.image_files_dataset([paths[i] for i in index], labels[index])
+    elif source.model_dir is not None:
+        record = source.model_dir.read_data_record()
+        raw = data.sample_split(source.config, record, "train", count)
+    else:
+        raise UserError("int8 calibration needs real images: give --calibration-data DIR (an "
+                        "image folder); resnet_tf never calibrates on random data")
+    return data.pixels_of(raw, source.prep, count)
+
+
+def check_calibration(calibration, image_size):
     if calibration is None:
-        raise ValueError("int8 quantization needs calibration images: give "
-                         "--calibration-data DIR (an image folder), or export from a model dir "
-                         "(its training data is used); resnet_tf never calibrates on random data")
+        raise UserError("int8 quantization needs calibration images: give "
+                        "--calibration-data DIR (an image folder), or export from a model dir "
+                        "(its training data is used); resnet_tf never calibrates on random "
+                        "data")
     calibration = np.asarray(calibration, np.float32)
     if calibration.ndim != 4 or calibration.shape[1:] != (image_size, image_size, 3) or \
             not len(calibration):
-        raise ValueError(f"calibration must be [K, {image_size}, {image_size}, 3] pixels. "
-                         f"Received: shape {calibration.shape}")
+        raise UserError(f"calibration must be [K, {image_size}, {image_size}, 3] pixels. "
+                        f"Received: shape {calibration.shape}")
     return calibration
+
+
+# --------------------------------------------------------------------------------------------
+# The SavedModel (preprocessing inside)
+
+
+def write_saved_model(model, target: str, prep: EvalPreprocessing) -> None:
+    """Writes the SavedModel with `serving_default` (raw pixels of any size) and
+    `serving_bytes` (encoded images) to the new dir `target`."""
+
+    def classify(inputs):
+        logits = tf.cast(model(inputs, training=False), tf.float32)
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        return {OUTPUT_NAME: probabilities, "classes": tf.argmax(probabilities, axis=-1)}
+
+    def serve_images(images):
+        if prep.method == "inception":  # floats in [0, 1], as slim's preprocessing takes them
+            images = preprocessing.scale_pixels(images)
+        return classify(preprocessing.prepare_input(images, prep))
+
+    def serve_bytes(image_bytes):
+        def one(encoded):
+            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+            return preprocessing.prepare_input(image, prep)
+
+        images = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec(
+            [prep.image_size, prep.image_size, 3], tf.float32))
+        return classify(images)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve_images, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+    archive.add_endpoint("serving_bytes", serve_bytes, input_signature=[
+        tf.TensorSpec([None], tf.string, name="image_bytes")])
+    archive.write_out(target, verbose=False)
+
+
+def export_saved_model(model, output: str, image_size: int,
+                       central_fraction: float = EVAL_CENTRAL_FRACTION, class_names=None,
+                       overwrite: bool = False) -> str:
+    """`export_model(format="saved_model")` with slim's Inception eval preprocessing."""
+    return export_model(model, output, format="saved_model", image_size=image_size,
+                        central_fraction=central_fraction, class_names=class_names,
+                        overwrite=overwrite)
 
 
 # --------------------------------------------------------------------------------------------
 # The serving function every runtime format is converted from
 
 
-def float32_model(model):
-    """`model` itself when it computes in float32, else a float32 copy with the same weights
-    (a model trained under `mixed_bfloat16` / `mixed_float16` keeps float32 variables)."""
-    import keras
-
-    if model.dtype_policy.name == "float32" and all(
-            layer.dtype_policy.name == "float32" for layer in model.layers):
-        return model
-
-    def to_float32(value):
-        if isinstance(value, dict):
-            if value.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and \
-                    isinstance(value.get("config"), dict):
-                return dict(value, config=dict(value["config"], name="float32"))
-            return {k: to_float32(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [to_float32(v) for v in value]
-        return value
-
-    config = to_float32(keras.saving.serialize_keras_object(model))
-    copy = keras.saving.deserialize_keras_object(config)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def serving_function(model, image_size: int, preprocessing: str = "inception"):
+def serving_function(model, prep: EvalPreprocessing):
     """A `tf.function`: raw 0..255 pixels `[N, S, S, 3]` -> {"probabilities": [N, C]}, in
-    inference mode, normalising as `utils.normalize_pixels` (for "inception" exactly slim's
-    scaling to [-1, 1])."""
-    import tensorflow as tf
+    inference mode, normalising as `pixels.normalize_pixels` (for "inception" exactly slim's
+    scaling to [-1, 1]). `model` computes in float32 (`float32_model`)."""
+    size = prep.image_size
 
-    from resnet_tf.utils import normalize_pixels
-
-    model = float32_model(model)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32,
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32,
                                                 name=INPUT_NAME)])
     @tf.autograph.experimental.do_not_convert
     def serve(images):
-        logits = tf.cast(model(normalize_pixels(images, preprocessing), training=False),
+        logits = tf.cast(model(normalize_pixels(images, prep.method), training=False),
                          tf.float32)
         return {OUTPUT_NAME: tf.nn.softmax(logits, axis=-1)}
 
-    serve.model = model
     return serve
 
 
-def _write_serving_saved_model(serve, path):
-    import keras
-
+def write_serving_saved_model(serve, model, path) -> None:
+    """The SavedModel of the serving function, which the TFLite and OpenVINO converters read."""
     archive = keras.export.ExportArchive()
-    archive.track(serve.model)
+    archive.track(model)
     archive.add_endpoint("serving_default", serve.python_function,
                          input_signature=serve.input_signature)
     archive.write_out(path, verbose=False)
@@ -342,9 +243,7 @@ def _write_serving_saved_model(serve, path):
 # Converters
 
 
-def _to_tflite(saved_model, target, precision, calibration):
-    import tensorflow as tf
-
+def to_tflite(saved_model, target, precision, calibration):
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model,
                                                          signature_keys=["serving_default"])
     # Built-in ops only (no Flex / SELECT_TF_OPS): the file runs with the LiteRT interpreter alone.
@@ -363,7 +262,7 @@ def _to_tflite(saved_model, target, precision, calibration):
         f.write(converter.convert())
 
 
-def _to_onnx(serve, target, precision, calibration, staging):
+def to_onnx(serve, target, precision, calibration, staging):
     import tf2onnx
 
     float_path = os.path.join(target if precision == "float32" else staging, "model.onnx")
@@ -391,7 +290,7 @@ def _to_onnx(serve, target, precision, calibration, staging):
             weight_type=quantization.QuantType.QInt8)
 
 
-def _to_openvino(saved_model, target, precision, calibration):
+def to_openvino(saved_model, target, precision, calibration):
     import openvino as ov
 
     model = ov.convert_model(saved_model)

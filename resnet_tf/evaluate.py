@@ -1,66 +1,104 @@
 """`resnet-tf evaluate`: top-1 / top-5 accuracy of any model on labelled images, as slim's
 `eval_image_classifier` reports it, for a Keras model or an export run by its own runtime.
 
-Data sources: a config's validation data (`raw_datasets(config).val`), an image folder with one
-sub-folder per class (matched to the model's class names by name), or slim-format TFRecords
-(labels 1..1000 with 0 free for background: kept as they are for 1001-class models, shifted down
-by one for 1000-class ones). Images go through slim's eval crop and resize to the model's size;
-a SavedModel export (whose preprocessing is inside) gets the decoded images themselves.
+    images = labelled_images(model_dir="runs/quickstart")      # the run's own validation images
+    result = evaluate(keras_runner(model, prep=prep), images)
+
+Data sources (`labelled_images`): a model dir's validation images (the ones its run recorded),
+a config's validation data, an image folder with one sub-folder per class (matched to the
+model's class names by name), or slim-format TFRecords (labels 1..1000 with 0 free for
+background: kept as they are for 1001-class models, shifted down by one for 1000-class ones).
+Images go through the runner's eval recipe (`runner.prep`); a SavedModel export (whose
+preprocessing is inside) gets the decoded images themselves.
 
 TensorFlow only (tf.data).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 import tensorflow as tf
 
 from resnet_tf import data as data_lib
+from resnet_tf.errors import UserError
 
 
-def folder_dataset(folder: str, class_names):
-    """(raw dataset, count) of an image folder whose sub-folders are named as the model's classes."""
+@dataclasses.dataclass
+class LabelledImages:
+    """Raw `(uint8 image, label)` examples, how many (None: unknown), and what they are."""
+
+    dataset: tf.data.Dataset
+    count: int | None
+    description: str
+
+
+def labelled_images(model_dir=None, config=None, folder=None, tfrecords=None,
+                    class_names=None) -> LabelledImages:
+    """The labelled images to evaluate on, from exactly one source: `model_dir` (its run's
+    recorded validation images), `config` (a `TrainConfig`'s validation data), `folder` (an
+    image folder whose sub-folders are named as `class_names`) or `tfrecords` (slim-format
+    records, labels matched to `len(class_names)` classes)."""
+    given = [name for name, value in (("model_dir", model_dir), ("config", config),
+                                      ("folder", folder), ("tfrecords", tfrecords))
+             if value is not None]
+    if len(given) != 1:
+        raise UserError("give the labelled images as exactly one of: a model dir, a config, "
+                        f"an image folder, TFRecords. Received: {given or 'none'}")
+    if folder is not None:
+        return folder_images(folder, class_names)
+    if tfrecords is not None:
+        return tfrecord_images(tfrecords, len(class_names) if class_names else None)
+    if model_dir is not None:
+        from resnet_tf.config import load_config
+        from resnet_tf.model_dir import ModelDir
+
+        paths = ModelDir(model_dir)
+        config = load_config(paths.config)
+        record = paths.read_data_record()
+        source = f"the validation images recorded in {model_dir}"
+    else:
+        record = data_lib.scan(config)
+        source = f"the validation data of the config ({config.dataset})"
+    val = data_lib.raw_split(config, record, "val")
+    if val is None:
+        raise UserError(f"there are no validation images in {source.split(' in ')[-1]} "
+                        "(val_data or validation_split); give --data DIR or --tfrecords PATTERN")
+    return LabelledImages(val, record.counts["val"], source)
+
+
+def folder_images(folder: str, class_names) -> LabelledImages:
+    """An image folder whose sub-folders are named as the model's classes."""
     paths, labels, folders = data_lib.list_image_folder(folder)
     if class_names is None:
-        raise ValueError(f"--data {folder!r}: the model has no class names to match the folder "
-                         "names to; evaluate a model dir or an export with class_names.txt")
+        raise UserError(f"--data {folder!r}: the model has no class names to match the folder "
+                        "names to; evaluate a model dir or an export with class_names.txt")
     index = {name: i for i, name in enumerate(class_names)}
     unknown = [name for name in folders if name not in index]
     if unknown:
-        raise ValueError(f"--data {folder!r}: sub-folders {unknown} are not classes of the model "
-                         f"(its classes: {list(class_names)[:10]}"
-                         f"{', ...' if len(class_names) > 10 else ''})")
+        raise UserError(f"--data {folder!r}: sub-folders {unknown} are not classes of the model "
+                        f"(its classes: {list(class_names)[:10]}"
+                        f"{', ...' if len(class_names) > 10 else ''})")
     labels = np.array([index[folders[label]] for label in labels], np.int64)
-    return data_lib.image_files_dataset(paths, labels), len(labels)
+    return LabelledImages(data_lib.image_files_dataset(paths, labels), len(labels),
+                          f"the image folder {folder}")
 
 
-def tfrecord_dataset(pattern: str, num_classes: int):
-    """(raw dataset, None) of slim-format TFRecords, labels mapped to the model's classes."""
+def tfrecord_images(pattern: str, num_classes: int | None) -> LabelledImages:
+    """slim-format TFRecords, labels mapped to the model's classes."""
     dataset = data_lib.slim_tfrecord_dataset(pattern)
     if num_classes == 1000:  # slim's records count ImageNet from 1 (0 = background)
         dataset = dataset.map(lambda image, label: (image, label - 1))
-    return dataset, None
-
-
-def config_dataset(config):
-    """(raw dataset, count) of a training config's validation data."""
-    raw = data_lib.raw_datasets(config)
-    if raw.val is None:
-        raise ValueError("the config has no validation data (val_data or validation_split); "
-                         "give --data DIR or --tfrecords PATTERN")
-    count = int(raw.val.cardinality().numpy())
-    return raw.val, (count if count >= 0 else None)
+    return LabelledImages(dataset, None, f"the TFRecords {pattern}")
 
 
 def _batches(dataset, runner, batch_size):
-    """Batches of (pixels, labels) for `runner`: eval-cropped as the runner says, or for a
-    runner that crops itself the decoded images, consecutive images of one size together."""
+    """Batches of (pixels, labels) for `runner`: prepared as the runner says, or for a runner
+    that prepares images itself the decoded images, consecutive images of one size together."""
     if not runner.takes_any_size:
-        for pixels, labels in data_lib.eval_pixels_dataset(
-                dataset, runner.image_size, runner.central_fraction, batch_size,
-                runner.preprocessing):
+        for pixels, labels in data_lib.eval_pixels_dataset(dataset, runner.prep, batch_size):
             yield pixels.numpy(), labels.numpy()
         return
     images, labels = [], []
@@ -75,16 +113,16 @@ def _batches(dataset, runner, batch_size):
         yield np.stack(images), np.array(labels)
 
 
-def evaluate(runner, dataset, count=None, batch_size=32, progress=True) -> dict:
-    """Runs `runner` over `dataset` (raw `(image, label)`) and returns top-1, top-5, the count
-    and images/s (model time only)."""
+def evaluate(runner, images: LabelledImages, batch_size=32, progress=True) -> dict:
+    """Runs `runner` over the labelled images and returns top-1, top-5, the count and
+    images/s (model time only)."""
     import keras
 
-    bar = keras.utils.Progbar(count, unit_name="image") if progress else None
+    bar = keras.utils.Progbar(images.count, unit_name="image") if progress else None
     top1 = top5 = seen = 0
     model_seconds = 0.0
     began = time.perf_counter()
-    for pixels, labels in _batches(dataset, runner, batch_size):
+    for pixels, labels in _batches(images.dataset, runner, batch_size):
         start = time.perf_counter()
         probabilities = runner(pixels)
         model_seconds += time.perf_counter() - start
@@ -92,8 +130,8 @@ def evaluate(runner, dataset, count=None, batch_size=32, progress=True) -> dict:
             raise RuntimeError(f"{runner!r} returned {probabilities.shape[0]} rows for "
                                f"{len(labels)} images")
         if labels.min() < 0 or labels.max() >= probabilities.shape[1]:
-            raise ValueError(f"labels {labels.min()}..{labels.max()} do not fit a model of "
-                             f"{probabilities.shape[1]} classes")
+            raise UserError(f"labels {labels.min()}..{labels.max()} do not fit a model of "
+                            f"{probabilities.shape[1]} classes")
         order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :5]
         top1 += int(np.sum(order[:, 0] == labels))
         top5 += int(np.sum(np.any(order == labels[:, None], axis=-1)))
@@ -101,7 +139,7 @@ def evaluate(runner, dataset, count=None, batch_size=32, progress=True) -> dict:
         if bar is not None:
             bar.update(seen, [("top1", top1 / seen)])
     if not seen:
-        raise ValueError("No images to evaluate: the data source is empty")
+        raise UserError(f"No images to evaluate: {images.description} is empty")
     return {
         "top1": top1 / seen,
         "top5": top5 / seen,
@@ -110,6 +148,7 @@ def evaluate(runner, dataset, count=None, batch_size=32, progress=True) -> dict:
         "seconds": round(time.perf_counter() - began, 3),
         "runtime": runner.runtime,
         "precision": runner.precision,
+        "data": images.description,
     }
 
 
@@ -118,4 +157,3 @@ def format_result(result: dict) -> str:
              else "")
     return (f"top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} over {result['count']} "
             f"images ({result['runtime']}, {result['precision']}{speed})")
-

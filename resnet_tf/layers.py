@@ -11,9 +11,25 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from resnet_tf.errors import UserError
 from resnet_tf.utils import check_positive_int
 
 PACKAGE = "resnet_tf"
+
+
+def same_output_size(size, stride: int):
+    """The spatial size after a 'SAME' convolution or pooling with `stride`: ceil(size /
+    stride) (None stays None)."""
+    return None if size is None else -(-size // stride)
+
+
+def layer_stride(layer) -> int:
+    """The spatial stride of a layer of a resnet_tf model (`stride`, or Keras' `strides`)."""
+    stride = getattr(layer, "stride", None)
+    if stride is None:
+        stride = getattr(layer, "strides", None) or 1
+        stride = stride[0] if isinstance(stride, (tuple, list)) else stride
+    return int(stride)
 
 
 def slim_l2_regularizer(weight_decay: float):
@@ -25,7 +41,7 @@ def slim_l2_regularizer(weight_decay: float):
 
 
 def batch_norm(name: str, batch_norm_decay=0.997, batch_norm_epsilon=1e-5, batch_norm_scale=True,
-               **unused_arg_scope):
+               dtype=None, **unused_arg_scope):
     """slim's `batch_norm` under a `resnet_arg_scope`, as a Keras layer.
 
     Deliberate difference from slim: in training mode slim's fused batch norm updates the moving
@@ -39,6 +55,7 @@ def batch_norm(name: str, batch_norm_decay=0.997, batch_norm_epsilon=1e-5, batch
         center=True,
         scale=batch_norm_scale,
         name=name,
+        dtype=dtype,
     )
 
 
@@ -81,11 +98,11 @@ class Conv2DSame(keras.layers.Layer):
         check_positive_int("stride", stride)
         check_positive_int("rate", rate)
         if stride > 1 and rate > 1:
-            raise ValueError(
+            raise UserError(
                 f"stride and rate cannot both be > 1. Received: stride={stride}, rate={rate}"
             )
         if activation not in (None, "relu"):
-            raise ValueError(f"activation must be None or 'relu'. Received: activation={activation!r}")
+            raise UserError(f"activation must be None or 'relu'. Received: activation={activation!r}")
         self.filters = filters
         self.kernel_size = kernel_size
         self.stride = stride
@@ -96,8 +113,11 @@ class Conv2DSame(keras.layers.Layer):
         self.batch_norm_decay = batch_norm_decay
         self.batch_norm_epsilon = batch_norm_epsilon
         self.batch_norm_scale = batch_norm_scale
+        # The batch norm computes under the convolution's dtype policy (mixed precision is a
+        # property of the whole model, sublayers included).
         self.batch_norm = (
-            batch_norm("BatchNorm", batch_norm_decay, batch_norm_epsilon, batch_norm_scale)
+            batch_norm("BatchNorm", batch_norm_decay, batch_norm_epsilon, batch_norm_scale,
+                       dtype=self.dtype_policy)
             if use_batch_norm
             else None
         )
@@ -108,7 +128,7 @@ class Conv2DSame(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels is None:
-            raise ValueError(f"The channel dimension of the input to {self.name} must be known. "
+            raise UserError(f"The channel dimension of the input to {self.name} must be known. "
                              f"Received: input_shape={input_shape}")
         self.kernel = self.add_weight(
             name="kernel",
@@ -161,13 +181,12 @@ class Conv2DSame(keras.layers.Layer):
             net = ops.relu(net)
         return net
 
-    def compute_output_shape(self, input_shape):
-        def out(size):
-            if size is None:
-                return None
-            return -(-size // self.stride)  # ceil: 'SAME' output size
+    def sublayers(self):
+        return [] if self.batch_norm is None else [self.batch_norm]
 
-        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), self.filters)
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], same_output_size(input_shape[1], self.stride),
+                same_output_size(input_shape[2], self.stride), self.filters)
 
     def get_config(self):
         config = super().get_config()
@@ -206,10 +225,8 @@ class Subsample(keras.layers.Layer):
         return ops.max_pool(inputs, pool_size=1, strides=self.factor, padding="valid")
 
     def compute_output_shape(self, input_shape):
-        def out(size):
-            return None if size is None else -(-size // self.factor)
-
-        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), input_shape[3])
+        return (input_shape[0], same_output_size(input_shape[1], self.factor),
+                same_output_size(input_shape[2], self.factor), input_shape[3])
 
     def get_config(self):
         config = super().get_config()

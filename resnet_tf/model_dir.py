@@ -1,31 +1,36 @@
-"""The model dir of `resnet-tf train`: its layout, its crash-safe training state, and the
-questions other modules ask of it.
+"""The model dir of `resnet-tf train`: its layout, its crash-safe training state, the record of
+its data, and the questions other modules ask of it.
 
+    data.json            the run's data record (written first: it marks a dir as a model dir)
+    files/train.txt, files/val.txt   image folders: the files of each split ("label<TAB>path")
     config.yaml          the resolved config (a re-run must use the same one)
     class_names.txt      one name per class
     model.keras          the model after the last completed run
     checkpoints/last.keras, checkpoints/best.keras (best val_accuracy)
-    backup/state.json    the committed training state: epochs done, and the weights file
+    backup/state.json    the committed training state: epochs done, and the weights files
     backup/epoch-N.weights.h5   weights and optimizer after N epochs (the newest two are kept)
     logs/                TensorBoard
     training_log.csv     one row per completed epoch, in order
     metrics.json         val_accuracy, val_loss, epochs, replicas, train_seconds, ...
 
+A new run starts only in an absent or empty dir; a run resumes only in a dir this module wrote
+(recognised by its data.json); anything else is refused before a file is touched.
+
 Every file is written whole or not at all (a temporary file, then one rename). At the end of
-each epoch `EpochEnd` writes, in this order: the log row, metrics.json, last.keras, best.keras,
+each epoch `training.EpochEnd` writes, in this order: the log row, metrics.json, last.keras, best.keras,
 the backup weights, and last `backup/state.json`, which commits the epoch. A process killed at
 any moment therefore leaves either the committed epoch N or N + 1; a re-run restores the
 committed state and drops any log row past it (`ModelDir.restore`), so the log, metrics.json and
-the weights agree, and at most the epoch in flight is lost. A backup file that cannot be read
-falls back to the one before it.
+the weights agree, and at most the epoch in flight is lost. The newest *readable* state is the
+one restored: a torn weights file falls back to the one before it, and a torn state.json to
+the newest readable weights file, so no single torn file strands a run.
 
 Keras' `BackupAndRestore` writes its weights and metadata in place (a kill mid-write leaves a
-torn file that strands the run, and `double_checkpoint` falls back only on `OSError`), and
-`CSVLogger` appends without knowing what was restored: hence this module. Its `restore` gives
-`model.fit` an explicit `initial_epoch`, and the multi-worker loop uses the same callback.
+torn file, and `double_checkpoint` falls back only on `OSError`), and `CSVLogger` appends
+without knowing what was restored: hence this module. `restore` gives `model.fit` an explicit
+`initial_epoch`, and the multi-worker loop uses the same callback.
 
-This module owns those paths; `training`, `export` and `evaluate` ask it rather than building
-paths themselves.
+The standard library, numpy and (to check backups) h5py: no Keras at import, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -34,11 +39,21 @@ import csv
 import io
 import json
 import os
+import re
+import zipfile
 
+import numpy as np
+
+from resnet_tf.errors import MissingPathError, UserError
 from resnet_tf.utils import atomic_path, write_json, write_text
 
+# The checkpoints a model dir offers (`--checkpoint`): model.keras (final), checkpoints/
+# last.keras and checkpoints/best.keras.
+CHECKPOINTS = ("final", "last", "best")
 KEPT_BACKUPS = 2
 TEMPORARY_SUFFIXES = (".tmp", ".keras", ".weights.h5")  # what atomic_path names them
+WRITTEN_BY = "resnet-tf train"
+_BACKUP_NAME = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 
 
 def best_val_accuracy(rows):
@@ -47,9 +62,43 @@ def best_val_accuracy(rows):
 
 
 def is_model_dir(path: str) -> bool:
-    """Whether `path` looks like a `resnet-tf train` model dir (its config or checkpoints)."""
-    return os.path.isfile(os.path.join(path, "config.yaml")) or os.path.isdir(
-        os.path.join(path, "checkpoints"))
+    """Whether `path` is a dir `resnet-tf train` wrote (recognised by its data.json)."""
+    record = os.path.join(path, "data.json")
+    if not os.path.isfile(record):
+        return False
+    try:
+        with open(record) as f:
+            return json.load(f).get("written_by") == WRITTEN_BY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def readable_keras_file(path: str) -> bool:
+    """Whether a .keras file is whole: a zip archive whose every member passes its CRC check
+    (a torn or truncated file does not)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
+
+
+def readable_weights_file(path: str) -> bool:
+    """Whether a .weights.h5 file is whole: HDF5, and every dataset in it reads."""
+    import h5py
+
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            def read(_, item):
+                if isinstance(item, h5py.Dataset):
+                    item[()]
+
+            f.visititems(read)
+        return True
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return False
 
 
 class ModelDir:
@@ -57,6 +106,8 @@ class ModelDir:
 
     def __init__(self, root: str):
         self.root = root
+        self.data_record = os.path.join(root, "data.json")
+        self.files = os.path.join(root, "files")
         self.config = os.path.join(root, "config.yaml")
         self.class_names = os.path.join(root, "class_names.txt")
         self.model = os.path.join(root, "model.keras")
@@ -74,11 +125,62 @@ class ModelDir:
         return ModelDir(os.path.join(self.root, "workers", name))
 
     # ----------------------------------------------------------------------------------------
+    # What a run may write into
+
+    def check_for_training(self) -> bool:
+        """Reads only: True if the dir holds a run to resume, False if a new run may start in
+        it (absent or empty); refuses anything else, leaving it untouched."""
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise UserError(f"--model-dir {self.root!r} is a file, not a directory")
+        if not os.path.isdir(self.root) or not os.listdir(self.root):
+            return False
+        if not is_model_dir(self.root):
+            raise UserError(f"--model-dir {self.root!r} is not empty and was not written by "
+                            "`resnet-tf train` (it has no data.json of a run); a run starts "
+                            "only in a new or empty dir: give another --model-dir")
+        return os.path.isfile(self.config)
+
+    # ----------------------------------------------------------------------------------------
+    # The data record
+
+    def write_data_record(self, record) -> None:
+        """Records a run's data (`data.DataRecord`): the file lists first, then data.json."""
+        for split, files in record.files.items():
+            write_text(os.path.join(self.files, f"{split}.txt"), "".join(
+                f"{int(label)}\t{path}\n" for path, label in zip(files.paths, files.labels)))
+        write_json(dict(record.to_json(), written_by=WRITTEN_BY), self.data_record)
+
+    def read_data_record(self):
+        """The `data.DataRecord` of the run (what it trained and validated on)."""
+        from resnet_tf.data import DataRecord, ImageFiles
+
+        if not os.path.isfile(self.data_record):
+            raise MissingPathError(f"No data record in {self.root!r} (no data.json): it is "
+                                   "not a `resnet-tf train` model dir")
+        with open(self.data_record) as f:
+            values = json.load(f)
+        files = {}
+        for split in values.get("file_lists", []):
+            paths, labels = [], []
+            with open(os.path.join(self.files, f"{split}.txt")) as f:
+                for line in f:
+                    label, path = line.rstrip("\n").split("\t", 1)
+                    labels.append(int(label))
+                    paths.append(path)
+            missing = [p for p in paths if not os.path.isfile(p)]
+            if missing:
+                raise MissingPathError(
+                    f"{len(missing)} of the {len(paths)} {split} images this run recorded are "
+                    f"gone (e.g. {missing[0]!r}); the run's data must stay where it was")
+            files[split] = ImageFiles(paths, np.asarray(labels, np.int64))
+        return DataRecord(values["dataset"], values["class_names"], values["counts"], files,
+                          values.get("tfrecords", {}))
+
+    # ----------------------------------------------------------------------------------------
     # Records
 
     def completed_epochs(self) -> list[dict]:
-        """The rows of the CSV log: one per completed epoch, in order. A torn last line (a
-        process killed while writing an older, non-atomic log) is left out."""
+        """The rows of the CSV log: one per completed epoch, in order."""
         if not os.path.isfile(self.csv):
             return []
         with open(self.csv) as f:
@@ -94,18 +196,11 @@ class ModelDir:
             rows.append(values)
         return rows
 
-    def best_val_accuracy(self):
-        """The best `val_accuracy` of the completed epochs, or None."""
-        return best_val_accuracy(self.completed_epochs())
-
     def read_metrics(self) -> dict:
         if not os.path.isfile(self.metrics):
             return {}
-        try:
-            with open(self.metrics) as f:
-                return json.load(f)
-        except ValueError:  # written by an older, non-atomic version and torn
-            return {}
+        with open(self.metrics) as f:
+            return json.load(f)
 
     def write_log(self, rows: list[dict]) -> None:
         """Rewrites the CSV log with `rows` (atomically)."""
@@ -122,25 +217,28 @@ class ModelDir:
     # ----------------------------------------------------------------------------------------
     # Training state
 
+    def _backups_on_disk(self) -> list:
+        """[[weights file, epochs], ...] of the backup dir, newest first."""
+        if not os.path.isdir(self.backup):
+            return []
+        found = [[name, int(m.group(1))] for name in os.listdir(self.backup)
+                 if (m := _BACKUP_NAME.match(name))]
+        return sorted(found, key=lambda entry: -entry[1])
+
     def read_state(self):
         """The committed state `{"epoch": N, "weights": [[newest file, its epochs], ...]}`, or
-        None. A backup written by Keras' `BackupAndRestore` (earlier resnet_tf) is read too."""
-        legacy = os.path.join(self.backup, "training_metadata.json")
-        if not os.path.isfile(self.state) and os.path.isfile(legacy):
-            with open(legacy) as f:
-                epoch = json.load(f)["epoch"]
-            return {"epoch": epoch, "weights": [["latest.weights.h5", epoch]]}
-        if not os.path.isfile(self.state):
-            return None
-        try:
-            with open(self.state) as f:
-                state = json.load(f)
-            int(state["epoch"]), list(state["weights"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ValueError(f"The training state {self.state!r} is unreadable; remove the "
-                             f"{self.backup!r} dir to restart training from epoch 1, or use a "
-                             "new --model-dir") from None
-        return state
+        None when nothing was committed. A torn state.json gives way to the weights files on
+        disk, newest first (`restore` takes the newest readable one)."""
+        if os.path.isfile(self.state):
+            try:
+                with open(self.state) as f:
+                    state = json.load(f)
+                if int(state["epoch"]) >= 0 and all(len(w) == 2 for w in state["weights"]):
+                    return state
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        found = self._backups_on_disk()
+        return {"epoch": found[0][1], "weights": found} if found else None
 
     def restore(self, model, reconcile: bool = True) -> int:
         """Loads the newest readable backup (weights and optimizer state) into `model` and
@@ -158,7 +256,7 @@ class ModelDir:
 
     def _remove_stale_temporaries(self):
         """Temporary files of writes a killed process never finished (`utils.atomic_path`)."""
-        for directory in (self.root, self.checkpoints, self.backup):
+        for directory in (self.root, self.checkpoints, self.backup, self.files):
             if not os.path.isdir(directory):
                 continue
             for name in os.listdir(directory):
@@ -166,22 +264,27 @@ class ModelDir:
                     os.remove(os.path.join(directory, name))
 
     def _load_backup(self, model, state) -> int:
-        failures = []
+        torn = []
         for name, epochs in state["weights"]:
             path = os.path.join(self.backup, name)
+            if not readable_weights_file(path):
+                torn.append(path)
+                continue
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
             try:
-                if model.optimizer is not None and not model.optimizer.built:
-                    model.optimizer.build(model.trainable_variables)
                 model.load_weights(path)
-                if failures:
-                    print(f"resnet-tf: the newest backup was unreadable ({failures[0]}); "
-                          f"resuming from {path} ({epochs} epochs)")
-                return int(epochs)
-            except Exception as error:  # noqa: BLE001  (a torn file fails in many ways)
-                failures.append(f"{path}: {type(error).__name__}")
-        raise ValueError(f"No readable backup in {self.backup!r} ({'; '.join(failures)}); "
-                         f"remove that dir to restart training from epoch 1, or use a new "
-                         "--model-dir")
+            except (ValueError, KeyError) as error:  # whole, but not this model's
+                raise UserError(f"The backup {path!r} does not fit the model being trained "
+                                f"({type(error).__name__}: {str(error)[:300]}); was the model "
+                                "code changed? Use a new --model-dir") from None
+            if torn:
+                print(f"resnet-tf: the newest backup was unreadable ({', '.join(torn)}); "
+                      f"resuming from {path} ({epochs} epochs)")
+            return int(epochs)
+        raise UserError(f"No readable backup in {self.backup!r} ({', '.join(torn)} are torn); "
+                        "remove that dir to restart training from epoch 1, or use a new "
+                        "--model-dir")
 
     def commit(self, model, epochs: int) -> None:
         """Saves the weights and optimizer after `epochs` epochs, then commits them in
@@ -190,9 +293,8 @@ class ModelDir:
         name = f"epoch-{epochs}.weights.h5"
         with atomic_path(os.path.join(self.backup, name), suffix=".weights.h5") as temporary:
             model.save_weights(temporary)
-        previous = self.read_state() if os.path.isfile(self.state) else None
-        weights = [[name, epochs]] + [w for w in (previous or {}).get("weights", [])
-                                      if w[0] != name]
+        previous = self.read_state() or {}
+        weights = [[name, epochs]] + [w for w in previous.get("weights", []) if w[0] != name]
         write_json({"epoch": epochs, "weights": weights[:KEPT_BACKUPS]}, self.state)
         for stale, _ in weights[KEPT_BACKUPS:]:
             try:
@@ -204,29 +306,3 @@ class ModelDir:
         """`model.save(path)`, whole or not at all."""
         with atomic_path(path, suffix=".keras") as temporary:
             model.save(temporary)
-
-
-def epoch_end_callback(paths: ModelDir, start_epoch: int, metrics_fn=None):
-    """`EpochEnd`: the Keras callback that writes a model dir's per-epoch state (module
-    docstring), for `model.fit` and the multi-worker loop alike."""
-    import keras
-
-    class EpochEnd(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.rows = [row for row in paths.completed_epochs() if row["epoch"] < start_epoch]
-
-        def on_epoch_end(self, epoch, logs=None):
-            row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()
-                                       if k != "learning_rate"}}
-            best = best_val_accuracy(self.rows)
-            self.rows.append(row)
-            paths.write_log(self.rows)
-            if metrics_fn is not None:
-                write_json(metrics_fn(self.rows), paths.metrics)
-            paths.save_model(self.model, paths.last)
-            if "val_accuracy" in row and (best is None or row["val_accuracy"] > best):
-                paths.save_model(self.model, paths.best)
-            paths.commit(self.model, epoch + 1)
-
-    return EpochEnd()

@@ -1,9 +1,10 @@
 """`resnet-tf predict`: top-k classes of image files, from any model source or export.
 
-Each image is decoded, given slim's eval crop and resize (`preprocessing.eval_pixels`) and run
-through a `runtimes.Runner`; a SavedModel export gets the decoded image and crops it itself.
-With slim's 1001-class checkpoints, class 0 is slim's "background" and class i is ImageNet class
-i - 1: the shipped name list (`imagenet_class_names(1001)`) carries that offset.
+Each image is decoded, prepared by the runner's eval recipe (`runner.prep`) and run through a
+`runtimes.Runner`; a SavedModel export gets the decoded image and prepares it itself. A file
+that cannot be read is reported and the others are still predicted. With slim's 1001-class
+checkpoints, class 0 is slim's "background" and class i is ImageNet class i - 1: the shipped
+name list (`weights.imagenet_class_names(1001)`) carries that offset.
 
 TensorFlow only (decoding and resizing).
 """
@@ -16,18 +17,22 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_tf import preprocessing
+from resnet_tf.data import IMAGE_KINDS, decode_image
+from resnet_tf.errors import MissingPathError, UserError
 
 
 def read_image(path: str):
-    """uint8 [H, W, 3] of a JPEG/PNG/BMP/GIF file; a sentence naming the file otherwise."""
+    """uint8 [H, W, 3] of an image file; a sentence naming the file otherwise."""
+    if os.path.isdir(path):
+        raise UserError(f"{path!r} is a directory, not an image file")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No image file at {path!r}")
+        raise MissingPathError(f"No image file at {path!r}")
     with open(path, "rb") as f:
         encoded = f.read()
     try:
-        return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        return decode_image(encoded)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-        raise ValueError(f"{path!r} is not a readable JPEG, PNG, BMP or GIF image") from None
+        raise UserError(f"{path!r} is not a readable {IMAGE_KINDS} image") from None
 
 
 def top_k(probabilities, class_names, k=5):
@@ -38,23 +43,26 @@ def top_k(probabilities, class_names, k=5):
 
 
 def predict_files(paths, runner, class_names, k=5):
-    """{path: top-k list} for every image file (all files are read before any is run)."""
+    """({path: top-k list} of every readable image, {path: why it failed} of the others)."""
     if not paths:
-        raise ValueError("No image files given")
-    images = [read_image(path) for path in paths]
-    results = {}
-    for path, image in zip(paths, images):
+        raise UserError("No image files given")
+    results, failures = {}, {}
+    for path in paths:
+        try:
+            image = read_image(path)
+        except UserError as error:
+            failures[path] = str(error)
+            continue
         if runner.takes_any_size:
             pixels = tf.cast(image, tf.float32)
         else:
-            pixels = preprocessing.eval_pixels(image, runner.image_size, runner.central_fraction,
-                                               runner.preprocessing)
+            pixels = preprocessing.prepare_pixels(image, runner.prep)
         probabilities = runner(pixels.numpy()[np.newaxis])[0]
         if class_names is not None and len(class_names) != len(probabilities):
-            raise ValueError(f"{len(class_names)} class names for a model with "
-                             f"{len(probabilities)} classes")
+            raise UserError(f"{len(class_names)} class names for a model with "
+                            f"{len(probabilities)} classes")
         results[path] = top_k(probabilities, class_names, k)
-    return results
+    return results, failures
 
 
 def format_results(results) -> str:

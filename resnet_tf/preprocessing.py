@@ -14,6 +14,7 @@ TF 2's `tf.image.resize` samples at half-pixel centres and gives (slightly) diff
 
 Images come in as uint8 (0..255) or floats already in [0, 1] (`tf.image.convert_image_dtype`
 semantics, like slim). `scale_pixels` handles the exported model's raw 0..255 floats.
+`prepare_pixels` applies a `pixels.EvalPreprocessing` (the one recipe of a model's evaluation).
 
 TensorFlow only (tf.data and serving); the model code does not import it.
 """
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-EVAL_CENTRAL_FRACTION = 0.875  # slim's eval crop
+from resnet_tf.errors import UserError
+from resnet_tf.pixels import EVAL_CENTRAL_FRACTION, VGG_RESIZE_SIDE, normalize_pixels
 
 
 def _to_unit_float(image):
@@ -60,7 +62,7 @@ def preprocess_for_eval(image, height, width, central_fraction=EVAL_CENTRAL_FRAC
     """
     _check_size(height, width)
     if central_fraction is not None and not 0.0 < central_fraction <= 1.0:
-        raise ValueError(f"central_fraction must be in (0, 1]. "
+        raise UserError(f"central_fraction must be in (0, 1]. "
                          f"Received: central_fraction={central_fraction}")
     image = _to_unit_float(image)
     image = central_crop(image, central_fraction)
@@ -125,25 +127,37 @@ def cifar_preprocess_for_train(image, height, width, padding=4, seed=None):
     return scale_to_signed_unit(image)
 
 
-def eval_pixels(image, size, central_fraction=EVAL_CENTRAL_FRACTION, method="inception"):
+def eval_pixels(image, size, central_fraction=EVAL_CENTRAL_FRACTION, method="inception",
+                resize_side=VGG_RESIZE_SIDE):
     """slim's eval crop and resize without the final normalisation: raw float32 0..255 pixels
-    at `size` x `size`, what the deployment exports take (`utils.normalize_pixels` is inside).
+    at `size` x `size`, what the deployment exports take (`pixels.normalize_pixels` is inside).
 
     method "inception": the central `central_fraction` of each side, bilinear resize;
     `scale_to_signed_unit(eval_pixels(x, s, f) / 255)` is `preprocess_for_eval(x, s, s, f)` up to
     float rounding. method "vgg": `vgg_eval_pixels` (slim's V1 checkpoints).
     """
     if method == "vgg":
-        return vgg_eval_pixels(image, size)
+        return vgg_eval_pixels(image, size, resize_side)
     if method != "inception":
-        raise ValueError(f"method must be 'inception' or 'vgg'. Received: method={method!r}")
+        raise UserError(f"method must be 'inception' or 'vgg'. Received: method={method!r}")
     _check_size(size, size)
     image = _to_unit_float(image)
     image = central_crop(image, central_fraction)
     return _resize(image, size, size) * 255.0
 
 
-VGG_RESIZE_SIDE = 256  # slim's vgg_preprocessing._RESIZE_SIDE_MIN, the eval resize
+def prepare_pixels(image, prep):
+    """`eval_pixels` as a `pixels.EvalPreprocessing` says: float32 0..255 pixels at its size."""
+    return eval_pixels(image, prep.image_size, prep.central_fraction, prep.method,
+                       prep.resize_side)
+
+
+def prepare_input(image, prep):
+    """The model input of `prep`: `prepare_pixels`, then its normalisation (exactly slim's
+    `preprocess_for_eval` for "inception", up to float rounding)."""
+    if prep.method == "vgg":
+        return normalize_pixels(prepare_pixels(image, prep), "vgg")
+    return preprocess_for_eval(image, prep.image_size, prep.image_size, prep.central_fraction)
 
 
 def vgg_eval_pixels(image, size=224, resize_side=VGG_RESIZE_SIDE):
@@ -176,8 +190,6 @@ def slim_eval_preprocessing(image, size, central_fraction=EVAL_CENTRAL_FRACTION,
     """The model input slim's eval preprocessing gives: `preprocess_for_eval` ([-1, 1]) for
     "inception", `vgg_eval_pixels` minus the RGB means for "vgg"."""
     if method == "vgg":
-        from resnet_tf.utils import normalize_pixels
-
         return normalize_pixels(vgg_eval_pixels(image, size), "vgg")
     return preprocess_for_eval(image, size, size, central_fraction)
 
@@ -197,4 +209,4 @@ def scale_pixels(images):
 def _check_size(height, width):
     for key, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
+            raise UserError(f"{key} must be a positive integer. Received: {key}={value!r}")

@@ -31,7 +31,9 @@ import functools
 
 import keras
 
-from resnet_tf.layers import Conv2DSame, Subsample, batch_norm
+from resnet_tf.errors import UserError
+from resnet_tf.layers import Conv2DSame, Subsample, batch_norm, layer_stride
+from resnet_tf.precision import dtype_policy, output_policy
 from resnet_tf.utils import check_positive_int
 
 
@@ -48,13 +50,13 @@ def resnet_arg_scope(
     zero, and batch norm with decay 0.997, epsilon 1e-5 and a learned scale (gamma).
     """
     if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0. Received: weight_decay={weight_decay}")
+        raise UserError(f"weight_decay must be >= 0. Received: weight_decay={weight_decay}")
     if not 0.0 <= batch_norm_decay < 1.0:
-        raise ValueError(
+        raise UserError(
             f"batch_norm_decay must be in [0, 1). Received: batch_norm_decay={batch_norm_decay}"
         )
     if batch_norm_epsilon <= 0:
-        raise ValueError(
+        raise UserError(
             f"batch_norm_epsilon must be > 0. Received: batch_norm_epsilon={batch_norm_epsilon}"
         )
     return dict(
@@ -105,44 +107,44 @@ class Block(collections.namedtuple("Block", ["scope", "unit_fn", "args"])):
 
     def __new__(cls, scope, unit_fn, args):
         if not isinstance(scope, str) or not scope or "/" in scope or "." in scope:
-            raise ValueError(f"Block scope must be a non-empty name without '/' or '.'. "
+            raise UserError(f"Block scope must be a non-empty name without '/' or '.'. "
                              f"Received: scope={scope!r}")
         unit_fn = getattr(unit_fn, "layer_class", unit_fn)  # slim's `bottleneck` -> its class
         arg_names = getattr(unit_class(unit_fn), "unit_arg_names", None)
         if arg_names is None:
-            raise ValueError(f"unit_fn must be a residual unit of resnet_tf (with "
+            raise UserError(f"unit_fn must be a residual unit of resnet_tf (with "
                              f"`unit_arg_names`). Received: unit_fn={unit_fn!r}")
         if isinstance(args, (str, bytes)) or not hasattr(args, "__iter__"):
-            raise ValueError(f"Block args must be a list of units. Received: args={args!r}")
+            raise UserError(f"Block args must be a list of units. Received: args={args!r}")
         units = []
         for i, unit in enumerate(args):
             if isinstance(unit, dict):
                 unknown = set(unit) - set(arg_names)
                 if unknown:
-                    raise ValueError(f"Block {scope!r} unit {i + 1} has unknown keys "
+                    raise UserError(f"Block {scope!r} unit {i + 1} has unknown keys "
                                      f"{sorted(unknown)}; expected {list(arg_names)}. "
                                      f"Received: {unit!r}")
                 unit = dict(unit)
             elif isinstance(unit, (tuple, list)):
                 if len(unit) != len(arg_names):
-                    raise ValueError(f"Block {scope!r} unit {i + 1} must be a tuple "
+                    raise UserError(f"Block {scope!r} unit {i + 1} must be a tuple "
                                      f"{tuple(arg_names)}. Received: {tuple(unit)!r}")
                 unit = dict(zip(arg_names, unit))
             else:
-                raise ValueError(f"Block {scope!r} unit {i + 1} must be a dict or tuple. "
+                raise UserError(f"Block {scope!r} unit {i + 1} must be a dict or tuple. "
                                  f"Received: {unit!r}")
             unit.setdefault("stride", 1)
             for key, value in unit.items():
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"Block {scope!r} unit {i + 1}: {key} must be a positive "
+                    raise UserError(f"Block {scope!r} unit {i + 1}: {key} must be a positive "
                                      f"integer. Received: {key}={value!r}")
             missing = set(arg_names) - set(unit)
             if missing:
-                raise ValueError(f"Block {scope!r} unit {i + 1} is missing {sorted(missing)}. "
+                raise UserError(f"Block {scope!r} unit {i + 1} is missing {sorted(missing)}. "
                                  f"Received: {unit!r}")
             units.append(unit)
         if not units:
-            raise ValueError(f"Block {scope!r} must have at least one unit. Received: args={args!r}")
+            raise UserError(f"Block {scope!r} must have at least one unit. Received: args={args!r}")
         return super().__new__(cls, scope, unit_fn, units)
 
 
@@ -184,7 +186,7 @@ def resnet_blocks(depth: int, bottleneck_unit, basic_unit, base_depth: int = 64,
                   family: str = "") -> list[Block]:
     """The four blocks of ResNet-`depth` (`RESNET_UNITS`) made of a family's units."""
     if depth not in RESNET_UNITS:
-        raise ValueError(f"Unknown ResNet {family} depth; known depths are "
+        raise UserError(f"Unknown ResNet {family} depth; known depths are "
                          f"{sorted(RESNET_UNITS)}. Received: depth={depth!r}")
     units = RESNET_UNITS[depth]
     if depth in BASIC_DEPTHS:
@@ -202,14 +204,14 @@ def check_output_stride(blocks, output_stride, initial_stride=1):
     if output_stride is None:
         return None
     if isinstance(output_stride, bool) or not isinstance(output_stride, int) or output_stride < 1:
-        raise ValueError(f"output_stride must be a positive integer or None. "
+        raise UserError(f"output_stride must be a positive integer or None. "
                          f"Received: output_stride={output_stride!r}")
     reachable = [initial_stride]
     for block in blocks:
         for unit in block.args:
             reachable.append(reachable[-1] * unit["stride"])
     if output_stride not in reachable:
-        raise ValueError(
+        raise UserError(
             f"The target output_stride cannot be reached: the unit strides give "
             f"{sorted(set(reachable))}. Received: output_stride={output_stride}")
     return output_stride
@@ -267,7 +269,6 @@ def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_i
     return net
 
 
-
 def _check_input_shape(input_shape):
     if input_shape is None:
         return (None, None, 3)
@@ -276,42 +277,46 @@ def _check_input_shape(input_shape):
         d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1)
         for d in input_shape
     ) or input_shape[-1] is None:
-        raise ValueError("input_shape must be (height, width, channels) with positive sizes "
+        raise UserError("input_shape must be (height, width, channels) with positive sizes "
                          f"(height and width may be None). Received: input_shape={input_shape}")
     return input_shape
 
 
 def resnet_model(blocks, *, root=None, postnorm=False, num_classes=None, global_pool=True,
                  output_stride=None, spatial_squeeze=True, input_shape=None, name="resnet",
-                 arg_scope=None) -> keras.Model:
+                 arg_scope=None, dtype=None) -> keras.Model:
     """The functional model every ResNet family shares (slim's `resnet_v1` / `resnet_v2` body).
 
     images -> `root` layers (each may have a `stride`/`strides`) -> `stack_blocks_dense` ->
     optional `postnorm` (BN + ReLU, for pre-activation units) -> `pool5` (global mean,
     keepdims) -> `logits` (1x1 conv with bias) -> `spatial_squeeze`.
+
+    Every layer takes the dtype policy `dtype` (None: Keras' global policy), except the last:
+    under a mixed policy `spatial_squeeze` runs in float32 (`precision.output_policy`), so a
+    classifier's outputs are float32, as Keras' mixed-precision guide has it.
     """
     arg_scope = resnet_arg_scope() if arg_scope is None else arg_scope
+    policy = dtype_policy(dtype)
     if num_classes is not None and (isinstance(num_classes, bool) or
                                     not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive integer or None. "
+        raise UserError(f"num_classes must be a positive integer or None. "
                          f"Received: num_classes={num_classes!r}")
     if num_classes and spatial_squeeze and not global_pool:
-        raise ValueError("spatial_squeeze=True squeezes [N, 1, 1, C] logits and needs "
+        raise UserError("spatial_squeeze=True squeezes [N, 1, 1, C] logits and needs "
                          "global_pool=True; pass spatial_squeeze=False for dense logits. "
                          f"Received: global_pool={global_pool}, spatial_squeeze={spatial_squeeze}")
     if not blocks or not all(isinstance(b, Block) for b in blocks):
-        raise ValueError(f"blocks must be a non-empty list of Block. Received: blocks={blocks!r}")
+        raise UserError(f"blocks must be a non-empty list of Block. Received: blocks={blocks!r}")
     if not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"name must be a non-empty string without '/'. Received: name={name!r}")
+        raise UserError(f"name must be a non-empty string without '/'. Received: name={name!r}")
     root = list(root or [])
     root_stride = 1
     for layer in root:
-        strides = getattr(layer, "stride", None) or getattr(layer, "strides", 1)
-        root_stride *= strides[0] if isinstance(strides, (tuple, list)) else strides
+        root_stride *= layer_stride(layer)
     if root_stride > 1 and output_stride is not None and (
         not isinstance(output_stride, int) or output_stride % root_stride != 0
     ):
-        raise ValueError(f"The output_stride needs to be a multiple of {root_stride} (the root "
+        raise UserError(f"The output_stride needs to be a multiple of {root_stride} (the root "
                          f"block's stride). Received: output_stride={output_stride!r}")
     check_output_stride(blocks, output_stride, root_stride)
     input_shape = _check_input_shape(input_shape)
@@ -320,17 +325,19 @@ def resnet_model(blocks, *, root=None, postnorm=False, num_classes=None, global_
     net = images
     for layer in root:
         net = layer(net)
-    net = stack_blocks_dense(net, blocks, output_stride, current_stride=root_stride, **arg_scope)
+    net = stack_blocks_dense(net, blocks, output_stride, current_stride=root_stride,
+                             dtype=policy, **arg_scope)
     if postnorm:
-        net = batch_norm("postnorm", **arg_scope)(net)
-        net = keras.layers.ReLU(name="postnorm.relu")(net)
+        net = batch_norm("postnorm", dtype=policy, **arg_scope)(net)
+        net = keras.layers.ReLU(name="postnorm.relu", dtype=policy)(net)
     if global_pool:
-        net = keras.layers.GlobalAveragePooling2D(keepdims=True, name="pool5")(net)
+        net = keras.layers.GlobalAveragePooling2D(keepdims=True, name="pool5", dtype=policy)(net)
     if num_classes:
-        net = Conv2DSame(num_classes, 1, name="logits", **arg_scope)(net)
+        net = Conv2DSame(num_classes, 1, name="logits", dtype=policy, **arg_scope)(net)
         if spatial_squeeze:
-            net = keras.layers.Reshape((num_classes,), name="spatial_squeeze")(net)
-    return keras.Model(images, net, name=name)
+            net = keras.layers.Reshape((num_classes,), name="spatial_squeeze",
+                                       dtype=output_policy(policy))(net)
+    return keras.Model(images, net, name=name, dtype=policy)
 
 
 def build_with_weights(model_name: str, weights, num_classes, build) -> keras.Model:
@@ -354,15 +361,17 @@ def resnet_factory(family: str, depth: int, generator, blocks_fn):
     model_name = f"resnet_{family}_{depth}"
 
     def build(num_classes=None, global_pool=True, output_stride=None, spatial_squeeze=True,
-              input_shape=None, name=model_name, weights=None, **arg_scope):
+              input_shape=None, name=model_name, weights=None, dtype=None, **arg_scope):
         return build_with_weights(model_name, weights, num_classes, lambda: generator(
             blocks_fn(depth), num_classes=num_classes, global_pool=global_pool,
             output_stride=output_stride, include_root_block=True,
-            spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name, **arg_scope))
+            spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name, dtype=dtype,
+            **arg_scope))
 
     kind = "basic" if depth in BASIC_DEPTHS else "bottleneck"
     build.__name__ = build.__qualname__ = model_name
     build.__doc__ = (f"ResNet-{depth} {family.upper()} (blocks of {RESNET_UNITS[depth]} {kind} "
                      f"units). See `resnet_{family}` for the arguments; `weights`: None, "
-                     "\"imagenet\" (slim's release), a URL or a path (`resnet_tf.weights`).")
+                     "\"imagenet\" (slim's release), a URL or a path (`resnet_tf.weights`); "
+                     "`dtype`: the Keras dtype policy (None: the global one).")
     return build

@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 
 from resnet_tf.layers import PACKAGE, Conv2DSame
+from resnet_tf.precision import dtype_policy
 from resnet_tf.resnet_utils import (Block, bottleneck_block, resnet_arg_scope, resnet_blocks,
                                     resnet_factory, resnet_model)
 from resnet_tf.units import ResidualUnit
@@ -37,7 +38,7 @@ class BottleneckV1(ResidualUnit):
     expansion = 4  # resnet_v1_block: depth = 4 * depth_bottleneck
 
     def _make_layers(self):
-        bn = dict(self.arg_scope, use_batch_norm=True)
+        bn = dict(self.layer_scope, use_batch_norm=True)
         return [
             ("conv1", Conv2DSame(self.depth_bottleneck, 1, activation="relu", name="conv1", **bn)),
             ("conv2", Conv2DSame(self.depth_bottleneck, 3, stride=self.stride, rate=self.rate,
@@ -64,7 +65,7 @@ class BasicBlockV1(ResidualUnit):
     unit_arg_names = ("depth", "stride")
 
     def _make_layers(self):
-        bn = dict(self.arg_scope, use_batch_norm=True)
+        bn = dict(self.layer_scope, use_batch_norm=True)
         return [
             ("conv1", Conv2DSame(self.depth, 3, stride=self.stride, rate=self.rate,
                                  activation="relu", name="conv1", **bn)),
@@ -109,19 +110,22 @@ def resnet_v1(
     batch_norm_decay: float = 0.997,
     batch_norm_epsilon: float = 1e-5,
     batch_norm_scale: bool = True,
+    dtype=None,
 ) -> keras.Model:
     """slim's `resnet_v1` generator: root conv1 7x7/2 with BN and ReLU, 3x3/2 max-pool, the
     blocks, `pool5`, `logits`. Arguments as `resnet_v2` (there is no `postnorm`)."""
     arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
                                  batch_norm_scale)
+    policy = dtype_policy(dtype)
     root = None
     if include_root_block:
         root = [Conv2DSame(64, 7, stride=2, use_batch_norm=True, activation="relu",
-                           name="conv1", **arg_scope),
-                keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")]
+                           name="conv1", dtype=policy, **arg_scope),
+                keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1",
+                                          dtype=policy)]
     return resnet_model(blocks, root=root, num_classes=num_classes, global_pool=global_pool,
                         output_stride=output_stride, spatial_squeeze=spatial_squeeze,
-                        input_shape=input_shape, name=name, arg_scope=arg_scope)
+                        input_shape=input_shape, name=name, arg_scope=arg_scope, dtype=policy)
 
 
 resnet_v1_18 = resnet_factory("v1", 18, resnet_v1, resnet_v1_blocks)

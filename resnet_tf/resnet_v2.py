@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import keras
 
+from resnet_tf.errors import UserError
 from resnet_tf.layers import PACKAGE, Conv2DSame, batch_norm
+from resnet_tf.precision import dtype_policy
 from resnet_tf.resnet_utils import (Block, bottleneck_block, resnet_arg_scope, resnet_blocks,
                                     resnet_factory, resnet_model)
 from resnet_tf.units import ResidualUnit
@@ -54,7 +56,7 @@ class Bottleneck(ResidualUnit):
         super().__init__(depth, stride, rate, depth_bottleneck=depth_bottleneck, **kwargs)
 
     def _make_layers(self):
-        scope = self.arg_scope
+        scope = self.layer_scope
         return [
             ("preact", batch_norm("preact", **scope)),
             ("conv1", Conv2DSame(self.depth_bottleneck, 1, use_batch_norm=True,
@@ -95,11 +97,11 @@ class BasicBlockV2(ResidualUnit):
 
     def _make_layers(self):
         return [
-            ("preact", batch_norm("preact", **self.arg_scope)),
+            ("preact", batch_norm("preact", **self.layer_scope)),
             ("conv1", Conv2DSame(self.depth, 3, stride=self.stride, rate=self.rate,
                                  use_batch_norm=True, activation="relu", name="conv1",
-                                 **self.arg_scope)),
-            ("conv2", Conv2DSame(self.depth, 3, rate=self.rate, name="conv2", **self.arg_scope)),
+                                 **self.layer_scope)),
+            ("conv2", Conv2DSame(self.depth, 3, rate=self.rate, name="conv2", **self.layer_scope)),
         ]
 
     def _residual(self, branch, training):
@@ -131,6 +133,7 @@ def resnet_v2(
     batch_norm_decay: float = 0.997,
     batch_norm_epsilon: float = 1e-5,
     batch_norm_scale: bool = True,
+    dtype=None,
 ) -> keras.Model:
     """slim's `resnet_v2` generator: a functional Keras model over any list of `Block`s.
 
@@ -148,37 +151,42 @@ def resnet_v2(
       input_shape: `(height, width, channels)`; default `(None, None, 3)`, any image size.
       name: the model's name, which is also the slim scope of its variables.
       weight_decay, batch_norm_*: `resnet_arg_scope` semantics and defaults.
+      dtype: the Keras dtype policy of every layer ("float32", "mixed_bfloat16", ...); None:
+        the global policy. Under a mixed policy the head computes in float32.
     """
     arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
                                  batch_norm_scale)
+    policy = dtype_policy(dtype)
     root = None
     if include_root_block:
-        root = [Conv2DSame(64, 7, stride=2, name="conv1", **arg_scope),
+        root = [Conv2DSame(64, 7, stride=2, name="conv1", dtype=policy, **arg_scope),
                 # TF 'SAME': on even sizes 0 pad before, 1 after; keras.applications pads 1+1.
-                keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")]
+                keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1",
+                                          dtype=policy)]
     # Pre-activation units leave their output un-normalised: a final BN + ReLU ([2] appendix).
     return resnet_model(blocks, root=root, postnorm=True, num_classes=num_classes,
                         global_pool=global_pool, output_stride=output_stride,
                         spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name,
-                        arg_scope=arg_scope)
+                        arg_scope=arg_scope, dtype=policy)
 
 
 def resnet_v2_stack(units, base_depth: int = 64, block_strides=None,
                     include_root_block: bool = True, num_classes: int | None = None,
-                    input_shape=None, name: str = "resnet_v2", **arg_scope) -> keras.Model:
-    """A custom `resnet_v2` of slim bottleneck blocks (the registry's and configs' "resnet_v2"):
-    block i has `units[i]` units of bottleneck width `base_depth * 2**i` and the stride
-    `block_strides[i]` in its last unit (default 2, ..., 2, 1, as slim's)."""
+                    input_shape=None, name: str = "resnet_v2", dtype=None,
+                    **arg_scope) -> keras.Model:
+    """A custom `resnet_v2` of slim bottleneck blocks (the registry's and configs'
+    "resnet_v2_stack"): block i has `units[i]` units of bottleneck width `base_depth * 2**i`
+    and the stride `block_strides[i]` in its last unit (default 2, ..., 2, 1, as slim's)."""
     if not units:
-        raise ValueError(f"units must list the units of each block. Received: units={units!r}")
+        raise UserError(f"units must list the units of each block. Received: units={units!r}")
     strides = block_strides or [2] * (len(units) - 1) + [1]
     if len(strides) != len(units):
-        raise ValueError(f"block_strides needs one stride per block of units. Received: "
-                         f"units={units}, block_strides={block_strides}")
+        raise UserError(f"block_strides needs one stride per block of units. Received: "
+                        f"units={units}, block_strides={block_strides}")
     blocks = [resnet_v2_block(f"block{i + 1}", base_depth * 2 ** i, n, stride)
               for i, (n, stride) in enumerate(zip(units, strides))]
     return resnet_v2(blocks, num_classes=num_classes, include_root_block=include_root_block,
-                     input_shape=input_shape, name=name, **arg_scope)
+                     input_shape=input_shape, name=name, dtype=dtype, **arg_scope)
 
 
 resnet_v2_18 = resnet_factory("v2", 18, resnet_v2, resnet_v2_blocks)

@@ -1,27 +1,24 @@
 """`resnet-tf train`: model.fit from a config, with checkpoints, resume, logs and metrics.json.
 
-A model dir holds:
-
-    config.yaml          the resolved config (a re-run must use the same one)
-    class_names.txt      one name per class
-    model.keras          the model after the last completed run
-    checkpoints/last.keras, checkpoints/best.keras (best val_accuracy)
-    backup/              BackupAndRestore: re-running continues where training stopped
-    logs/                TensorBoard
-    training_log.csv     one row per epoch, across runs
-    metrics.json         val_accuracy, val_loss, epochs, replicas, train_seconds, ...
+The model dir's layout and its crash-safe state are `model_dir`'s; this module writes them
+through `EpochEnd`, a Keras callback called at the end of every epoch.
 
 `--distribute mirrored` trains with `tf.distribute.MirroredStrategy` (local GPUs, or N logical
 CPU devices with `--cpu-devices N`); `--distribute multiworker` with
 `tf.distribute.MultiWorkerMirroredStrategy` and `TF_CONFIG`. Keras 3's `model.fit` fails under
-the multi-worker strategy (keras-team/keras#20585), so that mode runs a custom `strategy.run`
-loop with the same effects: per-epoch checkpoints, resume, the CSV log and metrics.json.
+the multi-worker strategy (keras-team/keras#20585), so that mode runs `MultiWorkerLoop`, a
+`strategy.run` loop with the same effects: per-epoch state, resume, the CSV log and
+metrics.json.
+
+A run interrupted by Ctrl-C or SIGTERM ends with `TrainingInterrupted` (the command prints one
+sentence); its model dir is as consistent as after a kill, and the same command resumes it.
 
 TensorFlow only.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -29,12 +26,20 @@ import time
 import keras
 import tensorflow as tf
 
-from resnet_tf.config import MODEL_ARGUMENTS, TrainConfig, load_config, save_config
-from resnet_tf.model_dir import ModelDir, best_val_accuracy, epoch_end_callback
+from resnet_tf.config import DISTRIBUTE, MODEL_ARGUMENTS, TrainConfig, load_config, save_config
+from resnet_tf.errors import UserError
+from resnet_tf.model_dir import ModelDir, best_val_accuracy
+from resnet_tf.precision import all_layers
 from resnet_tf.registry import create_model
-from resnet_tf.utils import dtype_policy_scope, write_json, write_text
+from resnet_tf.utils import write_class_names, write_json
 
-DISTRIBUTE = ("none", "mirrored", "multiworker")
+class TrainingInterrupted(Exception):
+    """Training stopped on Ctrl-C or SIGTERM during `epoch` (1-based); the model dir holds the
+    epochs committed before it, and the same command resumes."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"interrupted during epoch {epoch}; re-run the same command to resume")
+        self.epoch = epoch
 
 
 # --------------------------------------------------------------------------------------------
@@ -43,20 +48,22 @@ DISTRIBUTE = ("none", "mirrored", "multiworker")
 
 def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
     """The model a config names, for `num_classes` classes and `image_size` inputs, with the
-    builder's own config keys (`config.MODEL_ARGUMENTS`)."""
+    builder's own config keys (`config.MODEL_ARGUMENTS`), under the config's dtype policy."""
     arg_scope = dict(weight_decay=config.weight_decay, batch_norm_decay=config.batch_norm_decay)
     extra = {k: getattr(config, k) for k in MODEL_ARGUMENTS.get(config.model, ())
              if getattr(config, k) is not None}
-    with dtype_policy_scope(config.dtype):
-        return create_model(config.model, num_classes=num_classes,
-                            input_shape=(config.image_size, config.image_size, 3),
-                            **extra, **arg_scope)
+    return create_model(config.model, num_classes=num_classes,
+                        input_shape=(config.image_size, config.image_size, 3),
+                        dtype=config.dtype, **extra, **arg_scope)
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     """Keras' own schedules: constant, cosine (with linear warm-up), slim's staircase
     exponential decay (`decay_rate` every `decay_epochs`) or piecewise constant (the learning
-    rate times `decay_rate` after each of `boundaries_epochs`, as the ResNet papers' CIFAR runs)."""
+    rate times `decay_rate` after each of `boundaries_epochs`, as the ResNet papers' CIFAR runs).
+    `steps_per_epoch` is always a known count (`data.make_datasets`)."""
+    if steps_per_epoch < 1:
+        raise AssertionError(f"steps_per_epoch={steps_per_epoch}: a schedule needs a count")
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     total = config.epochs * steps_per_epoch
     if config.schedule == "cosine":
@@ -64,11 +71,8 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
             initial_learning_rate=0.0 if warmup else config.learning_rate,
             decay_steps=max(total - warmup, 1), warmup_target=config.learning_rate if warmup
             else None, warmup_steps=warmup)
-    if warmup:
-        raise ValueError(f"warmup_epochs={config.warmup_epochs} needs schedule 'cosine'. "
-                         f"Received: schedule={config.schedule!r}")
     if config.schedule == "piecewise":
-        boundaries = [int(e * steps_per_epoch) for e in config.boundaries_epochs]
+        boundaries = [int(round(e * steps_per_epoch)) for e in config.boundaries_epochs]
         values = [config.learning_rate * config.decay_rate ** i
                   for i in range(len(boundaries) + 1)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
@@ -94,6 +98,15 @@ def make_loss(config: TrainConfig, reduction="sum_over_batch_size"):
                                                 reduction=reduction)
 
 
+def make_metrics(num_classes: int) -> list:
+    """Accuracy, and top-5 where there are more than 5 classes (the model's outputs are
+    float32 under every dtype policy, which top-5 needs on TensorFlow)."""
+    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if num_classes > 5:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
+    return metrics
+
+
 # --------------------------------------------------------------------------------------------
 # Devices
 
@@ -105,49 +118,121 @@ def configure_cpu_devices(count: int):
         tf.config.set_logical_device_configuration(
             cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
     except RuntimeError as error:
-        raise ValueError(f"--cpu-devices must be set before TensorFlow starts: {error}") from None
+        raise UserError(f"--cpu-devices must be set before TensorFlow starts: {error}") from None
+
+
+def check_tf_config() -> dict:
+    """TF_CONFIG, checked: JSON with a cluster and this process's task."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise UserError("--distribute multiworker needs the TF_CONFIG environment variable "
+                        "(cluster and task); see the README")
+    try:
+        value = json.loads(text)
+        cluster, task = value["cluster"], value["task"]
+        int(task["index"]), task["type"]
+        if not isinstance(cluster, dict) or not cluster:
+            raise ValueError("an empty cluster")
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"TF_CONFIG is not a valid cluster description ({type(error).__name__}: "
+                        f"{error}); expected {{\"cluster\": {{\"worker\": [\"host:port\", ...]}}, "
+                        f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}. Received: "
+                        f"TF_CONFIG={text[:200]!r}") from None
+    return value
 
 
 def make_strategy(distribute: str, cpu_devices: int | None = None):
     if distribute not in DISTRIBUTE:
-        raise ValueError(f"distribute must be one of {list(DISTRIBUTE)}. "
-                         f"Received: distribute={distribute!r}")
+        raise UserError(f"distribute must be one of {list(DISTRIBUTE)}. "
+                        f"Received: distribute={distribute!r}")
     if cpu_devices and distribute != "mirrored":
-        raise ValueError("--cpu-devices splits the CPU into replicas for --distribute mirrored. "
-                         f"Received: distribute={distribute!r}, cpu_devices={cpu_devices}")
+        raise UserError("--cpu-devices splits the CPU into replicas for --distribute mirrored. "
+                        f"Received: distribute={distribute!r}, cpu_devices={cpu_devices}")
+    if distribute == "multiworker":
+        check_tf_config()
     if cpu_devices:
         configure_cpu_devices(cpu_devices)
     if distribute == "none":
         return tf.distribute.get_strategy()
     if distribute == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("--distribute multiworker needs the TF_CONFIG environment variable "
-                             "(cluster and task); see the README")
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
+def check_batch_size(config: TrainConfig, replicas: int) -> None:
+    """The global batch must split evenly over the replicas (each replica takes
+    batch_size / replicas); checked before anything is written."""
+    if config.batch_size % replicas:
+        raise UserError(f"batch_size={config.batch_size} does not split evenly over "
+                        f"{replicas} replicas; use a multiple of {replicas}")
+
+
 # --------------------------------------------------------------------------------------------
 # Model dir
 
 
-def check_model_dir(model_dir: str, config: TrainConfig) -> ModelDir:
-    """Reads only: refuses a model dir that is a file, or that was trained with another config
-    (everything but `epochs` must match: resuming with another model or data is refused)."""
+def check_model_dir(model_dir: str, config: TrainConfig) -> tuple[ModelDir, bool]:
+    """Reads only: (the model dir, whether it holds a run to resume). Refuses a dir this
+    project did not write (unless absent or empty), and a run recorded with another config
+    (everything but `epochs` must match)."""
     paths = ModelDir(model_dir)
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ValueError(f"--model-dir {model_dir!r} is a file, not a directory")
-    if os.path.isfile(paths.config):
+    resuming = paths.check_for_training()
+    if resuming:
         previous = load_config(paths.config).to_dict()
         current = config.to_dict()
         changed = sorted(k for k in current if k != "epochs" and current[k] != previous.get(k))
         if changed:
             details = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
-            raise ValueError(f"The model dir {model_dir!r} was trained with another config "
-                             f"({details}); use a new --model-dir to start over")
-    return paths
+            raise UserError(f"The model dir {model_dir!r} was trained with another config "
+                            f"({details}); use a new --model-dir to start over")
+    return paths, resuming
+
+
+def recorded_dtype(model_dir: str):
+    """The dtype policy a model dir's run was trained under, or None (no run there yet):
+    `--dtype` is a run's own setting, kept by a resume that does not give it."""
+    paths = ModelDir(model_dir)
+    if os.path.isfile(paths.config):
+        try:
+            return load_config(paths.config).dtype
+        except UserError:
+            return None
+    return None
+
+
+class EpochEnd(keras.callbacks.Callback):
+    """Writes a model dir's per-epoch state (`model_dir`'s docstring), for `model.fit` and the
+    multi-worker loop alike. `epoch` is the epoch in flight (0-based)."""
+
+    def __init__(self, paths: ModelDir, start_epoch: int, metrics_fn=None):
+        super().__init__()
+        self.paths = paths
+        self.metrics_fn = metrics_fn
+        self.epoch = start_epoch
+        self.rows = [row for row in paths.completed_epochs() if row["epoch"] < start_epoch]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        paths = self.paths
+        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()
+                                   if k != "learning_rate"}}
+        best = best_val_accuracy(self.rows)
+        self.rows.append(row)
+        paths.write_log(self.rows)
+        if self.metrics_fn is not None:
+            write_json(self.metrics_fn(self.rows), paths.metrics)
+        paths.save_model(self.model, paths.last)
+        if "val_accuracy" in row and (best is None or row["val_accuracy"] > best):
+            paths.save_model(self.model, paths.best)
+        paths.commit(self.model, epoch + 1)
+
+
+def epoch_end_callback(paths: ModelDir, start_epoch: int, metrics_fn=None) -> EpochEnd:
+    return EpochEnd(paths, start_epoch, metrics_fn)
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,36 +243,32 @@ def train(config: TrainConfig, model_dir: str, distribute: str = "none",
           cpu_devices: int | None = None, verbose: int | None = None) -> dict:
     """Trains as `config` says into `model_dir` and returns the metrics written to metrics.json.
 
-    Everything a run needs (the model dir, the data and its images, the model, a slim
-    checkpoint) is checked before anything is written: a failed start leaves the model dir as
-    it was. A re-run restores the last committed epoch (`ModelDir.restore`) and trains the
-    rest; with nothing left to train it writes nothing and returns the recorded metrics with
-    `"nothing_to_do": True`.
+    Everything a run needs (the model dir, the data and its images, the model, a checkpoint to
+    start from, the replicas) is checked before anything is written: a failed start leaves the
+    model dir as it was. A new run records its data first (`DataRecord`); a re-run reads that
+    record, restores the last committed epoch (`ModelDir.restore`) and trains the rest; with
+    nothing left to train it writes nothing and returns the recorded metrics with
+    `"nothing_to_do": True`. Ctrl-C or SIGTERM end it with `TrainingInterrupted`.
     """
     from resnet_tf.data import make_datasets
 
     strategy = make_strategy(distribute, cpu_devices)
+    check_batch_size(config, strategy.num_replicas_in_sync)
     is_chief = _is_chief(strategy)
-    paths = check_model_dir(model_dir, config)
+    paths, resuming = check_model_dir(model_dir, config)
     keras.utils.set_random_seed(config.seed)
-    data = make_datasets(config)
-    steps = data.steps_per_epoch or int(data.train.cardinality().numpy())
+    data = make_datasets(config, paths.read_data_record() if resuming else None)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
 
     with strategy.scope():
         model = build_model(config, data.num_classes)
-        optimizer = make_optimizer(config, steps)
-        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-        if data.num_classes > 5:
-            metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
-        model.compile(optimizer=optimizer, loss=make_loss(config), metrics=metrics)
         # Every worker restores the chief's committed state (the model dir is shared).
-        done = paths.restore(model, reconcile=is_chief)
-        if config.slim_checkpoint and not done:
-            from resnet_tf.slim_checkpoint import load_slim_checkpoint
-
-            load_slim_checkpoint(model, config.slim_checkpoint, exclude=config.checkpoint_exclude)
+        model.compile(optimizer=make_optimizer(config, data.steps_per_epoch),
+                      loss=make_loss(config), metrics=make_metrics(data.num_classes))
+        done = paths.restore(model, reconcile=is_chief) if resuming else 0
+        if not done:
+            start_from(model, config)
 
     if done >= config.epochs:
         if is_chief and not os.path.isfile(paths.model):  # killed after the last commit
@@ -196,10 +277,11 @@ def train(config: TrainConfig, model_dir: str, distribute: str = "none",
 
     # Checked: now the model dir is written.
     writer = paths if is_chief else paths.worker(_task_name(strategy))
-    if is_chief:
-        os.makedirs(paths.checkpoints, exist_ok=True)
+    if is_chief and not resuming:
+        paths.write_data_record(data.record)  # first: it marks the dir as a model dir
         save_config(config, paths.config)
-        write_text(paths.class_names, "\n".join(data.class_names) + "\n")
+        write_class_names(paths.class_names, data.class_names)
+    os.makedirs(writer.checkpoints, exist_ok=True)
     previous_seconds = paths.read_metrics().get("train_seconds", 0.0) if done else 0.0
     start = time.perf_counter()
 
@@ -207,19 +289,52 @@ def train(config: TrainConfig, model_dir: str, distribute: str = "none",
         return epoch_metrics(rows, strategy, config, previous_seconds,
                              time.perf_counter() - start)
 
-    callbacks = [keras.callbacks.TensorBoard(writer.logs),
-                 epoch_end_callback(writer, done, metrics_of)]
-    if distribute == "multiworker":
-        custom_loop(strategy, model, config, data, steps, done, callbacks)
-    else:
-        model.fit(data.train, epochs=config.epochs, initial_epoch=done,
-                  steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
-                  validation_steps=data.validation_steps, callbacks=callbacks,
-                  verbose=verbose, shuffle=False)  # the pipeline shuffles
+    epoch_end = epoch_end_callback(writer, done, metrics_of)
+    callbacks = [keras.callbacks.TensorBoard(writer.logs), epoch_end]
+    try:
+        if distribute == "multiworker":
+            MultiWorkerLoop(strategy, model, config, data).run(done, callbacks)
+        else:
+            model.fit(data.train, epochs=config.epochs, initial_epoch=done,
+                      steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
+                      validation_steps=data.validation_steps, callbacks=callbacks,
+                      verbose=verbose, shuffle=False)  # the pipeline shuffles
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(epoch_end.epoch + 1) from None
+    except tf.errors.InvalidArgumentError as error:
+        if "resnet-tf: a label" in str(error):  # TFRecords whose counts were given, unchecked
+            raise UserError(f"train_data/val_data: a TFRecord label is outside 0.."
+                            f"{data.num_classes - 1} (num_classes={data.num_classes}); the "
+                            "epochs before it are kept") from None
+        raise
     writer.save_model(model, writer.model)
     result = metrics_of(writer.completed_epochs())
     write_json(result, writer.metrics)
     return result if is_chief else {}
+
+
+def start_from(model, config: TrainConfig) -> None:
+    """Loads a new run's starting weights: a slim checkpoint, or another model dir's model."""
+    if config.slim_checkpoint:
+        from resnet_tf.slim_checkpoint import load_slim_checkpoint
+
+        load_slim_checkpoint(model, config.slim_checkpoint, exclude=config.checkpoint_exclude,
+                             moving_averages=config.checkpoint_moving_averages)
+    elif config.init_from:
+        from resnet_tf.loading import load_model_dir
+
+        source, _, _ = load_model_dir(config.init_from, initial_checkpoint(config.init_from))
+        try:
+            model.set_weights(source.get_weights())
+        except ValueError as error:
+            raise UserError(f"init_from={config.init_from!r}: its model does not fit this "
+                            f"config's ({str(error).splitlines()[0][:200]})") from None
+
+
+def initial_checkpoint(model_dir: str) -> str:
+    """The checkpoint of a model dir that `init_from` starts from: the best (by val_accuracy)
+    where there is one, else the final model."""
+    return "best" if os.path.isfile(ModelDir(model_dir).best) else "final"
 
 
 def epoch_metrics(rows, strategy, config, previous_seconds, seconds) -> dict:
@@ -237,6 +352,7 @@ def epoch_metrics(rows, strategy, config, previous_seconds, seconds) -> dict:
         "best_val_accuracy": best_val_accuracy(rows),
         "model": config.model,
         "dtype": config.dtype,
+        "quantization_aware": config.quantization_aware,
         "history": rows,
     }
 
@@ -259,100 +375,121 @@ def _task_name(strategy) -> str:
 # Multi-worker: a strategy.run loop (model.fit fails under MultiWorkerMirroredStrategy)
 
 
-def custom_loop(strategy, model, config, data, steps, initial_epoch, callbacks):
-    """Trains `model` (compiled, for its optimizer and loss) epoch by epoch with `strategy.run`,
-    from `initial_epoch`, calling `callbacks` as `model.fit` would at each epoch's end (the
-    same state, log and checkpoints).
+def batch_norm_statistics(model) -> list:
+    """The moving means and variances of every batch norm in `model` (sublayers included)."""
+    return [variable for layer in all_layers(model)
+            if isinstance(layer, keras.layers.BatchNormalization)
+            for variable in (layer.moving_mean, layer.moving_variance)]
+
+
+class MultiWorkerLoop:
+    """Trains a compiled model epoch by epoch with `strategy.run`, calling the callbacks as
+    `model.fit` would at each epoch's end (the same state, log and checkpoints).
 
     Every worker runs the same steps and saves the same state (workers other than the chief
     under `workers/`, as TensorFlow's multi-worker guide does); the chief's backup is the one a
-    re-run resumes from, so the model dir must be on storage all workers share.
+    re-run resumes from, so the model dir must be on storage all workers share. The loss is
+    scaled by the optimizer (`scale_loss`: a `LossScaleOptimizer` under mixed_float16 divides
+    the gradients by the same scale).
     """
-    optimizer = model.optimizer
-    loss_fn = make_loss(config, reduction="none")
-    global_batch = config.batch_size
-    top5 = data.num_classes > 5
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train_ds = strategy.experimental_distribute_dataset(data.train.with_options(options))
-    val_ds = (strategy.experimental_distribute_dataset(data.val.with_options(options))
-              if data.val is not None else None)
 
-    def counts(logits, labels):
+    def __init__(self, strategy, model, config, data):
+        self.strategy, self.model, self.config, self.data = strategy, model, config, data
+        self.loss_fn = make_loss(config, reduction="none")
+        # Each replica's batch norm updates its own moving statistics. They are exponential
+        # moving averages, linear in the batch statistics, so averaging them over replicas
+        # equals averaging every step's update (tf.keras' ON_READ/MEAN semantics); done
+        # before each save. Only those: other state (a dropout's seed) stays per replica.
+        self.statistics = batch_norm_statistics(model)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.DATA
+        self.train_data = strategy.experimental_distribute_dataset(
+            data.train.with_options(options))
+        self.val_data = (strategy.experimental_distribute_dataset(data.val.with_options(options))
+                         if data.val is not None else None)
+        self.train_step = tf.function(self._train_step)
+        self.eval_step = tf.function(self._eval_step)
+        self.average_statistics = tf.function(self._average_statistics)
+
+    def _counts(self, logits, labels):
         """(correct, correct in the top 5, examples) of one replica's batch."""
         target = tf.argmax(labels, -1)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), target), tf.float32))
         in_top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(target, logits, min(
-            5, data.num_classes)), tf.float32))
+            5, self.data.num_classes)), tf.float32))
         return correct, in_top5, tf.cast(tf.shape(labels)[0], tf.float32)
 
-    def replica_train(images, labels):
+    def replica_train(self, images, labels):
+        model, optimizer = self.model, self.model.optimizer
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            per_example = loss_fn(labels, tf.cast(logits, tf.float32))
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            logits = tf.cast(model(images, training=True), tf.float32)
+            per_example = self.loss_fn(labels, logits)
+            loss = tf.nn.compute_average_loss(per_example,
+                                              global_batch_size=self.config.batch_size)
             if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-        grads = tape.gradient(loss, model.trainable_variables)
+                loss += tf.nn.scale_regularization_loss(
+                    tf.add_n([tf.cast(l, tf.float32) for l in model.losses]))
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return (loss,) + counts(tf.cast(logits, tf.float32), labels)
+        return (loss,) + self._counts(logits, labels)
 
-    def replica_eval(images, labels):
-        logits = tf.cast(model(images, training=False), tf.float32)
-        return (tf.reduce_sum(loss_fn(labels, logits)),) + counts(logits, labels)
+    def replica_eval(self, images, labels):
+        logits = tf.cast(self.model(images, training=False), tf.float32)
+        return (tf.reduce_sum(self.loss_fn(labels, logits)),) + self._counts(logits, labels)
 
-    def reduce(values):
-        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
+    def _reduce(self, values):
+        return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
 
-    @tf.function
-    def train_step(images, labels):
-        return reduce(strategy.run(replica_train, args=(images, labels)))
+    def _train_step(self, images, labels):
+        return self._reduce(self.strategy.run(self.replica_train, args=(images, labels)))
 
-    @tf.function
-    def eval_step(images, labels):
-        return reduce(strategy.run(replica_eval, args=(images, labels)))
+    def _eval_step(self, images, labels):
+        return self._reduce(self.strategy.run(self.replica_eval, args=(images, labels)))
 
-    # Each replica's batch norm updates its own moving statistics. They are exponential moving
-    # averages, linear in the batch statistics, so averaging them over replicas equals averaging
-    # every step's update (tf.keras' ON_READ/MEAN semantics); done before each save.
-    statistics = list(model.non_trainable_variables)
-
-    @tf.function
-    def average_statistics():
+    def _average_statistics(self):
         def replica_mean():
             context = tf.distribute.get_replica_context()
             return [context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v))
-                    for v in statistics]
+                    for v in self.statistics]
 
-        means = strategy.experimental_local_results(strategy.run(replica_mean))[0]
-        for variable, mean in zip(statistics, means):
+        means = self.strategy.experimental_local_results(self.strategy.run(replica_mean))[0]
+        for variable, mean in zip(self.statistics, means):
             variable.assign(mean)
 
-    with strategy.scope():
-        optimizer.build(model.trainable_variables)
-    callbacks = keras.callbacks.CallbackList(callbacks, model=model)
-    callbacks.on_train_begin()
-    for epoch in range(initial_epoch, config.epochs):
-        began = time.perf_counter()
+    def run_epoch(self, iterator, steps) -> dict:
         totals = [0.0, 0.0, 0.0, 0.0]  # loss sum (per-step mean), correct, in top 5, count
-        iterator = iter(train_ds)
         for _ in range(steps):
-            totals = [a + float(b) for a, b in zip(totals, train_step(*next(iterator)))]
+            totals = [a + float(b) for a, b in zip(totals, self.train_step(*next(iterator)))]
+        top5 = self.data.num_classes > 5
         logs = {"loss": totals[0] / steps, "accuracy": totals[1] / totals[3]}
         if top5:
             logs["top5_accuracy"] = totals[2] / totals[3]
-        if val_ds is not None:
+        if self.val_data is not None:
             v = [0.0, 0.0, 0.0, 0.0]
-            for images, labels in val_ds:
-                v = [a + float(b) for a, b in zip(v, eval_step(images, labels))]
+            for images, labels in self.val_data:
+                v = [a + float(b) for a, b in zip(v, self.eval_step(images, labels))]
             logs.update(val_loss=v[0] / v[3], val_accuracy=v[1] / v[3])
             if top5:
                 logs["val_top5_accuracy"] = v[2] / v[3]
-        print(f"Epoch {epoch + 1}/{config.epochs} - {time.perf_counter() - began:.1f}s - " +
-              " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
-        if statistics:
-            average_statistics()
-        # Every worker saves (reading mirrored variables may need all of them); the chief's
-        # files are the real ones.
-        callbacks.on_epoch_end(epoch, logs)
-    callbacks.on_train_end()
+        return logs
+
+    def run(self, initial_epoch, callbacks):
+        with self.strategy.scope():
+            self.model.optimizer.build(self.model.trainable_variables)
+        callbacks = keras.callbacks.CallbackList(callbacks, model=self.model)
+        callbacks.on_train_begin()
+        iterator = iter(self.train_data)  # the pipeline repeats: one iterator for the run
+        for epoch in range(initial_epoch, self.config.epochs):
+            callbacks.on_epoch_begin(epoch)
+            began = time.perf_counter()
+            logs = self.run_epoch(iterator, self.data.steps_per_epoch)
+            print(f"Epoch {epoch + 1}/{self.config.epochs} - {time.perf_counter() - began:.1f}s - "
+                  + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+            if self.statistics:
+                self.average_statistics()
+            # Every worker saves (reading mirrored variables may need all of them); the
+            # chief's files are the real ones.
+            callbacks.on_epoch_end(epoch, logs)
+        callbacks.on_train_end()

@@ -14,7 +14,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from resnet_tf.layers import PACKAGE, Conv2DSame, Subsample
+from resnet_tf.errors import UserError
+from resnet_tf.layers import PACKAGE, Conv2DSame, Subsample, same_output_size
 from resnet_tf.resnet_utils import resnet_arg_scope
 from resnet_tf.utils import check_positive_int
 
@@ -31,7 +32,7 @@ class ZeroPadShortcut(keras.layers.Layer):
         check_positive_int("factor", factor)
         if isinstance(extra_channels, bool) or not isinstance(extra_channels, int) or \
                 extra_channels < 0:
-            raise ValueError(f"extra_channels must be an integer >= 0. "
+            raise UserError(f"extra_channels must be an integer >= 0. "
                              f"Received: extra_channels={extra_channels!r}")
         self.factor = factor
         self.extra_channels = extra_channels
@@ -44,10 +45,8 @@ class ZeroPadShortcut(keras.layers.Layer):
         return inputs
 
     def compute_output_shape(self, input_shape):
-        def out(size):
-            return None if size is None else -(-size // self.factor)
-
-        return (input_shape[0], out(input_shape[1]), out(input_shape[2]),
+        return (input_shape[0], same_output_size(input_shape[1], self.factor),
+                same_output_size(input_shape[2], self.factor),
                 input_shape[3] + self.extra_channels)
 
     def get_config(self):
@@ -56,27 +55,29 @@ class ZeroPadShortcut(keras.layers.Layer):
         return config
 
 
-def make_shortcut(option, depth_in, depth, stride, batch_norm_projection, arg_scope):
+def make_shortcut(option, depth_in, depth, stride, batch_norm_projection, layer_scope):
     """The shortcut of a residual unit under [1]'s options (named "shortcut", slim's scope).
 
       A: identity, or subsample + zero-padded channels where the depth grows (no parameters);
       B: identity / subsample, and a 1x1 projection only where the depth changes (slim's rule);
       C: a 1x1 projection in every unit.
     Projections have batch norm and no bias in post-activation units (`batch_norm_projection`),
-    a bias and no batch norm in pre-activation ones (slim's `bottleneck_v2`).
+    a bias and no batch norm in pre-activation ones (slim's `bottleneck_v2`). `layer_scope`:
+    the arg scope and the unit's dtype policy.
     """
+    dtype = layer_scope.get("dtype")
     if option not in SHORTCUT_OPTIONS:
-        raise ValueError(f"shortcut must be one of {list(SHORTCUT_OPTIONS)}. "
+        raise UserError(f"shortcut must be one of {list(SHORTCUT_OPTIONS)}. "
                          f"Received: shortcut={option!r}")
     if option == "C" or (option == "B" and depth != depth_in):
         return Conv2DSame(depth, 1, stride=stride, use_batch_norm=batch_norm_projection,
-                          name="shortcut", **arg_scope)
+                          name="shortcut", **layer_scope)
     if option == "A" and depth != depth_in:
         if depth < depth_in:
-            raise ValueError(f"Shortcut option A pads channels and cannot reduce them. "
-                             f"Received: depth_in={depth_in}, depth={depth}")
-        return ZeroPadShortcut(stride, depth - depth_in, name="shortcut")
-    return Subsample(stride, name="shortcut")
+            raise UserError(f"Shortcut option A pads channels and cannot reduce them. "
+                            f"Received: depth_in={depth_in}, depth={depth}")
+        return ZeroPadShortcut(stride, depth - depth_in, name="shortcut", dtype=dtype)
+    return Subsample(stride, name="shortcut", dtype=dtype)
 
 
 class ResidualUnit(keras.layers.Layer):
@@ -112,11 +113,11 @@ class ResidualUnit(keras.layers.Layer):
                 self.unit_arg_names else ()):
             check_positive_int(key, value)
         if stride > 1 and rate > 1:
-            raise ValueError(f"stride and rate cannot both be > 1. "
-                             f"Received: stride={stride}, rate={rate}")
+            raise UserError(f"stride and rate cannot both be > 1. "
+                            f"Received: stride={stride}, rate={rate}")
         if shortcut not in SHORTCUT_OPTIONS:
-            raise ValueError(f"shortcut must be one of {list(SHORTCUT_OPTIONS)}. "
-                             f"Received: shortcut={shortcut!r}")
+            raise UserError(f"shortcut must be one of {list(SHORTCUT_OPTIONS)}. "
+                            f"Received: shortcut={shortcut!r}")
         self.depth = depth
         self.depth_bottleneck = depth_bottleneck
         self.stride = stride
@@ -124,6 +125,9 @@ class ResidualUnit(keras.layers.Layer):
         self.shortcut_option = shortcut
         self.arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
                                           batch_norm_scale)
+        # What every sublayer is built with: slim's arg scope and this unit's dtype policy
+        # (each sublayer computes as the unit does, also in a model loaded elsewhere).
+        self.layer_scope = dict(self.arg_scope, dtype=self.dtype_policy)
         named = self._make_layers()
         for scope, layer in named:
             setattr(self, scope, layer)
@@ -159,7 +163,7 @@ class ResidualUnit(keras.layers.Layer):
     def build(self, input_shape):
         depth_in = input_shape[-1]
         self.shortcut = make_shortcut(self.shortcut_option, depth_in, self.depth, self.stride,
-                                      not self.preactivation, self.arg_scope)
+                                      not self.preactivation, self.layer_scope)
         self.shortcut.build(input_shape)
         shape = input_shape
         for scope, layer in self.named_layers:
@@ -187,6 +191,11 @@ class ResidualUnit(keras.layers.Layer):
         if self.projection_shortcut:
             points["shortcut"] = shortcut
         return output, points
+
+    def sublayers(self):
+        """Every layer inside the unit (the shortcut once it is built)."""
+        return [layer for _, layer in self.named_layers] + (
+            [self.shortcut] if self.shortcut is not None else [])
 
     def slim_sublayers(self):
         named = list(self.named_layers)

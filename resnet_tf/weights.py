@@ -1,4 +1,5 @@
-"""slim's released ImageNet weights in one call: `resnet_v2_50(weights="imagenet")`.
+"""slim's released ImageNet weights in one call: `resnet_v2_50(weights="imagenet")`, and the
+facts of slim's releases that every other module asks here.
 
 research/slim released these ResNet checkpoints (its "Pre-trained Models" table), each a tarball
 `http://download.tensorflow.org/models/<release>.tar.gz` holding one legacy single-file
@@ -8,17 +9,20 @@ checkpoint `<model>.ckpt` (V2 releases also `eval.graph` and `train.graph`):
     resnet_v2_50/101/152   *_2017_04_14   1001 classes   Inception preprocessing, 299 px
                                                          (class 0 = background)
 
-`weights` is None (random init), "imagenet" (that release), a URL (a release-style tarball or a
-checkpoint file) or a local path (a tarball, a checkpoint prefix or single-file checkpoint, or a
-dir holding one). Downloads go through `keras.utils.get_file` into `$KERAS_HOME/resnet_tf/`
-(default `~/.keras/resnet_tf/`) and are unpacked beside it once; later calls use the cache and
-need no network. An archive that cannot be unpacked (an interrupted or corrupt download) is
-removed from the cache, downloaded once more, and refused if that fails too, so the next call
-starts afresh. Loading goes through `load_slim_checkpoint`: strict (every variable, by name and
-shape) and atomic (nothing is assigned unless everything is read).
+Any slim checkpoint of a family follows its family's conventions (`slim_conventions`).
 
-TensorFlow (checkpoint reading) and Keras (downloads) only; the builders import this module only
-when `weights` is given.
+`weights` is None (random init), "imagenet" (that release), a URL (a release-style tarball or a
+checkpoint file) or a local path (a tarball, a checkpoint prefix or file, or a dir holding one).
+Downloads go through `keras.utils.get_file` into the directory Keras caches its own downloads in
+(`cache_root`: `$KERAS_HOME`, default `~/.keras`, `/tmp/.keras` when that is not writable), under
+`resnet_tf/`, and are unpacked beside the archive once, under a lock, so processes sharing a
+cache never race; later calls need no network. An archive that cannot be unpacked (an
+interrupted or corrupt download) is removed from the cache, downloaded once more, and refused if
+that fails too. Loading goes through `load_slim_checkpoint`: strict (every variable, by name
+and shape) and atomic (nothing is assigned unless everything is read).
+
+Keras (downloads) and TensorFlow (checkpoints, when a checkpoint is read); the builders import
+this module only when `weights` is given.
 """
 
 from __future__ import annotations
@@ -31,20 +35,51 @@ import tarfile
 import tempfile
 import urllib.parse
 
+from resnet_tf.errors import MissingPathError, UserError
+from resnet_tf.pixels import EvalPreprocessing
+
 CACHE_SUBDIR = "resnet_tf"
 URL = "http://download.tensorflow.org/models/{release}.tar.gz"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
 @dataclasses.dataclass(frozen=True)
-class Release:
-    """One of slim's released checkpoints and what it expects."""
+class SlimConventions:
+    """What a slim checkpoint of a family expects: its classes and its eval preprocessing."""
 
-    model: str
-    release: str
     num_classes: int
     preprocessing: str  # "inception" | "vgg"
     image_size: int
+
+    def eval_preprocessing(self, image_size=None) -> EvalPreprocessing:
+        return EvalPreprocessing(self.preprocessing, image_size or self.image_size)
+
+
+FAMILIES = {
+    "resnet_v1": SlimConventions(1000, "vgg", 224),
+    "resnet_v2": SlimConventions(1001, "inception", 299),
+}
+
+
+def slim_conventions(model_name: str) -> SlimConventions:
+    """The conventions of slim's checkpoints for `model_name` (its family's)."""
+    for family, conventions in FAMILIES.items():
+        if model_name.startswith(family + "_"):
+            return conventions
+    raise UserError(f"slim released no checkpoints of {model_name!r}'s family; slim "
+                    f"checkpoints are {sorted(FAMILIES)} models")
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """One of slim's released checkpoints."""
+
+    model: str
+    release: str
+
+    @property
+    def conventions(self) -> SlimConventions:
+        return slim_conventions(self.model)
 
     @property
     def url(self) -> str:
@@ -56,19 +91,38 @@ class Release:
 
 
 RELEASES = {
-    **{f"resnet_v1_{d}": Release(f"resnet_v1_{d}", f"resnet_v1_{d}_2016_08_28", 1000, "vgg", 224)
+    **{f"resnet_v1_{d}": Release(f"resnet_v1_{d}", f"resnet_v1_{d}_2016_08_28")
        for d in (50, 101, 152)},
-    **{f"resnet_v2_{d}": Release(f"resnet_v2_{d}", f"resnet_v2_{d}_2017_04_14", 1001,
-                                 "inception", 299) for d in (50, 101, 152)},
+    **{f"resnet_v2_{d}": Release(f"resnet_v2_{d}", f"resnet_v2_{d}_2017_04_14")
+       for d in (50, 101, 152)},
 }
 
 
 def release_of(model_name: str) -> Release:
     if model_name not in RELEASES:
-        raise ValueError(f"slim released no ImageNet weights for {model_name}; "
-                         f"weights='imagenet' is available for {sorted(RELEASES)} (pass "
-                         "weights=URL or PATH for a checkpoint of your own)")
+        raise UserError(f"slim released no ImageNet weights for {model_name}; "
+                        f"weights='imagenet' is available for {sorted(RELEASES)} (pass "
+                        "weights=URL or PATH for a checkpoint of your own)")
     return RELEASES[model_name]
+
+
+def imagenet_class_names(num_classes: int = 1001) -> list:
+    """The 1000 ImageNet class names in slim's label order (synset ids sorted), shipped with the
+    package; with 1001 classes, slim's "background" is class 0."""
+    path = os.path.join(os.path.dirname(__file__), "data", "imagenet_class_names.txt")
+    with open(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    if num_classes == 1001:
+        return ["background"] + names
+    if num_classes == 1000:
+        return names
+    raise UserError(f"ImageNet has 1000 classes (1001 with slim's background). "
+                    f"Received: num_classes={num_classes}")
+
+
+def default_class_names(num_classes: int):
+    """ImageNet's names (slim's order) for a 1000- or 1001-class model, else None."""
+    return imagenet_class_names(num_classes) if num_classes in (1000, 1001) else None
 
 
 def check_weights_arguments(model_name: str, weights, num_classes) -> None:
@@ -76,15 +130,16 @@ def check_weights_arguments(model_name: str, weights, num_classes) -> None:
     if weights is None:
         return
     if not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(f"weights must be None, 'imagenet', a URL or a path. "
-                         f"Received: weights={weights!r}")
+        raise UserError(f"weights must be None, 'imagenet', a URL or a path. "
+                        f"Received: weights={weights!r}")
     if weights == "imagenet":
         release = release_of(model_name)
-        if num_classes not in (None, release.num_classes):
-            raise ValueError(
+        expected = release.conventions.num_classes
+        if num_classes not in (None, expected):
+            raise UserError(
                 f"weights='imagenet' for {model_name} is slim's {release.release} release, "
-                f"with {release.num_classes} classes; num_classes must be "
-                f"{release.num_classes} or None (no head). Received: num_classes={num_classes}")
+                f"with {expected} classes; num_classes must be {expected} or None (no head). "
+                f"Received: num_classes={num_classes}")
 
 
 def load_weights(model, weights, model_name: str | None = None) -> list[str]:
@@ -100,10 +155,8 @@ def load_weights(model, weights, model_name: str | None = None) -> list[str]:
         try:
             return load_slim_checkpoint(model, checkpoint, scope=model_name, exclude=exclude)
         except UnreadableCheckpoint as error:
-            for path in cached_files:  # a corrupt download never stays in the cache
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else \
-                    os.remove(path)
-            if cached_files:
+            if cached_files:  # a corrupt download never stays in the cache
+                _remove(cached_files)
                 raise UnreadableCheckpoint(f"{error} It was removed from the cache ("
                                            f"{cache_dir()}), so the next call downloads it "
                                            "again.") from None
@@ -115,6 +168,8 @@ def checkpoint_path(weights, model_name: str):
     """Yields (the local checkpoint `weights` names, the cache entries it came from),
     downloading and unpacking it when needed; a local tarball is unpacked into a temporary dir
     for the duration."""
+    from resnet_tf.slim_checkpoint import find_checkpoint
+
     weights = os.fspath(weights)
     if weights == "imagenet":
         release = release_of(model_name)
@@ -125,15 +180,15 @@ def checkpoint_path(weights, model_name: str):
         yield _from_url(weights, name, f"{model_name}.ckpt")
         return
     if not os.path.exists(weights) and not os.path.exists(weights + ".index"):
-        raise FileNotFoundError(f"weights={weights!r} is neither 'imagenet', a URL nor an "
-                                "existing file or directory")
+        raise MissingPathError(f"weights={weights!r} is neither 'imagenet', a URL nor an "
+                               "existing file or directory")
     if os.path.isfile(weights) and weights.endswith(ARCHIVE_SUFFIXES):
         with tempfile.TemporaryDirectory(prefix="resnet-tf-weights-") as directory:
             try:
                 _extract(weights, directory)
             except (tarfile.TarError, EOFError, OSError) as error:
-                raise ValueError(f"weights={weights!r} cannot be unpacked as a checkpoint "
-                                 f"tarball ({_reason(error)})") from None
+                raise UserError(f"weights={weights!r} cannot be unpacked as a checkpoint "
+                                f"tarball ({_reason(error)})") from None
             yield find_checkpoint(directory, f"{model_name}.ckpt", weights), []
         return
     yield weights, []
@@ -149,55 +204,91 @@ def download(model_name: str) -> str:
     try:
         read_checkpoint_shapes(path)
     except UnreadableCheckpoint:
-        for entry in cached:
-            shutil.rmtree(entry, ignore_errors=True) if os.path.isdir(entry) else os.remove(entry)
+        _remove(cached)
         raise
     return path
 
 
 def cache_root() -> str:
-    """`$KERAS_HOME` (default `~/.keras`), where `keras.utils.get_file` caches."""
-    import keras
-
-    return os.path.expanduser(keras.config.keras_home())
+    """Where `keras.utils.get_file` caches downloads: `$KERAS_HOME`, by default `~/.keras`
+    (`/tmp/.keras` when the home directory is not writable), and `/tmp/.keras` when the chosen
+    directory is not writable. Keras keeps its own resolver private; this is the same rule."""
+    if "KERAS_HOME" in os.environ:
+        root = os.environ["KERAS_HOME"]
+    else:
+        home = os.path.expanduser("~")
+        root = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    root = os.path.expanduser(root)
+    with contextlib.suppress(OSError):
+        os.makedirs(root, exist_ok=True)
+    if not os.access(root, os.W_OK):
+        root = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
+    return root
 
 
 def cache_dir() -> str:
     return os.path.join(cache_root(), CACHE_SUBDIR)
 
 
+@contextlib.contextmanager
+def _cache_lock():
+    """One process at a time downloads and unpacks into the cache (POSIX advisory lock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    os.makedirs(cache_root(), exist_ok=True)
+    with open(os.path.join(cache_root(), f"{CACHE_SUBDIR}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _from_url(url: str, fname: str, checkpoint_name: str):
     """(checkpoint path, its cache entries) for a download, cached under `fname`."""
     import keras
 
-    cached = os.path.join(cache_dir(), fname)
-    os.makedirs(cache_dir(), exist_ok=True)  # get_file falls back to /tmp for a missing dir
-    for attempt in (1, 2):
-        fresh = not os.path.exists(cached)
-        try:
-            path = keras.utils.get_file(fname=fname, origin=url, cache_dir=cache_root(),
-                                        cache_subdir=CACHE_SUBDIR)
-        except Exception as error:  # noqa: BLE001  (get_file raises plain Exception)
-            raise ValueError(
-                f"Could not download {url} ({_reason(error)}). On a machine without network "
-                f"access, download it elsewhere and place it at {cached} (or pass "
-                "weights=PATH to the file)") from None
-        if not fname.endswith(ARCHIVE_SUFFIXES):
-            return path, [path]  # a single checkpoint file
-        unpacked = _strip_archive_suffix(path)
-        try:
-            if not os.path.isdir(unpacked):
-                _unpack_atomically(path, unpacked)
-            return find_checkpoint(unpacked, checkpoint_name, url), [path, unpacked]
-        except (tarfile.TarError, EOFError, OSError, ValueError) as error:
-            os.remove(path)
-            shutil.rmtree(unpacked, ignore_errors=True)
-            if fresh or attempt == 2:
-                raise ValueError(f"The download of {url} is incomplete or corrupt "
-                                 f"({_reason(error)}); it was removed from the cache, so the "
-                                 "next call downloads it again") from None
-            # A cached archive that does not unpack (a download killed mid-way): once more.
+    from resnet_tf.slim_checkpoint import find_checkpoint
+
+    with _cache_lock():
+        cached = os.path.join(cache_dir(), fname)
+        os.makedirs(cache_dir(), exist_ok=True)
+        for attempt in (1, 2):
+            fresh = not os.path.exists(cached)
+            try:
+                path = keras.utils.get_file(fname=fname, origin=url, cache_dir=cache_root(),
+                                            cache_subdir=CACHE_SUBDIR)
+            except Exception as error:  # noqa: BLE001  (get_file raises plain Exception)
+                raise UserError(
+                    f"Could not download {url} ({_reason(error)}). On a machine without "
+                    f"network access, download it elsewhere and place it at {cached} (or pass "
+                    "weights=PATH to the file)") from None
+            if not fname.endswith(ARCHIVE_SUFFIXES):
+                return path, [path]  # a single checkpoint file
+            unpacked = _strip_archive_suffix(path)
+            try:
+                if not os.path.isdir(unpacked):
+                    _unpack_atomically(path, unpacked)
+                return find_checkpoint(unpacked, checkpoint_name, url), [path, unpacked]
+            except (tarfile.TarError, EOFError, OSError, UserError) as error:
+                _remove([path, unpacked])
+                if fresh or attempt == 2:
+                    raise UserError(f"The download of {url} is incomplete or corrupt "
+                                    f"({_reason(error)}); it was removed from the cache, so "
+                                    "the next call downloads it again") from None
+                # A cached archive that does not unpack (a download killed mid-way): once more.
     raise AssertionError("unreachable")
+
+
+def _remove(entries) -> None:
+    for entry in entries:
+        if os.path.isdir(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif os.path.exists(entry):
+            os.remove(entry)
 
 
 def _reason(error) -> str:
@@ -213,8 +304,21 @@ def _strip_archive_suffix(path: str) -> str:
 
 
 def _extract(archive: str, directory: str) -> None:
+    """Unpacks the regular files and folders of a checkpoint tarball into `directory`. A
+    member that would land outside it (an absolute path, `..`) is refused; links and devices
+    are left out (a checkpoint has none). Python's `filter="data"` (3.10.12+, 3.11.4+) checks
+    the same where it exists."""
     with tarfile.open(archive) as tar:
-        tar.extractall(directory, filter="data")
+        members = []
+        for member in tar.getmembers():
+            name = os.path.normpath(member.name)
+            if os.path.isabs(name) or name == ".." or name.startswith(".." + os.sep):
+                raise tarfile.TarError(f"the member {member.name!r} would be written outside "
+                                       "the cache")
+            if member.isfile() or member.isdir():
+                members.append(member)
+        extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(directory, members=members, **extra)
 
 
 def _unpack_atomically(archive: str, target: str) -> None:
@@ -226,21 +330,3 @@ def _unpack_atomically(archive: str, target: str) -> None:
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def find_checkpoint(directory: str, checkpoint_name: str, source: str) -> str:
-    """The checkpoint in an unpacked release: `checkpoint_name` if present, else the only one
-    (a single-file `.ckpt`, or the prefix of `.index` + `.data` files)."""
-    found = []
-    for root, _, files in os.walk(directory):
-        for name in sorted(files):
-            if name.endswith(".index"):
-                found.append(os.path.join(root, name[: -len(".index")]))
-            elif name.endswith(".ckpt"):
-                found.append(os.path.join(root, name))
-    preferred = [p for p in found if os.path.basename(p) == checkpoint_name]
-    if preferred or len(found) == 1:
-        return (preferred or found)[0]
-    raise ValueError(f"{source} holds {'no' if not found else 'several'} checkpoints "
-                     f"({', '.join(os.path.basename(p) for p in found) or 'none'}); expected "
-                     f"{checkpoint_name}")

@@ -47,3 +47,51 @@ def write_slim_tfrecord(path, count=8, seed=0, label_base=1):
                 feature=feature)).SerializeToString())
             labels.append(label)
     return labels
+
+
+def write_digits_folder(root, per_class=None, fmt="png", nested_every=0):
+    """scikit-learn's real handwritten digits as an image folder root/<digit>/<i>.<fmt>
+    (8x8 RGB); with `nested_every` k, every k-th image of a class goes to <digit>/more/."""
+    from resnet_tf.data import digits_arrays
+
+    (x_train, y_train), (x_val, y_val) = digits_arrays(0.0, seed=0)
+    images, labels = x_train, y_train
+    for digit in range(10):
+        members = images[labels == digit][:per_class]
+        folder = os.path.join(root, str(digit))
+        os.makedirs(os.path.join(folder, "more"), exist_ok=True)
+        for i, image in enumerate(members):
+            target = os.path.join(folder, "more") if nested_every and i % nested_every == 0 \
+                else folder
+            if fmt == "webp":
+                import io
+
+                from PIL import Image
+
+                out = io.BytesIO()
+                Image.fromarray(image).save(out, format="WEBP", lossless=True)
+                data = out.getvalue()
+            else:
+                data = tf.io.encode_png(image).numpy()
+            with open(os.path.join(target, f"{i}.{fmt}"), "wb") as f:
+                f.write(data)
+    return str(root)
+
+
+def write_colour_tfrecords(path, count, num_classes=5, seed=0, label_base=0, size=(12, 12)):
+    """slim-format TFRecords of noisy flat colours, `num_classes` colours, labels
+    label_base..label_base + num_classes - 1."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (num_classes, 3))
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(count):
+            label = i % num_classes
+            image = image_of(tuple(palette[label]), rng, size)
+            feature = {
+                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[tf.io.encode_png(image).numpy()])),
+                "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(
+                    value=[label + label_base])),
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(
+                feature=feature)).SerializeToString())

@@ -9,8 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from resnet_tf import cli, deploy, runtimes
-from resnet_tf import benchmark, training
+from resnet_tf import benchmark, cli, config, export_dir, runtimes, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,10 +38,11 @@ def test_help_answers_at_once_without_tensorflow():
 
 
 def test_the_cli_choices_are_the_modules_choices():
-    assert cli.FORMATS == deploy.FORMATS and cli.PRECISIONS == deploy.PRECISIONS
-    assert cli.BENCH_MODES == benchmark.MODES and cli.BENCH_COMPARE == benchmark.COMPARE
-    assert cli.DISTRIBUTE == training.DISTRIBUTE
-    assert set(runtimes.FORMAT_OF_RUNTIME.values()) == set(deploy.FORMATS) - {"saved_model"}
+    """The command line offers the modules' own choices (no copies to keep in step)."""
+    assert cli.FORMATS is export_dir.FORMATS and cli.PRECISIONS is export_dir.PRECISIONS
+    assert cli.MODES is benchmark.MODES and cli.COMPARE is benchmark.COMPARE
+    assert cli.DISTRIBUTE is config.DISTRIBUTE and cli.DTYPES is config.DTYPES
+    assert set(runtimes.FORMAT_OF_RUNTIME.values()) == set(export_dir.FORMATS) - {"saved_model"}
 
 
 def test_a_run_prints_no_tensorflow_noise(tmp_path):
@@ -58,7 +58,7 @@ def test_a_run_prints_no_tensorflow_noise(tmp_path):
 
 
 def test_user_errors_are_one_sentence(tmp_path, capsys):
-    from resnet_tf.slim_reference import save_slim_checkpoint
+    from slim_reference import save_slim_checkpoint
     from resnet_tf import resnet_v2_50, slim_variables
 
     model = resnet_v2_50(num_classes=1001)
@@ -100,7 +100,7 @@ def test_truncated_model_files_are_sentences(tmp_path, capsys):
     from resnet_tf.model_dir import ModelDir
 
     folder = write_image_folder(tmp_path / "images")
-    config = config_from_dict(dict(model="resnet_v2", units=[1], base_depth=8,
+    config = config_from_dict(dict(model="resnet_v2_stack", units=[1], base_depth=8,
                                    include_root_block=False, image_size=16, dataset="folder",
                                    train_data=folder, validation_split=0.25, batch_size=3,
                                    epochs=1, augment=False))

@@ -7,8 +7,8 @@ import pytest
 
 from image_data import write_image_folder, write_slim_tfrecord
 from resnet_tf.config import config_from_dict
-from resnet_tf.data import (digits_arrays, imagenet_class_names, list_image_folder,
-                            make_datasets)
+from resnet_tf.data import digits_arrays, list_image_folder, make_datasets
+from resnet_tf.weights import imagenet_class_names
 
 
 def test_imagenet_names_ship_with_slims_background_offset():

@@ -14,8 +14,9 @@ from resnet_tf import preprocessing
 from resnet_tf.cli import main
 from resnet_tf.config import load_config
 from resnet_tf.data import digits_arrays
-from resnet_tf.deploy import check_output, export_model
-from resnet_tf.export import load_model_dir
+from resnet_tf.deploy import export_model
+from resnet_tf.export_dir import check_output
+from resnet_tf.loading import load_model_dir
 from resnet_tf.training import train
 
 # Runs an export with its runtime only: no resnet_tf, no TensorFlow for the runtime formats.
@@ -163,7 +164,7 @@ def test_evaluate_reproduces_training_and_reads_every_source(quickstart, tmp_pat
 
 
 def test_slim_checkpoint_int8_needs_real_calibration_data(tmp_path, capsys):
-    from resnet_tf.slim_reference import save_slim_checkpoint
+    from slim_reference import save_slim_checkpoint
     from image_data import write_image_folder
     from resnet_tf import resnet_v2_50, slim_variables
 
@@ -248,8 +249,8 @@ def test_a_mixed_precision_model_exports_as_float32():
     """A model trained under mixed_bfloat16 keeps float32 variables; its exports compute in
     float32 (a copy with float32 policies and the same weights)."""
     from resnet_tf import resnet_v2, resnet_v2_block
-    from resnet_tf.deploy import float32_model
-    from resnet_tf.utils import dtype_policy_scope
+    from resnet_tf.precision import float32_model
+    from resnet_tf.precision import dtype_policy_scope
 
     blocks = [resnet_v2_block("block1", 2, 1, 2)]
     with dtype_policy_scope("mixed_bfloat16"):

@@ -13,7 +13,7 @@ from image_data import write_image_folder
 from resnet_tf import preprocessing
 from resnet_tf.cli import main
 from resnet_tf.config import config_from_dict
-from resnet_tf.export import export_saved_model
+from resnet_tf.deploy import export_saved_model
 from resnet_tf.training import build_model
 
 SERVE = r"""
@@ -46,7 +46,7 @@ def trained(tmp_path_factory):
     """A small model with non-trivial batch-norm statistics, and its config."""
     root = tmp_path_factory.mktemp("export")
     folder = write_image_folder(root / "images")
-    config = config_from_dict(dict(model="resnet_v2", units=[1, 1], base_depth=8,
+    config = config_from_dict(dict(model="resnet_v2_stack", units=[1, 1], base_depth=8,
                                    include_root_block=False, image_size=16, dataset="folder",
                                    train_data=folder, central_fraction=0.875))
     model = build_model(config, num_classes=3)
@@ -113,7 +113,7 @@ def test_an_existing_export_is_never_clobbered(trained):
 
 
 def test_predict_from_a_slim_checkpoint_names_classes_with_slims_offset(tmp_path, capsys):
-    from resnet_tf.slim_reference import save_slim_checkpoint
+    from slim_reference import save_slim_checkpoint
     from resnet_tf import resnet_v2_50, slim_variables
 
     model = resnet_v2_50(num_classes=1001)

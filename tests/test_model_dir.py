@@ -109,7 +109,7 @@ def images(tmp_path_factory):
 
 
 def write_config(path, folder, **extra):
-    values = dict(dict(model="resnet_v2", units=[1, 1], base_depth=8, include_root_block=False,
+    values = dict(dict(model="resnet_v2_stack", units=[1, 1], base_depth=8, include_root_block=False,
                        image_size=16, augment=False, batch_norm_decay=0.9, dataset="folder",
                        train_data=folder, validation_split=0.25, batch_size=3, epochs=EPOCHS,
                        optimizer="adam", learning_rate=1e-3), **extra)
@@ -199,7 +199,7 @@ def test_a_failed_start_leaves_no_trace(images, tmp_path):
     model_dir = tmp_path / "run"
     typo = tmp_path / "typo.yaml"
     typo.write_text(open(write_config(tmp_path / "t.yaml", images)).read().replace(
-        "resnet_v2", "resnet_v2_5O"))
+        "resnet_v2_stack", "resnet_v2_5O"))
     result = run(["train", "--config", str(typo), "--model-dir", str(model_dir)])
     assert result.returncode == 2 and "model must be one of" in result.stderr
     missing = write_config(tmp_path / "missing.yaml", str(tmp_path / "nowhere"))
@@ -244,22 +244,105 @@ def test_corrupt_images_are_named_and_skipped(images, tmp_path):
     assert not (tmp_path / "run2").exists()
 
 
-def test_legacy_backup_and_restore_dirs_resume(images, tmp_path):
-    """A model dir written by Keras' BackupAndRestore (earlier resnet_tf) still resumes."""
+@pytest.mark.slow
+def test_torn_state_and_torn_newest_weights_resume_from_the_epoch_before(images, tmp_path):
+    """Storage that loses the last write's data (zero-length files after a rename): the state
+    file and the newest weights both empty; the run resumes from the newest readable backup."""
+    config = write_config(tmp_path / "tiny.yaml", images)
+    model_dir = str(tmp_path / "run")
+    args = ["train", "--config", config, "--model-dir", model_dir]
+    assert run(args + ["--epochs", "2"]).returncode == 0
+    paths = ModelDir(model_dir)
+    for name in ("state.json", "epoch-2.weights.h5"):
+        open(os.path.join(paths.backup, name), "wb").close()
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Epoch 2/4" in resumed.stdout and "Epoch 1/4" not in resumed.stdout
+    assert_consistent(model_dir)
+
+
+def _run_until(args, marker, signal_number, env=None):
+    """Starts `resnet-tf train`, sends `signal_number` once `marker` appears on its stdout."""
+    process = subprocess.Popen([sys.executable, "-m", "resnet_tf.cli", *args], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if marker in line:
+            process.send_signal(signal_number)
+            break
+    out, err = process.communicate(timeout=600)
+    return process.returncode, "".join(seen) + out, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_stop_with_one_sentence_and_resume(tmp_path, signal_number):
+    folder = write_image_folder(tmp_path / "images", per_class=40)
+    # Epochs of a few seconds: the signal lands inside epoch 3, not at its edge.
+    config = write_config(tmp_path / "slower.yaml", folder, image_size=48, base_depth=16)
+    model_dir = str(tmp_path / "run")
+    args = ["train", "--config", config, "--model-dir", model_dir]
+    code, out, err = _run_until(args, "Epoch 3/4", signal_number)
+    assert code == 128 + signal_number, (out[-2000:], err[-2000:])
+    assert err.strip().splitlines() == [
+        f"resnet-tf train: {model_dir}: interrupted during epoch 3; re-run the same command "
+        "to resume"], err
+    assert ModelDir(model_dir).read_state()["epoch"] == 2
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Epoch 3/4" in resumed.stdout and "Epoch 2/4" not in resumed.stdout
+    assert_consistent(model_dir)
+
+
+def test_train_starts_only_in_an_empty_dir_and_resumes_only_its_own(images, tmp_path):
+    """`--model-dir .` in a folder of the user's own files, or an export dir: refused before
+    anything is written, every file untouched."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"mine": true}\n')
+    (mine / "training_log.csv").write_text("epoch,loss\n0,1.0\n")
+    before = {p.name: p.read_bytes() for p in mine.iterdir()}
+    config = write_config(tmp_path / "tiny.yaml", images, epochs=1)
+    result = subprocess.run([sys.executable, "-m", "resnet_tf.cli", "train", "--config", config,
+                             "--model-dir", "."], cwd=mine, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 2 and "is not empty and was not written by" in result.stderr
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == before
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "preprocessing.json").write_text("{}")
+    (export / "model.onnx").write_bytes(b"onnx")
+    result = run(["train", "--config", config, "--model-dir", str(export)])
+    assert result.returncode == 2 and "is not empty and was not written by" in result.stderr
+    assert sorted(os.listdir(export)) == ["model.onnx", "preprocessing.json"]
+    # An empty dir is fine, and the same dir then resumes.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(["train", "--config", config, "--model-dir", str(empty)]).returncode == 0
+    assert run(["train", "--config", config, "--model-dir", str(empty)]).returncode == 0
+
+
+@pytest.mark.slow
+def test_a_whole_backup_of_another_model_is_named_not_called_torn(images, tmp_path):
+    """A backup that reads fine but does not fit the model is a different problem from a torn
+    file: the sentence says so, and does not advise deleting the run's state."""
+    import keras
+
     from resnet_tf.config import load_config
     from resnet_tf.training import build_model
 
-    config = load_config(write_config(tmp_path / "c.yaml", images))
-    model = build_model(config, num_classes=3)
-    model.compile(optimizer="adam", loss="categorical_crossentropy")
-    paths = ModelDir(str(tmp_path / "run"))
-    os.makedirs(paths.backup)
-    model.optimizer.build(model.trainable_variables)
-    model.save_weights(os.path.join(paths.backup, "latest.weights.h5"))
-    with open(os.path.join(paths.backup, "training_metadata.json"), "w") as f:
-        json.dump({"epoch": 2, "batch": 0}, f)
-    fresh = build_model(config, num_classes=3)
-    fresh.compile(optimizer="adam", loss="categorical_crossentropy")
-    assert paths.restore(fresh) == 2
-    for a, b in zip(model.weights, fresh.weights):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    config = write_config(tmp_path / "tiny.yaml", images)
+    model_dir = str(tmp_path / "run")
+    args = ["train", "--config", config, "--model-dir", model_dir]
+    assert run(args + ["--epochs", "1"]).returncode == 0
+    other = build_model(load_config(write_config(tmp_path / "o.yaml", images, base_depth=4)), 3)
+    other.compile(optimizer="adam", loss="categorical_crossentropy")
+    other.optimizer.build(other.trainable_variables)
+    backup = os.path.join(ModelDir(model_dir).backup, "epoch-1.weights.h5")
+    other.save_weights(backup)
+    result = run(args)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "does not fit the model" in result.stderr and "remove that dir" not in result.stderr
+    assert keras  # imported for the model above

@@ -5,7 +5,7 @@ import pytest
 
 import resnet_tf
 from resnet_tf import resnet_v2, resnet_v2_block
-from resnet_tf.slim_reference import random_slim_values, save_slim_checkpoint
+from slim_reference import random_slim_values, save_slim_checkpoint
 
 TINY = [resnet_v2_block("block1", base_depth=2, num_units=2, stride=2),
         resnet_v2_block("block2", base_depth=4, num_units=1, stride=1)]
@@ -91,3 +91,26 @@ def test_missing_path_is_named(tmp_path, model):
         resnet_tf.load_slim_checkpoint(model, missing)
     with pytest.raises(TypeError, match="path=None"):
         resnet_tf.load_slim_checkpoint(model, None)
+
+
+def test_a_slim_training_checkpoint_loads_with_its_optimizer_state_left_out(tmp_path, capfd):
+    """What users fine-tuned with slim themselves: Momentum slots, global_step and moving
+    averages beside the model variables. The variables load strictly and give slim's outputs;
+    the moving averages load on request; any file of the checkpoint names it."""
+    from slim_reference import relative_error, run_slim_training_checkpoint
+
+    images = np.random.default_rng(3).uniform(-1, 1, (2, 33, 33, 3)).astype(np.float32)
+    path = str(tmp_path / "model.ckpt-12345")
+    plain, averaged = run_slim_training_checkpoint(images, path, blocks=TINY, num_classes=5)
+    model = resnet_v2(TINY, num_classes=5, include_root_block=False, spatial_squeeze=False,
+                      name="resnet_v2")
+    loaded = resnet_tf.load_slim_checkpoint(model, path)
+    assert len(loaded) == len(model.weights)
+    assert relative_error(model(images, training=False), plain) < 2e-4
+    err = capfd.readouterr().err
+    assert "training state left out" in err and "optimizer slots (Momentum)" in err
+    assert "global_step" in err and "ExponentialMovingAverage shadows" in err
+    resnet_tf.load_slim_checkpoint(model, path + ".data-00000-of-00001", moving_averages=True)
+    assert relative_error(model(images, training=False), averaged) < 2e-4
+    resnet_tf.load_slim_checkpoint(model, path + ".index")
+    assert relative_error(model(images, training=False), plain) < 2e-4

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import resnet_tf
-from resnet_tf.utils import dtype_policy_scope
+from resnet_tf.precision import dtype_policy_scope
 from resnet_tf.resnet_utils import RESNET_UNITS as RESNET_V2_UNITS
-from resnet_tf.slim_reference import relative_error, run_slim
+from slim_reference import relative_error, run_slim
 
 TOLERANCE = 2e-4
 # research/slim's end points that the pip tf-slim predates.

@@ -9,7 +9,7 @@ import pytest
 
 import resnet_tf
 from resnet_tf.resnet_utils import RESNET_UNITS as RESNET_V1_UNITS
-from resnet_tf.slim_reference import run_slim
+from slim_reference import run_slim
 from test_slim_parity import assert_matches_slim, float64_end_points
 
 TINY_BLOCKS = [

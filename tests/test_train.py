@@ -16,7 +16,7 @@ from resnet_tf.training import ModelDir, build_model, train
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
-TINY_MODEL = dict(model="resnet_v2", units=[1, 1], base_depth=8, include_root_block=False,
+TINY_MODEL = dict(model="resnet_v2_stack", units=[1, 1], base_depth=8, include_root_block=False,
                   image_size=16, augment=False, batch_norm_decay=0.9)
 
 
@@ -70,7 +70,7 @@ def test_mixed_precision_trains(tmp_path, dtype):
 
 
 def test_finetune_starts_from_a_slim_checkpoint(tmp_path):
-    from resnet_tf.slim_reference import random_slim_values, save_slim_checkpoint
+    from slim_reference import random_slim_values, save_slim_checkpoint
     from resnet_tf import slim_variables
 
     folder = write_image_folder(tmp_path / "images")
@@ -198,3 +198,305 @@ def test_every_ablation_config_builds(tmp_path):
         units = [layer for layer in model.layers if hasattr(layer, "shortcut_type")]
         assert {(u.shortcut_type, u.order) for u in units} == {
             (config.shortcut_type, config.order)}, name
+
+
+# --------------------------------------------------------------------------------------------
+# Users' own data: what a run records, and nothing silently wrong
+
+
+def command(*args, cwd=ROOT, env=None):
+    return subprocess.run([sys.executable, "-m", "resnet_tf.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, **(env or {})))
+
+
+def write_yaml(path, **values):
+    path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
+    return str(path)
+
+
+TINY_YAML = dict(model="resnet_v2_stack", units=[1, 1], base_depth=8, include_root_block=False,
+                 image_size=16, augment=False, batch_norm_decay=0.9, batch_size=8,
+                 optimizer="adam", learning_rate=0.003)
+
+
+@pytest.mark.slow
+def test_tfrecords_without_train_examples_learn_as_with_them(tmp_path):
+    """The records are counted once (and recorded); a schedule is never built from an unknown
+    length: a cosine run without train_examples learns as well as one with them."""
+    from image_data import write_colour_tfrecords
+
+    write_colour_tfrecords(tmp_path / "train-00000", 400, num_classes=5)
+    write_colour_tfrecords(tmp_path / "val-00000", 100, num_classes=5, seed=1)
+    common = dict(TINY_YAML, dataset="tfrecord", train_data=str(tmp_path / "train-*"),
+                  val_data=str(tmp_path / "val-*"), num_classes=5, epochs=4, schedule="cosine")
+    counted = command("train", "--config", write_yaml(tmp_path / "a.yaml", **common),
+                      "--model-dir", str(tmp_path / "counted"))
+    assert counted.returncode == 0, counted.stderr[-3000:]
+    assert "counting the records of 1 files once" in counted.stdout
+    given = command("train", "--config", write_yaml(tmp_path / "b.yaml", train_examples=400,
+                                                    val_examples=100, **common),
+                    "--model-dir", str(tmp_path / "given"))
+    assert given.returncode == 0, given.stderr[-3000:]
+    results = [json.load(open(tmp_path / run / "metrics.json")) for run in ("counted", "given")]
+    assert results[0]["val_accuracy"] >= 0.9 and results[1]["val_accuracy"] >= 0.9
+    with open(tmp_path / "counted" / "data.json") as f:
+        record = json.load(f)
+    assert record["counts"] == {"train": 400, "val": 100}
+    assert record["tfrecords"]["train"]["labels"] == [0, 4]
+
+
+def test_tfrecord_labels_outside_num_classes_are_refused_before_anything(tmp_path):
+    from image_data import write_colour_tfrecords
+
+    write_colour_tfrecords(tmp_path / "train-00000", 20, num_classes=5, label_base=1)  # 1..5
+    config = write_yaml(tmp_path / "c.yaml", **dict(TINY_YAML, dataset="tfrecord", epochs=1,
+                                                     train_data=str(tmp_path / "train-*"),
+                                                     num_classes=5))
+    result = command("train", "--config", config, "--model-dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "labels 1..5 do not fit num_classes=5" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_the_validation_split_is_the_one_the_run_recorded(tmp_path):
+    """Images added to the folder later are not part of the run: evaluate, resume and export
+    see the split the run made."""
+    from image_data import write_digits_folder
+
+    folder = write_digits_folder(tmp_path / "digits", per_class=12)
+    config = write_yaml(tmp_path / "c.yaml", **dict(TINY_YAML, dataset="folder",
+                                                     train_data=folder, validation_split=0.25,
+                                                     epochs=2))
+    run = str(tmp_path / "run")
+    assert command("train", "--config", config, "--model-dir", run).returncode == 0
+    before = command("evaluate", "--model-dir", run, "--json", str(tmp_path / "a.json"))
+    assert before.returncode == 0, before.stderr[-3000:]
+    recorded = open(os.path.join(run, "files", "val.txt")).read()
+    write_digits_folder(tmp_path / "digits", per_class=14)  # two more images per class
+    (tmp_path / "digits" / "3" / "extra.png").write_bytes(
+        open(os.path.join(folder, "3", "0.png"), "rb").read())
+    after = command("evaluate", "--model-dir", run, "--json", str(tmp_path / "b.json"))
+    assert after.returncode == 0, after.stderr[-3000:]
+    a, b = (json.load(open(tmp_path / f"{x}.json")) for x in "ab")
+    assert (a["count"], a["top1"]) == (b["count"], b["top1"]) == (30, a["top1"])
+    resumed = command("train", "--config", config, "--model-dir", run, "--epochs", "3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert open(os.path.join(run, "files", "val.txt")).read() == recorded
+
+
+@pytest.mark.slow
+def test_nested_folders_and_webp_are_used_and_counted(tmp_path):
+    from image_data import write_digits_folder
+
+    folder = write_digits_folder(tmp_path / "digits", per_class=10, fmt="webp", nested_every=3)
+    (tmp_path / "digits" / "0" / "notes.txt").write_text("not an image")
+    config = write_yaml(tmp_path / "c.yaml", **dict(TINY_YAML, dataset="folder",
+                                                     train_data=folder, epochs=1))
+    result = command("train", "--config", config, "--model-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"train_data {folder}: 100 images in 10 classes (40 in nested folders; 1 other "
+            "files left out") in result.stdout
+    assert "folder: 100 training images, no validation images, 10 classes" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_run_started_in_one_directory_resumes_evaluates_and_exports_from_another(tmp_path):
+    from image_data import write_digits_folder
+
+    project = tmp_path / "project"
+    write_digits_folder(project / "data" / "digits", per_class=8)
+    write_yaml(project / "c.yaml", **dict(TINY_YAML, dataset="folder", epochs=1,
+                                          train_data="data/digits", validation_split=0.25))
+    result = command("train", "--config", "c.yaml", "--model-dir", "runs/a", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = str(project / "runs" / "a")
+    for args in (["train", "--config", str(project / "c.yaml"), "--model-dir", run,
+                  "--epochs", "2"],
+                 ["evaluate", "--model-dir", run],
+                 ["export", "--model-dir", run, "--output", "e", "--format", "tflite",
+                  "--precision", "int8", "--max-accuracy-drop", "0.5"]):
+        result = command(*args, cwd=elsewhere)
+        assert result.returncode == 0, (args, result.stderr[-3000:])
+    with open(os.path.join(run, "config.yaml")) as f:
+        assert f"train_data: {project / 'data' / 'digits'}" in f.read()
+
+
+def test_a_replica_split_that_cannot_work_is_refused_before_anything(tmp_path):
+    result = command("train", "--config", QUICKSTART, "--model-dir", str(tmp_path / "run"),
+                     "--distribute", "mirrored", "--cpu-devices", "3")
+    assert result.returncode == 2
+    assert "batch_size=32 does not split evenly over 3 replicas" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_mirrored_replicas_with_a_partial_last_batch(tmp_path):
+    config = write_yaml(tmp_path / "c.yaml", dataset="digits", image_size=16, augment=False,
+                        model="resnet_v2_stack", units=[1], base_depth=8,
+                        include_root_block=False, batch_size=30, epochs=1, optimizer="adam",
+                        learning_rate=0.002)
+    result = command("train", "--config", config, "--model-dir", str(tmp_path / "run"),
+                     "--distribute", "mirrored", "--cpu-devices", "3")
+    assert result.returncode == 0, result.stderr[-3000:]  # 359 = 11 x 30 + 29
+    assert json.load(open(tmp_path / "run" / "metrics.json"))["replicas"] == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Mixed precision, the evaluation recipe, resume settings
+
+
+LOAD_AND_LIST_POLICIES = r"""
+import json, sys
+import keras, resnet_tf
+from resnet_tf.precision import all_layers
+model = keras.saving.load_model(sys.argv[1], compile=False)
+print(json.dumps({"global": keras.config.dtype_policy().name,
+                  "policies": {l.path if hasattr(l, "path") else l.name: l.dtype_policy.name
+                               for l in all_layers(model)}}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_quickstart_trains_resumes_evaluates_exports(tmp_path, dtype):
+    """The quickstart's 10 classes (a top-5 metric) under a mixed policy, through the command:
+    train, resume without --dtype (the run keeps its own), evaluate, export every format; the
+    .keras holds the policy in every layer; the SavedModel computes what the TFLite float32
+    file computes."""
+    run = str(tmp_path / "run")
+    first = command("train", "--config", "quickstart", "--model-dir", run, "--dtype", dtype,
+                    "--epochs", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = command("train", "--config", "quickstart", "--model-dir", run, "--epochs", "2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Epoch 2/2" in resumed.stdout
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    assert metrics["dtype"] == dtype and metrics["epochs"] == 2
+    assert "top5_accuracy" in metrics["history"][-1]
+    evaluated = command("evaluate", "--model-dir", run, "--json", str(tmp_path / "e.json"))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.load(open(tmp_path / "e.json"))["top1"] == pytest.approx(
+        metrics["val_accuracy"], abs=1e-6)
+    loaded = subprocess.run([sys.executable, "-c", LOAD_AND_LIST_POLICIES,
+                             os.path.join(run, "model.keras")], capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    policies = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert policies["global"] == "float32"
+    # Every layer computes under the run's policy, the sublayers of the units included; the
+    # one exception is the last layer, which casts the outputs to float32 (Keras' guidance).
+    names = {name: policy for name, policy in policies["policies"].items()
+             if name not in ("images", "spatial_squeeze")}
+    assert len(names) > 40 and set(names.values()) == {dtype}, policies
+    assert policies["policies"]["spatial_squeeze"] == "float32"
+    for fmt, precision in (("saved_model", "float32"), ("tflite", "float32"),
+                           ("onnx", "float32"), ("openvino", "float16"), ("tflite", "int8")):
+        exported = command("export", "--model-dir", run, "--output",
+                           str(tmp_path / f"{fmt}-{precision}"), "--format", fmt,
+                           "--precision", precision)
+        assert exported.returncode == 0, (fmt, exported.stderr[-3000:])
+    from resnet_tf.data import digits_arrays
+    from resnet_tf.runtimes import open_export
+    from resnet_tf import preprocessing
+    from resnet_tf.pixels import EvalPreprocessing
+
+    x_val = digits_arrays(0.2, 0)[1][0][:64]
+    saved, _, _ = open_export(str(tmp_path / "saved_model-float32"))
+    lite, _, _ = open_export(str(tmp_path / "tflite-float32"))
+    pixels = preprocessing.prepare_pixels(x_val, EvalPreprocessing("inception", 16, 1.0)).numpy()
+    np.testing.assert_allclose(saved(x_val.astype(np.float32)), lite(pixels), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_cifar_preprocessing_run_is_evaluated_and_exported_as_it_was_validated(tmp_path):
+    """`preprocessing: cifar` validates on whole images (no crop): evaluate --model-dir, and a
+    TFLite export run by LiteRT, give training's own val_accuracy."""
+    from resnet_tf.data import digits_arrays
+
+    config = write_yaml(tmp_path / "c.yaml", dataset="digits", image_size=32,
+                        preprocessing="cifar", model="cifar_resnet_v2", depth=11,
+                        unit="bottleneck", batch_size=32, epochs=2, optimizer="adam",
+                        learning_rate=0.002, central_fraction=0.875)
+    run = str(tmp_path / "run")
+    assert command("train", "--config", config, "--model-dir", run).returncode == 0
+    val_accuracy = json.load(open(os.path.join(run, "metrics.json")))["val_accuracy"]
+    evaluated = command("evaluate", "--model-dir", run, "--json", str(tmp_path / "e.json"))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.load(open(tmp_path / "e.json"))["top1"] == pytest.approx(val_accuracy, abs=1e-6)
+    exported = command("export", "--model-dir", run, "--output", str(tmp_path / "lite"),
+                       "--format", "tflite")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    info = json.load(open(tmp_path / "lite" / "preprocessing.json"))
+    assert info["central_fraction"] is None
+    lite = command("evaluate", "--export", str(tmp_path / "lite"), "--config", config,
+                   "--json", str(tmp_path / "l.json"))
+    assert lite.returncode == 0, lite.stderr[-3000:]
+    assert json.load(open(tmp_path / "l.json"))["top1"] == pytest.approx(val_accuracy, abs=1e-6)
+    assert len(digits_arrays(0.2, 0)[1][1]) == json.load(open(tmp_path / "l.json"))["count"]
+
+
+def test_the_multi_worker_step_scales_the_loss_under_mixed_float16(tmp_path):
+    """The loop's train step under mixed_float16 (a LossScaleOptimizer) moves the weights as
+    the same step in float32 does; unscaled, the update would be divided by the loss scale."""
+    import tensorflow as tf
+
+    from resnet_tf.data import make_datasets
+    from resnet_tf.training import MultiWorkerLoop, make_loss
+
+    folder = write_image_folder(tmp_path / "images")
+    updates = {}
+    for dtype in ("float32", "mixed_float16"):
+        config = tiny_config(folder, dtype=dtype, optimizer="sgd", learning_rate=0.1,
+                             momentum=0.0, weight_decay=0.0, batch_size=3)
+        keras.utils.set_random_seed(0)
+        data = make_datasets(config)
+        model = build_model(config, data.num_classes)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=make_loss(config),
+                      auto_scale_loss=True)
+        before = [np.array(v) for v in model.trainable_variables]
+        loop = MultiWorkerLoop(tf.distribute.get_strategy(), model, config, data)
+        images, labels = next(iter(data.train))
+        loop.train_step(images, labels)
+        updates[dtype] = [np.array(v) - b for v, b in zip(model.trainable_variables, before)]
+    assert type(model.optimizer).__name__ == "LossScaleOptimizer"
+    for a, b in zip(updates["float32"], updates["mixed_float16"]):
+        scale = np.abs(a).max()
+        if scale > 1e-6:
+            assert np.abs(a - b).max() < 0.1 * scale
+
+
+def test_the_multi_worker_loop_averages_batch_norm_statistics_only(tmp_path):
+    from resnet_tf.training import batch_norm_statistics
+
+    config = config_from_dict(dict(model="cifar_resnet_ablation", depth=8,
+                                   shortcut_type="dropout", dataset="digits", image_size=16))
+    model = build_model(config, num_classes=10)
+    statistics = batch_norm_statistics(model)
+    names = {v.path.split("/")[-1] for v in statistics}
+    assert names == {"moving_mean", "moving_variance"}
+    assert len(statistics) == 2 * sum(isinstance(layer, keras.layers.BatchNormalization)
+                                      for layer in __import__("resnet_tf").precision
+                                      .all_layers(model))
+    assert len(model.non_trainable_variables) > len(statistics)  # the dropouts' seeds are left
+
+
+def test_init_from_starts_from_another_runs_best_model(tmp_path):
+    folder = write_image_folder(tmp_path / "images")
+    first = str(tmp_path / "first")
+    train(tiny_config(folder, epochs=2), first, verbose=0)
+    from resnet_tf.loading import load_model_dir
+
+    best, _, _ = load_model_dir(first, "best")
+    second = tiny_config(folder, init_from=first, learning_rate=1e-9, optimizer="sgd",
+                         momentum=0.0)
+    train(second, str(tmp_path / "second"), verbose=0)
+    tuned, _, _ = load_model_dir(str(tmp_path / "second"), "final")
+    for a, b in zip(best.trainable_weights, tuned.trainable_weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    with pytest.raises(ValueError, match="init_from=.*does not fit"):
+        train(tiny_config(folder, init_from=first, base_depth=4), str(tmp_path / "third"),
+              verbose=0)

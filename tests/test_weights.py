@@ -3,10 +3,14 @@ values, legacy single-file checkpoint), served from 127.0.0.1; never the interne
 
 import functools
 import http.server
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import threading
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -15,7 +19,7 @@ import tensorflow as tf
 import resnet_tf
 from resnet_tf import weights as weights_lib
 from resnet_tf.cli import main
-from resnet_tf.slim_reference import relative_error, run_slim
+from slim_reference import relative_error, run_slim
 
 RELEASE = "resnet_v2_50_2017_04_14"
 
@@ -71,29 +75,70 @@ def release(tmp_path_factory):
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(weights_lib, "cache_root", lambda: str(tmp_path / "keras_home"))
+    """Keras' own cache location, moved by the environment variable Keras reads."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     return tmp_path / "keras_home" / "resnet_tf"
 
 
+class ReleaseProxy(Server):
+    """An HTTP proxy on 127.0.0.1 standing in for download.tensorflow.org: the real release
+    URLs, reached through `http_proxy` as any user behind a proxy reaches them."""
+
+    class _Handler(Server._Handler):
+        def do_GET(self):
+            url = urllib.parse.urlparse(self.path)
+            self.server_ref.requests.append(self.path)
+            if url.netloc != "download.tensorflow.org" or not url.path.startswith("/models/"):
+                self.send_error(404)
+                return
+            self.path = "/" + url.path[len("/models/"):]
+            http.server.SimpleHTTPRequestHandler.do_GET(self)
+
+    def env(self, home):
+        environment = {k: v for k, v in os.environ.items()
+                       if k.lower() not in ("no_proxy", "https_proxy", "all_proxy")}
+        return dict(environment, http_proxy=self.url, HTTP_PROXY=self.url, KERAS_HOME=str(home))
+
+
 @pytest.fixture
-def server(release, monkeypatch):
+def server(release):
     server = Server(release["served"])
-    monkeypatch.setattr(weights_lib, "URL", server.url + "/{release}.tar.gz")
     yield server
     server.stop()
 
 
-def test_imagenet_downloads_once_then_works_offline(release, cache, server):
-    model = resnet_tf.resnet_v2_50(num_classes=1001, weights="imagenet")
+@pytest.fixture
+def proxy(release):
+    proxy = ReleaseProxy(release["served"])
+    yield proxy
+    proxy.stop()
+
+
+RELEASE_URL = f"http://download.tensorflow.org/models/{RELEASE}.tar.gz"
+
+
+def python(code, env, timeout=600):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def resnet_tf_command(*args, env, cwd=None):
+    return subprocess.run([sys.executable, "-m", "resnet_tf.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=600)
+
+
+def test_a_url_downloads_once_then_works_offline(release, cache, server):
+    url = f"{server.url}/{RELEASE}.tar.gz"
+    model = resnet_tf.resnet_v2_50(num_classes=1001, weights=url)
     assert server.requests == [f"/{RELEASE}.tar.gz"]
     logits = model(release["images"], training=False)
     assert relative_error(logits, release["logits"]) < 2e-4  # TF-slim's own graph
     assert sorted(os.listdir(cache)) == [RELEASE, f"{RELEASE}.tar.gz"]
     server.stop()  # offline from here on
-    again = resnet_tf.resnet_v2_50(num_classes=1001, weights="imagenet")
+    again = resnet_tf.resnet_v2_50(num_classes=1001, weights=url)
     np.testing.assert_allclose(again(release["images"], training=False), logits, rtol=1e-6)
     # Headless: every variable but the logits; the features are the full model's.
-    headless = resnet_tf.resnet_v2_50(weights="imagenet")
+    headless = resnet_tf.resnet_v2_50(weights=url)
     assert not any(layer.name == "logits" for layer in headless.layers)
     features = resnet_tf.end_points(model)(release["images"], training=False)["global_pool"]
     np.testing.assert_allclose(headless(release["images"], training=False), features,
@@ -140,48 +185,134 @@ def test_a_broken_download_never_stays_in_the_cache(release, cache, server):
     # A download killed mid-way leaves a partial archive: the next call fetches it again.
     cache.mkdir(parents=True, exist_ok=True)
     (cache / f"{RELEASE}.tar.gz").write_bytes(good[:1000])
-    model = resnet_tf.resnet_v2_50(num_classes=1001, weights="imagenet")
+    model = resnet_tf.resnet_v2_50(num_classes=1001, weights=f"{server.url}/{RELEASE}.tar.gz")
     assert server.requests == [f"/{RELEASE}.tar.gz"]
     assert relative_error(model(release["images"], training=False), release["logits"]) < 2e-4
 
 
 def test_offline_without_a_cache_names_the_url_and_the_place(cache, server):
     server.stop()
+    url = f"{server.url}/{RELEASE}.tar.gz"
     with pytest.raises(ValueError) as error:
-        resnet_tf.resnet_v2_50(num_classes=1001, weights="imagenet")
+        resnet_tf.resnet_v2_50(num_classes=1001, weights=url)
     message = str(error.value)
-    assert f"Could not download {server.url}/{RELEASE}.tar.gz" in message
+    assert f"Could not download {url}" in message
     assert f"place it at {cache / (RELEASE + '.tar.gz')}" in message
 
 
-def test_cli_weights_and_download(release, cache, server, tmp_path, capsys):
-    assert main(["download", "--model", "resnet_v2_50"]) == 0
-    assert "1001 classes, inception preprocessing, 299 px" in capsys.readouterr().out
+def test_the_cache_is_where_keras_puts_its_downloads(tmp_path, monkeypatch):
+    """$KERAS_HOME, else ~/.keras, else /tmp/.keras when that is not writable: keras.utils.
+    get_file's own rule (Keras keeps its resolver private)."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    assert weights_lib.cache_dir() == str(tmp_path / "kh" / "resnet_tf")
+    monkeypatch.delenv("KERAS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    assert weights_lib.cache_root() == str(tmp_path / "home" / ".keras")
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        monkeypatch.setenv("KERAS_HOME", str(locked))
+        assert weights_lib.cache_root() == "/tmp/.keras"
+
+
+def test_weights_url_as_a_user_runs_it_then_offline(release, server, tmp_path):
+    """`resnet_v2_50(num_classes=1001, weights=URL)` in a fresh process, with nothing but the
+    environment set: the real cache location under $KERAS_HOME, then offline from it."""
+    code = f"""
+import numpy as np, resnet_tf
+model = resnet_tf.resnet_v2_50(num_classes=1001, weights={server.url + '/' + RELEASE + '.tar.gz'!r})
+np.save({str(tmp_path / 'logits.npy')!r}, model(np.load({str(release['root'] / 'images.npy')!r}), training=False))
+"""
+    np.save(release["root"] / "images.npy", release["images"])
+    env = dict(os.environ, KERAS_HOME=str(tmp_path / "home"), TF_CPP_MIN_LOG_LEVEL="3")
+    result = python(code, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert relative_error(np.load(tmp_path / "logits.npy"), release["logits"]) < 2e-4
+    assert sorted(os.listdir(tmp_path / "home" / "resnet_tf")) == [RELEASE, f"{RELEASE}.tar.gz"]
     server.stop()
+    os.remove(tmp_path / "logits.npy")
+    result = python(code, env)  # offline: the cache answers
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert relative_error(np.load(tmp_path / "logits.npy"), release["logits"]) < 2e-4
+
+
+def test_imagenet_download_and_predict_through_the_real_url(release, proxy, tmp_path):
+    """`resnet-tf download` and `--weights imagenet` fetch slim's real release URL (through a
+    proxy on 127.0.0.1), fill Keras' cache once, and then work offline."""
+    home = tmp_path / "home"
+    env = proxy.env(home)
+    result = resnet_tf_command("download", "--model", "resnet_v2_50", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1001 classes, inception preprocessing, 299 px" in result.stdout
+    assert proxy.requests == [RELEASE_URL]
+    assert sorted(os.listdir(home / "resnet_tf")) == [RELEASE, f"{RELEASE}.tar.gz"]
+    proxy.stop()
     image = tmp_path / "photo.jpg"
     image.write_bytes(tf.io.encode_jpeg(np.full((80, 60, 3), 100, np.uint8)).numpy())
-    assert main(["predict", "--model", "resnet_v2_50", "--weights", "imagenet", "--image-size",
-                 "65", str(image)]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    result = resnet_tf_command("predict", "--model", "resnet_v2_50", "--weights", "imagenet",
+                               "--image-size", "65", str(image), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
     assert lines[0] == str(image) and len(lines) == 6
-    assert main(["predict", "--model", "resnet_v2_50", "--weights", "imagenet",
-                 "--num-classes", "5", str(image)]) == 2
-    assert "num_classes must be 1001 or None" in capsys.readouterr().err
+    result = resnet_tf_command("predict", "--model", "resnet_v2_50", "--weights", "imagenet",
+                               "--num-classes", "5", str(image), env=env)
+    assert result.returncode == 2 and "num_classes must be 1001 or None" in result.stderr
+    # The Python API through the same real URL, offline from the same cache.
+    code = ("import resnet_tf; m = resnet_tf.resnet_v2_50(num_classes=1001, weights='imagenet');"
+            " print(m.count_params())")
+    result = python(code, env)
+    assert result.returncode == 0 and int(result.stdout.split()[-1]) > 25_000_000, result.stderr
+
+
+def test_two_processes_filling_one_cache_both_succeed(release, server, tmp_path):
+    """Processes sharing a cache download and unpack under a lock: neither sees the other's
+    half-written archive, and the good download stays."""
+    code = (f"import resnet_tf; resnet_tf.resnet_v2_50(num_classes=1001, "
+            f"weights={server.url + '/' + RELEASE + '.tar.gz'!r}); print('ok')")
+    env = dict(os.environ, KERAS_HOME=str(tmp_path / "home"), TF_CPP_MIN_LOG_LEVEL="3")
+    processes = [subprocess.Popen([sys.executable, "-c", code], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(3)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err[-2000:] for _, err in outputs]
+    assert server.requests == [f"/{RELEASE}.tar.gz"]  # one download, shared
+    assert sorted(os.listdir(tmp_path / "home" / "resnet_tf")) == [RELEASE, f"{RELEASE}.tar.gz"]
+
+
+def test_a_tarball_with_paths_outside_is_refused(tmp_path):
+    """Members that would land outside the cache are refused, links are never unpacked: on
+    every Python the project supports (tarfile's own filter is used where it exists)."""
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        data = tmp_path / "x.ckpt"
+        data.write_bytes(b"0" * 10)
+        tar.add(data, arcname="../escaped.ckpt")
+    with pytest.raises(ValueError, match="would be written outside"):
+        resnet_tf.resnet_v2_50(num_classes=1001, weights=str(evil))
+    assert not (tmp_path.parent / "escaped.ckpt").exists()
+    linked = tmp_path / "linked.tar.gz"
+    with tarfile.open(linked, "w:gz") as tar:
+        info = tarfile.TarInfo("resnet_v2_50.ckpt")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(ValueError, match="holds no checkpoints"):
+        resnet_tf.resnet_v2_50(num_classes=1001, weights=str(linked))
 
 
 def test_v1_weights_take_vgg_preprocessing(tmp_path):
     """slim's V1 releases expect VGG preprocessing at 224 px: the model source records it,
     and the exports carry it."""
-    from resnet_tf.slim_reference import save_slim_checkpoint
-    from resnet_tf.export import load_model_source
+    from slim_reference import save_slim_checkpoint
+    from resnet_tf.loading import load_model_source
     from resnet_tf.runtimes import open_export
 
     model = resnet_tf.resnet_v1_50(num_classes=1000)
     values = {n: np.asarray(v) for n, v in resnet_tf.slim_variables(model).items()}
     checkpoint = save_slim_checkpoint(values, str(tmp_path / "resnet_v1_50.ckpt"))
     source = load_model_source(weights=checkpoint, model_name="resnet_v1_50")
-    assert (source.preprocessing, source.image_size, len(source.class_names)) == ("vgg", 224,
-                                                                                 1000)
+    assert (source.prep.method, source.prep.image_size, len(source.class_names)) == ("vgg", 224,
+                                                                                     1000)
     image = np.random.default_rng(0).uniform(0, 255, (300, 200, 3)).astype(np.float32)
     assert main(["export", "--model", "resnet_v1_50", "--weights", checkpoint, "--output",
                  str(tmp_path / "e"), "--format", "onnx"]) == 0

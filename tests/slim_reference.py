@@ -117,3 +117,61 @@ def random_slim_values(model, seed=0):
     rng = np.random.default_rng(seed)
     return {name: rng.uniform(0.5, 1.5, tuple(var.shape)).astype(np.float32)
             for name, var in slim_variables(model).items()}
+
+
+def run_slim_training_checkpoint(images: np.ndarray, checkpoint_path: str, *, blocks,
+                                 num_classes, scope="resnet_v2", seed=0):
+    """A checkpoint as slim's `train_image_classifier.py` writes it: TF-slim's resnet_v2 graph
+    (blocks translated), a `MomentumOptimizer` train op (its `<var>/Momentum` slots),
+    `global_step`, and `ExponentialMovingAverage` shadows of the trainable and moving-average
+    variables (`--moving_average_decay`). Every variable, slot and shadow gets a random value.
+
+    Returns (logits with the variables, logits with the moving averages) as numpy values.
+    """
+    tf_slim, slim_utils, _, slim_v2 = import_tf_slim()
+    rng = np.random.default_rng(seed)
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs = tf.compat.v1.placeholder(tf.float32, images.shape)
+        with tf_slim.arg_scope(slim_utils.resnet_arg_scope()):
+            slim_blocks = [slim_utils.Block(b.scope, slim_v2.bottleneck, list(b.args))
+                           for b in blocks]
+            net, _ = slim_v2.resnet_v2(inputs, slim_blocks, num_classes, is_training=False,
+                                       include_root_block=False, scope=scope)
+        model_variables = tf.compat.v1.global_variables()
+        global_step = tf.compat.v1.train.get_or_create_global_step()
+        loss = tf.reduce_mean(tf.square(net))
+        tf.compat.v1.train.MomentumOptimizer(0.01, 0.9).minimize(loss, global_step=global_step)
+        averages = tf.compat.v1.train.ExponentialMovingAverage(0.9999, global_step)
+        averages.apply(tf.compat.v1.trainable_variables() +
+                       tf.compat.v1.moving_average_variables())
+        variables = tf.compat.v1.global_variables()
+        values = {}
+        for v in model_variables:
+            values[v.op.name] = random_value(v.op.name, v.shape.as_list(), rng)
+        for v in variables:
+            name = v.op.name
+            if name in values:
+                continue
+            if name.endswith("/ExponentialMovingAverage"):
+                base = values[name[: -len("/ExponentialMovingAverage")]]
+                values[name] = (base * rng.uniform(0.8, 1.2, base.shape)).astype(np.float32)
+            elif v.dtype.base_dtype == tf.int64:
+                values[name] = np.int64(12345)
+            else:
+                values[name] = rng.standard_normal(v.shape.as_list()).astype(np.float32)
+        placeholders = [tf.compat.v1.placeholder(v.dtype.base_dtype, v.shape) for v in variables]
+        assign_all = tf.group(*[v.assign(p) for v, p in zip(variables, placeholders)])
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(assign_all, dict(zip(placeholders, [values[v.op.name]
+                                                            for v in variables])))
+            tf.compat.v1.train.Saver(variables).save(session, checkpoint_path,
+                                                     write_meta_graph=False)
+            plain = session.run(net, {inputs: images})
+            swap = {v.op.name: values[v.op.name + "/ExponentialMovingAverage"]
+                    for v in model_variables if v.op.name + "/ExponentialMovingAverage" in values}
+            session.run(assign_all, dict(zip(placeholders, [swap.get(v.op.name,
+                                                                     values[v.op.name])
+                                                            for v in variables])))
+            averaged = session.run(net, {inputs: images})
+    return plain, averaged
