@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 from datetime import datetime
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TF-slim's graph, the reference, is the tests' harness (tests/slim_reference.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -24,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 import resnet_tf  # noqa: E402
 from resnet_tf.benchmark import (  # noqa: E402
     KERAS_APPLICATIONS, device_description, make_step, time_interleaved, versions)
-from resnet_tf.precision import dtype_policy_scope
+from resnet_tf.precision import dtype_policy_scope  # noqa: E402
 from resnet_tf.utils import write_json  # noqa: E402
 
 

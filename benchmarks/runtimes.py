@@ -49,8 +49,8 @@ def accuracy():
     from resnet_tf.cli import main as cli
     from resnet_tf.config import load_config
     from resnet_tf.data import digits_arrays
-    from resnet_tf.evaluate import config_dataset, evaluate
-    from resnet_tf.loading import load_model_dir
+    from resnet_tf.evaluate import evaluate, labelled_images
+    from resnet_tf.loading import load_model_source
     from resnet_tf.runtimes import keras_runner, open_export
     from resnet_tf.training import train
 
@@ -58,21 +58,19 @@ def accuracy():
     model_dir = os.path.join(work, "quickstart")
     config = load_config("quickstart")
     trained = train(config, model_dir, verbose=0)
-    model, config, _ = load_model_dir(model_dir)
+    source = load_model_source(model_dir=model_dir)
     _, (x_val, _) = digits_arrays(0.2, config.seed)
-    pixels = preprocessing.eval_pixels(tf.constant(x_val), config.image_size,
-                                       config.central_fraction).numpy()
-    keras = keras_runner(model, image_size=config.image_size,
-                         central_fraction=config.central_fraction)
+    pixels = preprocessing.prepare_pixels(tf.constant(x_val), source.prep).numpy()
+    keras = keras_runner(source.model, prep=source.prep)
     reference = keras(pixels)
-    dataset, count = config_dataset(config)
-    rows = [dict(evaluate(keras, dataset, count, progress=False), max_abs_diff=0.0)]
+    images = labelled_images(model_dir=model_dir)
+    rows = [dict(evaluate(keras, images, progress=False), max_abs_diff=0.0)]
     for fmt, precision in EXPORTS:
         output = os.path.join(work, f"{fmt}-{precision}")
         assert cli(["export", "--model-dir", model_dir, "--output", output, "--format", fmt,
                     "--precision", precision]) == 0
         runner, _, _ = open_export(output)
-        row = evaluate(runner, dataset, count, progress=False)
+        row = evaluate(runner, images, progress=False)
         row["max_abs_diff"] = float(np.max(np.abs(runner(pixels) - reference)))
         row["file_bytes"] = sum(os.path.getsize(os.path.join(output, f))
                                 for f in os.listdir(output))

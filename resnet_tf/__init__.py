@@ -42,13 +42,15 @@ _PUBLIC = {
                     "resnet_v2"),
     **dict.fromkeys(["AblationUnit", "cifar_resnet_ablation", "cifar_resnet_v1",
                      "cifar_resnet_v2"], "cifar"),
+    **dict.fromkeys(["quantize_model", "calibrate", "is_quantized"], "quantization"),
     **dict.fromkeys(["MODEL_NAMES", "create_model"], "registry"),
     "float32_model": "precision",
     "slim_variables": "slim_variables",
     "UserError": "errors",
 }
 # The modules that define Keras layers (imported to register them).
-_LAYER_MODULES = ("layers", "units", "resnet_v1", "resnet_v2", "cifar", "feature_extraction")
+_LAYER_MODULES = ("quantizers", "layers", "units", "resnet_v1", "resnet_v2", "cifar",
+                  "feature_extraction")
 __all__ = sorted(_PUBLIC) + ["load_slim_checkpoint", "register_layers"]
 
 

@@ -382,6 +382,42 @@ def run_runtimes_benchmark(model_name="resnet_v2_152", runtimes="keras:float32",
     return report
 
 
+def run_exports_benchmark(exports, batch_size=32, num_batches=100, burn_in=10, json_path=None,
+                          log=print) -> dict:
+    """`resnet-tf bench --exports`: the forward pass of export dirs (any format, each run by its
+    own runtime) on the same random pixels, interleaved round by round, then a table against
+    the first: e.g. a fully int8 file beside one with layers kept in float."""
+    from resnet_tf.runtimes import open_export
+
+    if not exports:
+        raise UserError("--exports needs at least one export dir")
+    runners = {path: open_export(path)[0] for path in exports}
+    sizes = {runner.prep.image_size for runner in runners.values()}
+    if len(sizes) != 1:
+        raise UserError(f"--exports: the exports take different image sizes {sorted(sizes)}; "
+                        "compare exports of one size")
+    size = sizes.pop()
+    pixels = np.random.default_rng(0).uniform(
+        0, 255, (batch_size, size, size, 3)).astype(np.float32)
+    steps = {path: (lambda runner=runner: runner(pixels)) for path, runner in runners.items()}
+    timings = time_interleaved(steps, "Forward", num_batches, burn_in, log)
+    first = next(iter(timings.values()))
+    log(f"batch {batch_size}, {size}x{size}, median of {num_batches} interleaved steps:")
+    log(f"{'export':<40} {'runtime:precision':<20} {'images/s':>10} {'speed-up':>9}")
+    results = []
+    for path, timing in timings.items():
+        runner = runners[path]
+        log(f"{path:<40} {runner.runtime + ':' + runner.precision:<20} "
+            f"{batch_size / timing.median:>10.1f} {first.median / timing.median:>8.2f}x")
+        results.append(_result(path, timing, batch_size, runtime=runner.runtime,
+                               precision=runner.precision))
+    report = _report(None, batch_size, size, num_batches, burn_in, "forward", None, results,
+                     exports=list(exports))
+    if json_path:
+        write_json(report, json_path)
+    return report
+
+
 def _check_sizes(batch_size, image_size, num_classes):
     for name, value in (("batch_size", batch_size), ("image_size", image_size),
                         ("num_classes", num_classes)):

@@ -147,6 +147,8 @@ class AblationUnit(ResidualUnit):
 
     slim_scope = "ablation"
     unit_arg_names = ("depth", "stride")
+    # Its gates, scalings and dropout are not operations the int8 runtimes quantize.
+    int8_form = False
 
     def __init__(self, depth, stride=1, rate=1, shortcut_type="identity", order="original",
                  shortcut_scale=0.5, residual_scale=0.5, gate_bias=-6.0, dropout_rate=0.5,

@@ -72,7 +72,7 @@ def _ensure_tensorflow_backend(what: str) -> None:
     if keras.backend.backend() != "tensorflow":
         raise UserError(f"{what} needs the TensorFlow backend (its converters and SavedModels "
                         f"are TensorFlow's); run it with KERAS_BACKEND=tensorflow. Received: "
-                        f"KERAS_BACKEND={keras.backend.backend()!r}")
+                        f"KERAS_BACKEND={keras.backend.backend()}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,6 +264,16 @@ def add_export_parser(subparsers, common):
                              "on; default with --model-dir: its training images")
     parser.add_argument("--calibration-images", type=_positive_int, default=300, metavar="N",
                         help="int8: how many images to calibrate on (default 300)")
+    parser.add_argument("--validation-data", metavar="DIR",
+                        help="int8: labelled images (an image folder named as the model's "
+                             "classes) to measure the int8 file's accuracy on, beside float32; "
+                             "default with --model-dir: its run's validation images. The "
+                             "figures go to accuracy.json")
+    parser.add_argument("--max-accuracy-drop", type=_fraction, metavar="D",
+                        help="int8: the most top-1 the int8 file may lose against float32 "
+                             "(default 0.01 where there are validation images); convolutions "
+                             "are kept in float, most sensitive first, until it holds, or the "
+                             "export is refused")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier export at --output (anything else is refused)")
     parser.set_defaults(handler=run_export)
@@ -278,21 +288,33 @@ def run_export(args):
     if args.precision == "int8" and not args.model_dir and not args.calibration_data:
         raise UserError("--precision int8 from --slim-checkpoint or --weights needs "
                         "--calibration-data DIR (real images to calibrate on)")
-    if args.calibration_data and args.precision != "int8":
-        raise UserError(f"--calibration-data is for --precision int8. Received: --precision "
-                        f"{args.precision}")
+    for option, value in (("--calibration-data", args.calibration_data),
+                          ("--validation-data", args.validation_data),
+                          ("--max-accuracy-drop", args.max_accuracy_drop)):
+        if value is not None and args.precision != "int8":
+            raise UserError(f"{option} is for --precision int8. Received: --precision "
+                            f"{args.precision}")
     _ensure_tensorflow_backend("resnet-tf export")
     source = _load_source(args)
-    from resnet_tf.deploy import calibration_pixels, export_model
+    from resnet_tf.deploy import calibration_pixels, export_model, validation_images
+    from resnet_tf.quantization import is_quantized
 
-    calibration = None
+    calibration = validation = None
     if args.precision == "int8":
-        calibration = calibration_pixels(source, args.calibration_data,
-                                         args.calibration_images)
-        print(f"Calibrating int8 on {len(calibration)} images")
+        if is_quantized(source.model):
+            if args.calibration_data:
+                raise UserError("--calibration-data: the model is quantization-aware; its "
+                                "int8 ranges are the ones it trained, no calibration is needed")
+            print("Exporting the quantization-aware model's own int8 ranges (no calibration)")
+        else:
+            calibration = calibration_pixels(source, args.calibration_data,
+                                             args.calibration_images)
+            print(f"Calibrating int8 on {len(calibration)} images")
+        validation = validation_images(source, args.validation_data)
     path = export_model(source.model, args.output, format=args.format, precision=args.precision,
                         prep=source.prep, class_names=source.class_names,
-                        calibration=calibration, overwrite=args.overwrite)
+                        calibration=calibration, validation=validation,
+                        max_accuracy_drop=args.max_accuracy_drop, overwrite=args.overwrite)
     print(f"Exported {source.model.name} ({args.format}, {args.precision}, "
           f"{source.prep.image_size}x{source.prep.image_size} inputs) to {path}")
     return 0
@@ -456,6 +478,10 @@ def add_bench_parser(subparsers, common):
                              "keras:bfloat16,tflite:int8,onnxruntime:int8,openvino:bfloat16,"
                              "openvino:int8 (runtimes: keras, tflite, onnxruntime, openvino); "
                              "the forward pass only, compared with the first entry")
+    parser.add_argument("--exports", metavar="DIR,...",
+                        help="comma-separated `resnet-tf export` dirs (any format, each run by "
+                             "its own runtime), timed interleaved against the first, e.g. a "
+                             "fully int8 export beside a bounded one with layers in float")
     parser.add_argument("--json", dest="json_path", metavar="PATH",
                         help="write every step's duration, images/s, device and versions here")
     parser.set_defaults(handler=run_bench)
@@ -464,6 +490,15 @@ def add_bench_parser(subparsers, common):
 def run_bench(args):
     from resnet_tf import benchmark
 
+    if args.exports:
+        if args.runtimes or args.mode != "forward" or args.compare != "none" or \
+                args.dtype != "float32" or args.jit_compile:
+            raise UserError("--exports times the forward pass of export dirs; leave out "
+                            "--runtimes, --mode, --compare, --dtype and --jit-compile")
+        benchmark.run_exports_benchmark([p for p in args.exports.split(",") if p],
+                                        batch_size=args.batch_size, num_batches=args.num_batches,
+                                        burn_in=args.burn_in, json_path=args.json_path)
+        return 0
     if args.runtimes:
         if args.mode != "forward" or args.compare != "none" or args.dtype != "float32" or \
                 args.jit_compile:
@@ -541,7 +576,11 @@ def quiet_native_output():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args):
+    """Runs a parsed command: a user error is one sentence and status 2, a bug a traceback."""
     quiet = not args.verbose and os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") not in ("0", "1")
     try:
         with quiet_native_output() if quiet else contextlib.nullcontext():

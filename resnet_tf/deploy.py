@@ -38,15 +38,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from resnet_tf import preprocessing
+from resnet_tf import int8, preprocessing
 from resnet_tf.errors import UserError, require
-from resnet_tf.export_dir import (INPUT_NAME, OUTPUT_NAME, PREPROCESSING_FILE, check_format,
-                                  check_output, class_names_path, preprocessing_info)
+from resnet_tf.export_dir import (ACCURACY_FILE, INPUT_NAME, ORT_SESSION_CONFIG, OUTPUT_NAME,
+                                  PREPROCESSING_FILE, RUNTIME_OF_FORMAT, check_format, check_output,
+                                  class_names_path, preprocessing_info)
 from resnet_tf.pixels import EVAL_CENTRAL_FRACTION, EvalPreprocessing, normalize_pixels
 from resnet_tf.precision import float32_model
 from resnet_tf.utils import write_class_names, write_json
 
-ONNX_OPSET = 17
 CONVERTERS = {"tflite": [("tensorflow", "TensorFlow Lite's converter")],
               "onnx": [("tf2onnx", "tf2onnx (the ONNX converter)"),
                        ("onnxruntime", "ONNX Runtime")],
@@ -57,16 +57,27 @@ def export_model(model, output: str, *, format: str = "saved_model",
                  precision: str = "float32", prep: EvalPreprocessing | None = None,
                  image_size: int | None = None, central_fraction=EVAL_CENTRAL_FRACTION,
                  preprocessing: str = "inception", class_names=None, calibration=None,
-                 overwrite: bool = False) -> str:
+                 validation=None, max_accuracy_drop: float | None = None,
+                 overwrite: bool = False, log=print) -> str:
     """Writes `model` to the export dir `output` in `format` and `precision`.
 
     How images are prepared: `prep` (a `pixels.EvalPreprocessing`), or `image_size`,
     `central_fraction` and `preprocessing` ("inception": scaling to [-1, 1] inside; "vgg":
-    slim's V1 checkpoints, RGB means subtracted inside). `calibration` (int8 only, required
-    there): float32 `[K, S, S, 3]` raw 0..255 pixels of real images, prepared as the contract
-    says. The export is assembled in a staging dir beside `output` and moved into place whole:
-    a failure leaves `output` as it was.
+    slim's V1 checkpoints, RGB means subtracted inside).
+
+    int8: `calibration` (required unless the model is quantization-aware): float32
+    `[K, S, S, 3]` raw 0..255 pixels of real images, prepared as the contract says.
+    `validation` (an `evaluate.LabelledImages`, never the calibration images): the int8 file is
+    evaluated with its own runtime, beside the float32 model, and accuracy.json records both;
+    `max_accuracy_drop` (default 0.01 with validation images) then bounds the top-1 drop: the
+    most sensitive convolutions are kept in float, one at a time, until the drop is within it,
+    or the export is refused and nothing written (`int8.bounded`).
+
+    The export is assembled in a staging dir beside `output` and moved into place whole: a
+    failure leaves `output` as it was.
     """
+    from resnet_tf.quantization import is_quantized
+
     check_format(format, precision)
     output = check_output(output, overwrite)
     if prep is None:
@@ -77,15 +88,21 @@ def export_model(model, output: str, *, format: str = "saved_model",
     if class_names is not None and len(class_names) != num_classes:
         raise UserError(f"{len(class_names)} class names for a model with {num_classes} "
                         "classes")
-    if precision == "int8":
+    quantization_aware = is_quantized(model)
+    check_int8_arguments(precision, quantization_aware, calibration, validation,
+                         max_accuracy_drop)
+    if precision == "int8" and not quantization_aware:
         calibration = check_calibration(calibration, prep.image_size)
+    if max_accuracy_drop is None and validation is not None and not quantization_aware:
+        max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP
     for module, what in CONVERTERS.get(format, []):  # before any work: one-line errors
         require(module, what)
-    if format == "openvino" and precision == "int8":
+    if format == "openvino" and precision == "int8" and not quantization_aware:
         require("nncf", "NNCF (OpenVINO's quantizer)")
     model = float32_model(model)
 
     def write(target, staging):
+        extra = {}
         if format == "saved_model":
             write_saved_model(model, target, prep)
         else:
@@ -93,18 +110,141 @@ def export_model(model, output: str, *, format: str = "saved_model",
             serve = serving_function(model, prep)
             saved_model = os.path.join(staging, "saved_model")
             write_serving_saved_model(serve, model, saved_model)
-            if format == "tflite":
-                to_tflite(saved_model, target, precision, calibration)
-            elif format == "onnx":
-                to_onnx(serve, target, precision, calibration, staging)
+            if precision != "int8":
+                FLOAT_CONVERTERS[format](serve, saved_model, target, precision)
             else:
-                to_openvino(saved_model, target, precision, calibration)
+                accuracy = write_int8(model, format, prep, serve, saved_model, target, staging,
+                                      calibration, validation, max_accuracy_drop,
+                                      quantization_aware, log)
+                write_json(accuracy, os.path.join(target, ACCURACY_FILE))
+                if format == "onnx" and accuracy.get("float_layers"):
+                    # ONNX Runtime would re-quantize the float layers at load without it.
+                    extra["onnxruntime_session_config"] = dict(ORT_SESSION_CONFIG)
+                extra["quantization"] = accuracy["quantization"]
         if class_names is not None:
             write_class_names(class_names_path(target, format), class_names)
-        write_json(preprocessing_info(format, precision, prep, num_classes),
+        write_json(preprocessing_info(format, precision, prep, num_classes, **extra),
                    os.path.join(target, PREPROCESSING_FILE))
 
     return write_export_dir(output, write)
+
+
+DEFAULT_MAX_ACCURACY_DROP = 0.01
+
+
+def check_int8_arguments(precision, quantization_aware, calibration, validation,
+                         max_accuracy_drop) -> None:
+    if quantization_aware and precision != "int8":
+        raise UserError("the model is quantization-aware: it trained its int8 form, which only "
+                        "--precision int8 exports (a float file of it would simulate int8 in "
+                        f"float arithmetic, slower and no smaller). Received: precision "
+                        f"{precision}")
+    if precision != "int8":
+        for name, value in (("calibration images", calibration),
+                            ("validation images", validation),
+                            ("max_accuracy_drop", max_accuracy_drop)):
+            if value is not None:
+                raise UserError(f"{name} are for --precision int8. Received: precision "
+                                f"{precision}")
+    if quantization_aware and max_accuracy_drop is not None:
+        raise UserError("max_accuracy_drop bounds post-training quantization; a "
+                        "quantization-aware model is exported as it trained (accuracy.json "
+                        "still records its accuracy)")
+    if max_accuracy_drop is not None:
+        if not 0.0 <= max_accuracy_drop < 1.0:
+            raise UserError(f"max_accuracy_drop must be in [0, 1). Received: "
+                            f"max_accuracy_drop={max_accuracy_drop}")
+        if validation is None:
+            raise UserError("max_accuracy_drop needs labelled images to measure the drop on: "
+                            "export from a model dir with validation images, or give "
+                            "--validation-data DIR")
+
+
+def write_int8(model, format, prep, serve, saved_model, target, staging, calibration,
+               validation, max_accuracy_drop, quantization_aware, log) -> dict:
+    """Writes the int8 file into `target` and returns accuracy.json: measured on `validation`
+    with the file's own runtime beside the float32 (or the quantization-aware Keras) model,
+    and for post-training quantization bounded by `max_accuracy_drop`."""
+    from resnet_tf.evaluate import evaluate
+    from resnet_tf.runtimes import keras_runner, open_runner
+
+    runtime = RUNTIME_OF_FORMAT[format]
+    if quantization_aware:
+        int8.quantization_aware_file(format, serve, saved_model, target)
+        accuracy = {"quantization": "quantization-aware", "float_layers": [],
+                    "calibration_images": 0}
+        if validation is not None:
+            reference = evaluate(keras_runner(model, prep=prep), validation, progress=False)
+            measured = evaluate(open_runner(format, target, "int8", prep), validation,
+                                progress=False)
+            accuracy.update(_accuracy(measured, reference, "quantization-aware Keras model"))
+        return _report_int8(dict(accuracy, runtime=runtime), log)
+
+    quantizer = int8.make_quantizer(format, model, serve, saved_model, calibration, staging)
+    accuracy = {"quantization": "post-training", "calibration_images": len(calibration)}
+    if validation is None:
+        quantizer.write([], target)
+        return _report_int8(dict(accuracy, float_layers=[], runtime=runtime), log)
+    reference = evaluate(keras_runner(model, prep=prep), validation, progress=False)
+    candidates = {}
+
+    def candidate(layers):
+        key = tuple(layers)
+        if key not in candidates:
+            path = os.path.join(staging, f"candidate-{len(candidates)}")
+            os.makedirs(path)
+            quantizer.write(list(layers), path)
+            candidates[key] = (path, open_runner(format, path, "int8", prep))
+        return candidates[key]
+
+    measured = {}
+
+    def drop(layers):
+        measured[tuple(layers)] = evaluate(candidate(layers)[1], validation, progress=False)
+        return reference["top1"] - measured[tuple(layers)]["top1"]
+
+    def ranking():
+        float_probabilities = keras_runner(model, prep=prep)(calibration)
+        log(f"int8 {runtime}: ranking {len(int8.quantizable_layers(model))} convolutions by "
+            "how much keeping each in float helps (on the calibration images)")
+        return int8.rank_by_sensitivity(
+            int8.quantizable_layers(model),
+            lambda layers: int8.mean_kl(float_probabilities, candidate(layers)[1](calibration)))
+
+    layers, _, history = int8.bounded(drop, ranking, max_accuracy_drop)
+    chosen = candidate(layers)[0]
+    for name in os.listdir(chosen):
+        os.replace(os.path.join(chosen, name), os.path.join(target, name))
+    accuracy.update(_accuracy(measured[tuple(layers)], reference, "float32 Keras model"),
+                    float_layers=list(layers), max_accuracy_drop=max_accuracy_drop,
+                    search=[{"float_layers": len(entry), "drop": round(d, 6)}
+                            for entry, d in history], runtime=runtime)
+    return _report_int8(accuracy, log)
+
+
+def _accuracy(measured, reference, what) -> dict:
+    return {"top1": measured["top1"], "top5": measured["top5"], "count": measured["count"],
+            "reference": what, "reference_top1": reference["top1"],
+            "reference_top5": reference["top5"],
+            "drop": round(reference["top1"] - measured["top1"], 6), "data": measured["data"],
+            "measured": True}
+
+
+def _report_int8(accuracy, log) -> dict:
+    if "top1" not in accuracy:
+        log("int8 accuracy not measured: no labelled images (export from a model dir with "
+            "validation images, or give --validation-data DIR)")
+        return dict(accuracy, measured=False)
+    kept = accuracy["float_layers"]
+    bound = accuracy.get("max_accuracy_drop")
+    log(f"int8 {accuracy['runtime']}: top-1 {accuracy['top1']:.4f}, {accuracy['reference']} "
+        f"{accuracy['reference_top1']:.4f}, drop {accuracy['drop']:+.4f}"
+        + (f" (bound {bound:.4f})" if bound is not None else "")
+        + f" over {accuracy['count']} images; "
+        + (f"{len(kept)} convolutions kept in float: {', '.join(kept)}" if kept
+           else "the ranges it trained" if accuracy["quantization"] == "quantization-aware"
+           else "every convolution int8"))
+    return accuracy
 
 
 def write_export_dir(output: str, write) -> str:
@@ -148,6 +288,19 @@ def calibration_pixels(source, folder: str | None = None, count: int = 300) -> n
         raise UserError("int8 calibration needs real images: give --calibration-data DIR (an "
                         "image folder); resnet_tf never calibrates on random data")
     return data.pixels_of(raw, source.prep, count)
+
+
+def validation_images(source, folder: str | None = None):
+    """The labelled images an int8 export is measured on (`evaluate.LabelledImages`): an image
+    folder named as the model's classes, or else a model dir's recorded validation images;
+    None when there are none. Never the calibration images (those are training images)."""
+    from resnet_tf import evaluate
+
+    if folder:
+        return evaluate.folder_images(folder, source.class_names)
+    if source.model_dir is not None and source.model_dir.read_data_record().has("val"):
+        return evaluate.labelled_images(model_dir=source.model_dir.root)
+    return None
 
 
 def check_calibration(calibration, image_size):
@@ -240,10 +393,10 @@ def write_serving_saved_model(serve, model, path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Converters
+# float32 and float16 files (int8: `int8`)
 
 
-def to_tflite(saved_model, target, precision, calibration):
+def float_tflite(serve, saved_model, target, precision):
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model,
                                                          signature_keys=["serving_default"])
     # Built-in ops only (no Flex / SELECT_TF_OPS): the file runs with the LiteRT interpreter alone.
@@ -251,58 +404,25 @@ def to_tflite(saved_model, target, precision, calibration):
     if precision == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif precision == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([calibration[i:i + 1]]
-                                                    for i in range(len(calibration)))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        # inference_input_type / inference_output_type stay float32: the quantize and dequantize
-        # ops are inside, so callers never handle scales.
     with open(os.path.join(target, "model.tflite"), "wb") as f:
         f.write(converter.convert())
 
 
-def to_onnx(serve, target, precision, calibration, staging):
+def float_onnx(serve, saved_model, target, precision):
+    import onnx
     import tf2onnx
 
-    float_path = os.path.join(target if precision == "float32" else staging, "model.onnx")
-    tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
-                                  opset=ONNX_OPSET, output_path=float_path)
-    if precision == "int8":
-        from onnxruntime import quantization
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        prepared = os.path.join(staging, "prepared.onnx")
-        quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
-
-        class Reader(quantization.CalibrationDataReader):
-            def __init__(self):
-                self.batches = iter(calibration[i:i + 1] for i in range(len(calibration)))
-
-            def get_next(self):
-                batch = next(self.batches, None)
-                return None if batch is None else {INPUT_NAME: batch}
-
-        quantization.quantize_static(
-            prepared, os.path.join(target, "model.onnx"), Reader(),
-            quant_format=quantization.QuantFormat.QDQ, per_channel=True,
-            activation_type=quantization.QuantType.QUInt8,
-            weight_type=quantization.QuantType.QInt8)
+    converted, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
+                                                 opset=int8.ONNX_OPSET)
+    onnx.save(int8.stable_names(converted), os.path.join(target, "model.onnx"))
 
 
-def to_openvino(saved_model, target, precision, calibration):
+def float_openvino(serve, saved_model, target, precision):
     import openvino as ov
 
-    model = ov.convert_model(saved_model)
-    if precision == "int8":
-        import logging
-
-        import nncf
-
-        nncf.set_log_level(logging.ERROR)
-        model = nncf.quantize(model, nncf.Dataset([calibration[i:i + 1]
-                                                   for i in range(len(calibration))]),
-                              subset_size=len(calibration))
     # save_model compresses float weights to float16 by default: only for --precision float16.
-    ov.save_model(model, os.path.join(target, "model.xml"),
+    ov.save_model(ov.convert_model(saved_model), os.path.join(target, "model.xml"),
                   compress_to_fp16=precision == "float16")
+
+
+FLOAT_CONVERTERS = {"tflite": float_tflite, "onnx": float_onnx, "openvino": float_openvino}

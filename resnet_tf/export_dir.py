@@ -29,6 +29,9 @@ from resnet_tf.pixels import EvalPreprocessing
 from resnet_tf.utils import read_class_names, read_json
 
 FORMATS = ("saved_model", "tflite", "onnx", "openvino")
+# The runtime that runs each format (`runtimes`).
+RUNTIME_OF_FORMAT = {"saved_model": "saved_model", "tflite": "tflite", "onnx": "onnxruntime",
+                     "openvino": "openvino"}
 PRECISIONS = ("float32", "float16", "int8")
 MODEL_FILES = {
     "saved_model": ("saved_model.pb",),
@@ -41,6 +44,10 @@ CLASS_NAMES_FILE = "class_names.txt"
 ACCURACY_FILE = "accuracy.json"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
+# An int8 ONNX file with layers kept in float runs them in float only with this ONNX Runtime
+# session config (otherwise ORT re-quantizes them per tensor at load); its preprocessing.json
+# carries it as `onnxruntime_session_config`.
+ORT_SESSION_CONFIG = {"optimization.disable_specified_optimizers": "WeightBiasQuantization"}
 
 UNSUPPORTED = {
     ("saved_model", "float16"): "the SavedModel export keeps the model's float32 weights; "

@@ -27,6 +27,8 @@ TensorFlow and the runtimes' converters.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import re
@@ -38,11 +40,14 @@ from resnet_tf.export_dir import INPUT_NAME
 from resnet_tf.layers import Conv2DSame
 from resnet_tf.units import ResidualUnit
 
-# The settings each quantizer runs with (chosen by benchmarks/int8_settings.py; RESULTS.md).
+# The settings each quantizer runs with by default (chosen by measurement:
+# benchmarks/int8_settings.py, benchmarks/RESULTS.md). Each quantizer takes `settings` that
+# override them: TFLite converter attributes; onnxruntime's `quantize_static` arguments
+# (`calibrate_method` by name, `extra_options`); `nncf.quantize` arguments (`preset` by
+# name, `advanced`: fields of `nncf.AdvancedQuantizationParameters`).
 TFLITE_SETTINGS: dict = {}
 ONNX_SETTINGS = {"calibrate_method": "MinMax", "per_channel": True, "reduce_range": False}
 OPENVINO_SETTINGS = {"preset": "PERFORMANCE", "fast_bias_correction": True}
-ORT_SESSION_CONFIG = {"optimization.disable_specified_optimizers": "WeightBiasQuantization"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,7 +102,7 @@ class Quantizer:
 
 
 class TFLiteQuantizer(Quantizer):
-    def __init__(self, saved_model, calibration, model):
+    def __init__(self, saved_model, calibration, model, settings=None):
         import tensorflow as tf
 
         self.model_name = model.name
@@ -109,7 +114,7 @@ class TFLiteQuantizer(Quantizer):
         # Built-in int8 ops only (no Flex): the file runs with the LiteRT interpreter alone;
         # inference_input/output_type stay float32 (quantize and dequantize run inside).
         self.converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        for key, value in TFLITE_SETTINGS.items():
+        for key, value in dict(TFLITE_SETTINGS, **(settings or {})).items():
             setattr(self.converter, key, value)
         self.debugger = None
 
@@ -140,28 +145,57 @@ class TFLiteQuantizer(Quantizer):
             self.debugger.options = tf.lite.experimental.QuantizationDebugOptions(
                 denylisted_nodes=denylist)
             content = self.debugger.get_nondebug_quantized_model()
+        check_tflite_biases(content)
         with open(os.path.join(target, "model.tflite"), "wb") as f:
             f.write(content)
 
 
+def check_tflite_biases(content) -> None:
+    """An int32 bias is stored in units of input scale x weight scale; calibration images that
+    leave an input range nearly empty (all black, say) make those units so small that the bias
+    saturates (the converter clamps it to 2^30), and LiteRT's XNNPACK then aborts the process
+    when the file runs. Such a file is refused here, with what to do."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=content, experimental_op_resolver_type=(
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    limit = 2 ** 30 - 1  # the converter clamps int32 biases to +-2^30
+    for tensor in interpreter.get_tensor_details():
+        if tensor["dtype"] != np.int32 or not len(tensor["quantization_parameters"]["scales"]):
+            continue
+        try:
+            values = interpreter.get_tensor(tensor["index"])
+        except ValueError:  # not a constant
+            continue
+        if values.size and np.abs(values.astype(np.int64)).max() >= limit:
+            raise UserError("the int8 biases overflow: the calibration images leave some "
+                            "activation ranges nearly empty (are they all alike, or blank?); "
+                            "calibrate on images like the ones the model will see")
+
+
 class OnnxQuantizer(Quantizer):
-    def __init__(self, serve, calibration, model, staging):
+    def __init__(self, serve, calibration, model, staging, settings=None):
         import onnx
         import tf2onnx
         from onnxruntime import quantization
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        self.model_name = model.name
         float_path = os.path.join(staging, "float.onnx")
         converted, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
                                                      opset=ONNX_OPSET)
-        onnx.save(stable_initializer_names(converted), float_path)
+        # Each layer's Conv, by its weights' TensorFlow name (before `stable_names` renames
+        # them; node names stay).
+        convs = [n for n in converted.graph.node if n.op_type == "Conv" and len(n.input) > 1]
+        self.nodes = {}
+        for path in quantizable_layers(model):
+            regex = scope_regex(model.name, path)
+            self.nodes[path] = _one(path, [n.name for n in convs if regex.match(n.input[1])],
+                                    "ONNX Conv nodes")
+        onnx.save(stable_names(converted), float_path)
         self.prepared = os.path.join(staging, "prepared.onnx")
         quant_pre_process(float_path, self.prepared, skip_symbolic_shape=True)
-        self.nodes = [n for n in onnx.load(self.prepared).graph.node
-                      if n.op_type == "Conv" and len(n.input) > 1]
         self.cache = os.path.join(staging, "calibration.json")
-        settings = dict(ONNX_SETTINGS)
+        settings = dict(ONNX_SETTINGS, **(settings or {}))
         self.method = getattr(quantization.CalibrationMethod, settings.pop("calibrate_method"))
         self.settings = settings
 
@@ -178,11 +212,7 @@ class OnnxQuantizer(Quantizer):
     def write(self, float_layers, target):
         from onnxruntime import quantization
 
-        exclude = []
-        for path in float_layers:
-            regex = scope_regex(self.model_name, path)
-            exclude.append(_one(path, [n.name for n in self.nodes if regex.match(n.input[1])],
-                                "ONNX Conv nodes"))
+        exclude = [self.nodes[path] for path in float_layers]
         reader, self.reader = self.reader, None  # calibrates once, then reads the cache
         quantization.quantize_static(
             self.prepared, os.path.join(target, "model.onnx"), reader,
@@ -193,7 +223,7 @@ class OnnxQuantizer(Quantizer):
 
 
 class OpenVinoQuantizer(Quantizer):
-    def __init__(self, saved_model, calibration, model, staging):
+    def __init__(self, saved_model, calibration, model, staging, settings=None):
         import nncf
         import openvino as ov
 
@@ -203,6 +233,7 @@ class OpenVinoQuantizer(Quantizer):
         ov.save_model(ov.convert_model(saved_model), self.float_ir, compress_to_fp16=False)
         self.dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
         self.count = len(calibration)
+        self.settings = dict(OPENVINO_SETTINGS, **(settings or {}))
 
     def _ignored(self, ov_model, float_layers):
         """The Convolutions whose weights are the float layers' (batch norm folded)."""
@@ -230,40 +261,53 @@ class OpenVinoQuantizer(Quantizer):
 
         float_model = ov.Core().read_model(self.float_ir)
         names = self._ignored(float_model, float_layers)
-        settings = dict(OPENVINO_SETTINGS)
+        settings = dict(self.settings)
         settings["preset"] = getattr(nncf.QuantizationPreset, settings["preset"])
-        quantized = nncf.quantize(float_model, self.dataset, subset_size=self.count,
-                                  ignored_scope=nncf.IgnoredScope(names=names) if names
-                                  else None, **settings)
+        if "advanced" in settings:
+            settings["advanced_parameters"] = nncf.AdvancedQuantizationParameters(
+                **settings.pop("advanced"))
+        with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
+            quantized = nncf.quantize(float_model, self.dataset, subset_size=self.count,
+                                      ignored_scope=nncf.IgnoredScope(names=names) if names
+                                      else None, **settings)
         ov.save_model(quantized, os.path.join(target, "model.xml"), compress_to_fp16=False)
 
 
 ONNX_OPSET = 17
 
 
-def stable_initializer_names(model):
-    """tf2onnx names some folded constants with a process-wide counter (`const_fold_opt__12`);
-    naming them after their consumer makes the same model give the same file."""
-    pattern = re.compile(r"^(const_fold_opt|new_shape|const_axes|const_starts|const_ends)__\d+$")
+def stable_names(model):
+    """tf2onnx names constants after whichever TensorFlow op it met first, or with a
+    process-wide counter (`const_fold_opt__12`), so the same model can give files that differ
+    in names only. Every constant named after its first consumer makes them equal."""
     initializers = {i.name for i in model.graph.initializer}
     rename = {}
     for node in model.graph.node:
         for k, name in enumerate(node.input):
-            if name in initializers and pattern.match(name) and name not in rename:
+            if name in initializers and name not in rename:
                 rename[name] = f"{node.name}/input_{k}"
     for initializer in model.graph.initializer:
         initializer.name = rename.get(initializer.name, initializer.name)
     for node in model.graph.node:
         node.input[:] = [rename.get(name, name) for name in node.input]
+    ordered = sorted(model.graph.initializer, key=lambda initializer: initializer.name)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(ordered)
+    graph = model.graph
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param.startswith("unk__"):
+                dim.dim_param = "batch"
     return model
 
 
-def make_quantizer(format, model, serve, saved_model, calibration, staging) -> Quantizer:
+def make_quantizer(format, model, serve, saved_model, calibration, staging,
+                   settings=None) -> Quantizer:
     if format == "tflite":
-        return TFLiteQuantizer(saved_model, calibration, model)
+        return TFLiteQuantizer(saved_model, calibration, model, settings)
     if format == "onnx":
-        return OnnxQuantizer(serve, calibration, model, staging)
-    return OpenVinoQuantizer(saved_model, calibration, model, staging)
+        return OnnxQuantizer(serve, calibration, model, staging, settings)
+    return OpenVinoQuantizer(saved_model, calibration, model, staging, settings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +336,7 @@ def quantization_aware_file(format, serve, saved_model, target) -> None:
                            if n.op_type.startswith(("FakeQuant", "QuantizeAndDequantize"))})
         if leftover:  # tf2onnx logs these and leaves the TensorFlow op in the graph
             raise AssertionError(f"tf2onnx left {leftover} unconverted")
-        onnx.save(stable_initializer_names(int8_conv_weights(converted)),
+        onnx.save(stable_names(int8_conv_weights(converted)),
                   os.path.join(target, "model.onnx"))
     else:
         import openvino as ov
@@ -394,13 +438,15 @@ def rank_by_sensitivity(candidates, measure) -> list:
 
 
 def bounded(measure_drop, ranking, max_drop):
-    """Keeps layers in float in `ranking` order, one at a time, until `measure_drop(layers)`
-    is at most `max_drop`. Returns (float layers, drop, measured history); a `UserError` naming
-    the best drop reached when no mix reaches it."""
+    """Keeps layers in float in the order `ranking()` gives (asked only when the fully int8
+    model misses the bound), one at a time, until `measure_drop(layers)` is at most
+    `max_drop`. Returns (float layers, drop, measured history); a `UserError` naming the best
+    drop reached when no mix reaches it."""
     layers, history = [], []
     drop = measure_drop(layers)
     history.append((list(layers), drop))
-    for path in ranking:
+    order = ranking() if drop > max_drop else []
+    for path in order:
         if drop <= max_drop:
             break
         layers.append(path)
@@ -410,6 +456,6 @@ def bounded(measure_drop, ranking, max_drop):
         best_layers, best = min(history, key=lambda entry: (entry[1], len(entry[0])))
         raise UserError(f"no int8 model is within --max-accuracy-drop {max_drop:.4f} of "
                         f"float32: the best reached was a drop of {best:.4f} top-1 (with "
-                        f"{len(best_layers)} of {len(ranking)} convolutions in float); nothing "
+                        f"{len(best_layers)} of {len(order)} convolutions in float); nothing "
                         "was written")
     return layers, drop, history

@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 from resnet_tf.errors import UserError
+from resnet_tf.quantizers import ActivationQuantizer, check_quantize, fake_quant_weights, round_bias
 from resnet_tf.utils import check_positive_int
 
 PACKAGE = "resnet_tf"
@@ -76,6 +77,13 @@ class Conv2DSame(keras.layers.Layer):
     Like slim's `conv2d`, the layer optionally applies batch norm (scope `BatchNorm`) and a ReLU
     after the convolution. Without batch norm it has a bias, with it none (slim's `normalizer_fn`
     replaces the bias). Weight decay applies to the kernel only.
+
+    `quantize="int8"` computes what the int8 runtimes compute (quantization-aware training,
+    `resnet_tf.quantization`): batch norm frozen and folded into the kernel in training too,
+    the kernel on the per-channel int8 grid, the bias on the runtimes' int32 grid (given the
+    range its input was quantized to: `input_range` at the call, or fixed in the config for the
+    network's first convolution), and the output quantized to 8 bits unless `quantize_output`
+    is False (the logits).
     """
 
     def __init__(
@@ -90,9 +98,13 @@ class Conv2DSame(keras.layers.Layer):
         batch_norm_decay: float = 0.997,
         batch_norm_epsilon: float = 1e-5,
         batch_norm_scale: bool = True,
+        quantize: str | None = None,
+        quantize_output: bool = True,
+        input_range=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        check_quantize(quantize)
         check_positive_int("filters", filters)
         check_positive_int("kernel_size", kernel_size)
         check_positive_int("stride", stride)
@@ -121,6 +133,16 @@ class Conv2DSame(keras.layers.Layer):
             if use_batch_norm
             else None
         )
+        self.quantize = quantize
+        self.quantize_output = bool(quantize_output)
+        self.input_range = None if input_range is None else tuple(float(v) for v in input_range)
+        self.output_quantizer = None
+        if quantize:
+            if self.batch_norm is not None:  # frozen: folded into the kernel, as exported
+                self.batch_norm.trainable = False
+            if self.quantize_output:
+                self.output_quantizer = ActivationQuantizer(name="output_quant",
+                                                            dtype=self.dtype_policy)
         effective = kernel_size + (kernel_size - 1) * (rate - 1)
         pad_total = effective - 1
         self._pad = (pad_total // 2, pad_total - pad_total // 2)
@@ -141,22 +163,30 @@ class Conv2DSame(keras.layers.Layer):
             self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
         if self.batch_norm is not None:
             self.batch_norm.build(tuple(input_shape[:-1]) + (self.filters,))
+        if self.output_quantizer is not None:
+            self.output_quantizer.build(self.compute_output_shape(input_shape))
         self.input_spec = keras.layers.InputSpec(min_ndim=4, axes={-1: channels})
 
     def _convolve(self, inputs, kernel):
         if self.stride == 1:
             return ops.conv(inputs, kernel, strides=1, padding="same", dilation_rate=self.rate)
+        if self.kernel_size == 1:
+            # A strided 1x1 convolution is a 1x1 convolution of every stride-th pixel; written
+            # so because TensorFlow 2.21's oneDNN kernel for strided 1x1 convolutions corrupts
+            # memory in training at odd batch sizes (a crash, seen on AMD Zen 5).
+            inputs = ops.max_pool(inputs, pool_size=1, strides=self.stride, padding="valid")
+            return ops.conv(inputs, kernel, strides=1, padding="valid")
         if self._pad != (0, 0):
             inputs = ops.pad(inputs, [[0, 0], self._pad, self._pad, [0, 0]])
         return ops.conv(inputs, kernel, strides=self.stride, padding="valid")
 
-    def _folded_batch_norm(self):
-        """Inference-mode batch norm as a kernel scale and a bias: BN(conv(x, w)) equals
-        conv(x, w * s) + (beta - mean * s) with s = gamma / sqrt(variance + epsilon).
+    def folded_batch_norm(self):
+        """Inference-mode batch norm as a kernel scale and a bias, in float32: BN(conv(x, w))
+        equals conv(x, w * s) + (beta - mean * s) with s = gamma / sqrt(variance + epsilon).
 
         One convolution plus a bias (and ReLU) is the pattern that backends fuse (TensorFlow's
         CPU remapper, XLA); slim's graph gets the same from its fused batch-norm op. Computed
-        in float32 like Keras' BatchNormalization, then cast to the compute dtype.
+        in float32 like Keras' BatchNormalization.
         """
         norm = self.batch_norm
         scale = ops.rsqrt(ops.cast(norm.moving_variance, "float32") + norm.epsilon)
@@ -165,11 +195,20 @@ class Conv2DSame(keras.layers.Layer):
         offset = -ops.cast(norm.moving_mean, "float32") * scale
         if norm.center:
             offset = offset + ops.cast(norm.beta, "float32")
-        return ops.cast(scale, self.compute_dtype), ops.cast(offset, self.compute_dtype)
+        return scale, offset
 
-    def call(self, inputs, training=None):
+    def inference_kernel(self):
+        """The kernel the exported graph holds (batch norm folded in), as a float32 array."""
+        kernel = ops.cast(self.kernel, "float32")
+        if self.batch_norm is not None:
+            kernel = kernel * self.folded_batch_norm()[0]
+        return ops.convert_to_numpy(kernel)
+
+    def call(self, inputs, training=None, input_range=None):
+        if self.quantize:
+            return self._quantized_call(inputs, training, input_range)
         if self.batch_norm is not None and not (training and self.batch_norm.trainable):
-            scale, offset = self._folded_batch_norm()
+            scale, offset = (ops.cast(v, self.compute_dtype) for v in self.folded_batch_norm())
             net = ops.add(self._convolve(inputs, ops.multiply(self.kernel, scale)), offset)
         else:
             net = self._convolve(inputs, self.kernel)
@@ -181,8 +220,29 @@ class Conv2DSame(keras.layers.Layer):
             net = ops.relu(net)
         return net
 
+    def _quantized_call(self, inputs, training, input_range):
+        """The int8 arithmetic of the exported graph (class docstring), in floating point."""
+        kernel, offset = ops.cast(self.kernel, "float32"), self.bias
+        if self.batch_norm is not None:
+            scale, offset = self.folded_batch_norm()
+            kernel = kernel * scale
+        input_range = input_range if input_range is not None else self.input_range
+        if offset is not None:
+            offset = ops.cast(offset, "float32")
+            if self.quantize_output and input_range is not None:
+                offset = round_bias(offset, input_range, kernel)
+        kernel = ops.cast(fake_quant_weights(kernel), self.compute_dtype)
+        net = self._convolve(inputs, kernel)
+        if offset is not None:
+            net = ops.add(net, ops.cast(offset, self.compute_dtype))
+        if self.activation == "relu":
+            net = ops.relu(net)
+        if self.output_quantizer is not None:
+            net = self.output_quantizer(net, training=training)
+        return net
+
     def sublayers(self):
-        return [] if self.batch_norm is None else [self.batch_norm]
+        return [layer for layer in (self.batch_norm, self.output_quantizer) if layer is not None]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], same_output_size(input_shape[1], self.stride),
@@ -202,6 +262,9 @@ class Conv2DSame(keras.layers.Layer):
             batch_norm_epsilon=self.batch_norm_epsilon,
             batch_norm_scale=self.batch_norm_scale,
         )
+        if self.quantize:
+            config.update(quantize=self.quantize, quantize_output=self.quantize_output,
+                          input_range=self.input_range)
         return config
 
 

@@ -36,9 +36,9 @@ import numpy as np
 from resnet_tf.errors import UserError
 from resnet_tf.feature_extraction import layer_chain
 from resnet_tf.layers import Conv2DSame
-from resnet_tf.precision import all_layers
+from resnet_tf.precision import all_layers, dtype_policy_scope
 from resnet_tf.quantizers import INCEPTION_INPUT_RANGE, ActivationQuantizer
-from resnet_tf.units import ResidualUnit
+from resnet_tf.units import ResidualUnit, no_int8_form
 
 # Layers a quantized chain copies as they are (their outputs keep their input's grid, or are
 # quantized by the layer after them).
@@ -68,6 +68,8 @@ def quantize_model(model: keras.Model, input_range=INCEPTION_INPUT_RANGE) -> ker
     for index, layer in enumerate(chain):
         config = layer.get_config()
         if isinstance(layer, ResidualUnit):
+            if not layer.int8_form:
+                raise UserError(f"cannot quantize model {model.name!r}: {no_int8_form(layer)}")
             config.update(quantize="int8", input_range=input_range if first else None)
             net = type(layer).from_config(config)(net, return_end_points=True)[0]
         elif isinstance(layer, Conv2DSame):
@@ -96,7 +98,8 @@ def quantize_model(model: keras.Model, input_range=INCEPTION_INPUT_RANGE) -> ker
                             f"({type(layer).__name__}) has no int8 form")
         first = first and not isinstance(layer, (ResidualUnit, Conv2DSame))
         previous = layer
-    quantized = keras.Model(images, net, name=model.name, dtype=model.dtype_policy)
+    with dtype_policy_scope(model.dtype_policy):  # the functional Model takes the global one
+        quantized = keras.Model(images, net, name=model.name)
     copy_weights(model, quantized)
     return quantized
 

@@ -33,7 +33,7 @@ import keras
 
 from resnet_tf.errors import UserError
 from resnet_tf.layers import Conv2DSame, Subsample, batch_norm, layer_stride
-from resnet_tf.precision import dtype_policy, output_policy
+from resnet_tf.precision import dtype_policy, dtype_policy_scope, output_policy
 from resnet_tf.utils import check_positive_int
 
 
@@ -337,7 +337,8 @@ def resnet_model(blocks, *, root=None, postnorm=False, num_classes=None, global_
         if spatial_squeeze:
             net = keras.layers.Reshape((num_classes,), name="spatial_squeeze",
                                        dtype=output_policy(policy))(net)
-    return keras.Model(images, net, name=name, dtype=policy)
+    with dtype_policy_scope(policy):  # Keras' functional Model takes the global policy
+        return keras.Model(images, net, name=name)
 
 
 def build_with_weights(model_name: str, weights, num_classes, build) -> keras.Model:

@@ -67,9 +67,9 @@ class Bottleneck(ResidualUnit):
         ]
 
     def _residual(self, branch, training):
-        conv1 = self.conv1(branch, training=training)
-        conv2 = self.conv2(conv1, training=training)
-        conv3 = self.conv3(conv2)
+        conv1 = self._conv(self.conv1, branch, training)
+        conv2 = self._conv(self.conv2, conv1, training, self.conv1)
+        conv3 = self._conv(self.conv3, conv2, training, self.conv2)
         return conv3, {"conv1": conv1, "conv2": conv2, "conv3": conv3}
 
 
@@ -105,8 +105,8 @@ class BasicBlockV2(ResidualUnit):
         ]
 
     def _residual(self, branch, training):
-        conv1 = self.conv1(branch, training=training)
-        conv2 = self.conv2(conv1, training=training)
+        conv1 = self._conv(self.conv1, branch, training)
+        conv2 = self._conv(self.conv2, conv1, training, self.conv1)
         return conv2, {"conv1": conv1, "conv2": conv2}
 
 

@@ -27,8 +27,8 @@ import typing
 import numpy as np
 
 from resnet_tf.errors import UserError, require
-from resnet_tf.export_dir import (INPUT_NAME, OUTPUT_NAME, export_format,
-                                  read_export_class_names, read_export_info)
+from resnet_tf.export_dir import (INPUT_NAME, ORT_SESSION_CONFIG, OUTPUT_NAME, RUNTIME_OF_FORMAT,
+                                  export_format, read_export_class_names, read_export_info)
 from resnet_tf.pixels import EvalPreprocessing, normalize_pixels
 
 # runtime -> the precisions it runs (bench's `--runtimes keras:bfloat16,openvino:int8,...`)
@@ -38,7 +38,8 @@ RUNTIME_PRECISIONS = {
     "onnxruntime": ("float32", "int8"),
     "openvino": ("float32", "float16", "bfloat16", "int8"),
 }
-FORMAT_OF_RUNTIME = {"tflite": "tflite", "onnxruntime": "onnx", "openvino": "openvino"}
+FORMAT_OF_RUNTIME = {runtime: format for format, runtime in RUNTIME_OF_FORMAT.items()
+                     if format != "saved_model"}
 MODEL_FILE = {"saved_model": "", "tflite": "model.tflite", "onnx": "model.onnx",
               "openvino": "model.xml"}
 
@@ -105,6 +106,10 @@ def onnxruntime_runner(path: str, precision: str, prep=None, threads=None) -> Ru
     # (another runtime, the input pipeline); measured here, it cost OpenVINO int8 a fifth of
     # its speed when the runtimes took turns.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Layers an int8 export keeps in float stay float (ONNX Runtime would re-quantize them per
+    # tensor at load); no change for files that are fully int8 or float.
+    for key, value in ORT_SESSION_CONFIG.items():
+        options.add_session_config_entry(key, value)
     with _loading(path, "ONNX Runtime"):
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     return Runner("onnxruntime", precision,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 
 from resnet_tf.layers import Conv2DSame
+from resnet_tf.quantizers import ActivationQuantizer
 
 
 def _batch_norm_variables(layer, prefix, out):
@@ -34,6 +35,8 @@ def _collect(layer, prefix, out):
     elif hasattr(layer, "slim_sublayers"):
         for name, sublayer in layer.slim_sublayers():
             _collect(sublayer, f"{prefix}/{name}", out)
+    elif isinstance(layer, ActivationQuantizer):
+        pass  # a quantization-aware model's ranges: not slim variables
     elif layer.weights:
         raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}) holds variables but has "
                          "no slim name mapping.")

@@ -84,12 +84,18 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int):
+    """The config's optimizer; under mixed_float16 inside a `LossScaleOptimizer` (float16
+    gradients underflow without loss scaling)."""
     lr = learning_rate_schedule(config, steps_per_epoch)
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=config.momentum)
-    if config.optimizer == "rmsprop":  # slim's train_image_classifier default
-        return keras.optimizers.RMSprop(lr, rho=0.9, momentum=config.momentum, epsilon=1.0)
-    return keras.optimizers.Adam(lr)
+        optimizer = keras.optimizers.SGD(lr, momentum=config.momentum)
+    elif config.optimizer == "rmsprop":  # slim's train_image_classifier default
+        optimizer = keras.optimizers.RMSprop(lr, rho=0.9, momentum=config.momentum, epsilon=1.0)
+    else:
+        optimizer = keras.optimizers.Adam(lr)
+    if config.dtype == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def make_loss(config: TrainConfig, reduction="sum_over_batch_size"):
@@ -263,12 +269,14 @@ def train(config: TrainConfig, model_dir: str, distribute: str = "none",
 
     with strategy.scope():
         model = build_model(config, data.num_classes)
-        # Every worker restores the chief's committed state (the model dir is shared).
+        if not resuming:
+            start_from(model, config)
+        if config.quantization_aware:
+            model = quantization_aware(model, data.train, calibrate=not resuming)
         model.compile(optimizer=make_optimizer(config, data.steps_per_epoch),
                       loss=make_loss(config), metrics=make_metrics(data.num_classes))
+        # Every worker restores the chief's committed state (the model dir is shared).
         done = paths.restore(model, reconcile=is_chief) if resuming else 0
-        if not done:
-            start_from(model, config)
 
     if done >= config.epochs:
         if is_chief and not os.path.isfile(paths.model):  # killed after the last commit
@@ -331,6 +339,18 @@ def start_from(model, config: TrainConfig) -> None:
                             f"config's ({str(error).splitlines()[0][:200]})") from None
 
 
+def quantization_aware(model, train_data, calibrate: bool, batches: int = 8):
+    """The quantization-aware form of a run's model (`quantization.quantize_model`); a new run
+    sets its activation ranges from its first training batches (a resumed one restores
+    them)."""
+    from resnet_tf import quantization
+
+    model = quantization.quantize_model(model)
+    if calibrate:
+        quantization.calibrate(model, train_data.take(batches))
+    return model
+
+
 def initial_checkpoint(model_dir: str) -> str:
     """The checkpoint of a model dir that `init_from` starts from: the best (by val_accuracy)
     where there is one, else the final model."""
@@ -376,10 +396,17 @@ def _task_name(strategy) -> str:
 
 
 def batch_norm_statistics(model) -> list:
-    """The moving means and variances of every batch norm in `model` (sublayers included)."""
-    return [variable for layer in all_layers(model)
-            if isinstance(layer, keras.layers.BatchNormalization)
-            for variable in (layer.moving_mean, layer.moving_variance)]
+    """The moving means and variances of every batch norm in `model` (sublayers included),
+    and a quantization-aware model's moving activation ranges."""
+    from resnet_tf.quantizers import ActivationQuantizer
+
+    statistics = []
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            statistics += [layer.moving_mean, layer.moving_variance]
+        elif isinstance(layer, ActivationQuantizer):
+            statistics += [layer.min, layer.max]
+    return statistics
 
 
 class MultiWorkerLoop:

@@ -16,6 +16,7 @@ from keras import ops
 
 from resnet_tf.errors import UserError
 from resnet_tf.layers import PACKAGE, Conv2DSame, Subsample, same_output_size
+from resnet_tf.quantizers import ActivationQuantizer, check_quantize
 from resnet_tf.resnet_utils import resnet_arg_scope
 from resnet_tf.utils import check_positive_int
 
@@ -80,6 +81,12 @@ def make_shortcut(option, depth_in, depth, stride, batch_norm_projection, layer_
     return Subsample(stride, name="shortcut", dtype=dtype)
 
 
+def no_int8_form(unit) -> str:
+    return (f"{type(unit).__name__} units have no int8 form (e.g. [2]'s ablations: their gates, "
+            "scalings and dropout are not operations the int8 runtimes quantize); "
+            "quantization-aware training takes the V1 and V2 units")
+
+
 class ResidualUnit(keras.layers.Layer):
     """Shared plumbing of resnet_tf's residual units: argument checks, slim's arg scope, the
     shortcut (`make_shortcut`), slim end points and sublayer names, and the config.
@@ -93,9 +100,13 @@ class ResidualUnit(keras.layers.Layer):
                                                             post-activation units)
 
     Subclasses set `slim_scope`, `unit_arg_names`, `expansion`, `preactivation`, implement
-    `_make_layers()` (sublayers in slim order, as (scope, layer)) and `_residual`; sublayers
-    that take the unit's input rather than the previous convolution's output are named in
-    `side_layers` (they are built on the input's shape).
+    `_make_layers()` (sublayers in slim order, as (scope, layer)) and `_residual` (calling each
+    convolution through `_conv`); sublayers that take the unit's input rather than the previous
+    convolution's output are named in `side_layers` (they are built on the input's shape).
+
+    `quantize="int8"` (`resnet_tf.quantization`) quantizes the unit's input (to `input_range`
+    when fixed: the network's input), `relu(preact(x))` in pre-activation units, and every
+    convolution (its kernel, bias and output); batch norm is frozen.
     """
 
     slim_scope = None
@@ -103,11 +114,15 @@ class ResidualUnit(keras.layers.Layer):
     expansion = 1
     preactivation = False  # pre-activation units take a projection shortcut from `preact`
     side_layers = ()  # sublayers fed the unit's input (e.g. a gate), not the branch
+    int8_form = True  # whether `quantize="int8"` (quantization-aware training) applies
 
     def __init__(self, depth, stride=1, rate=1, depth_bottleneck=None, shortcut="B",
                  weight_decay=1e-4, batch_norm_decay=0.997, batch_norm_epsilon=1e-5,
-                 batch_norm_scale=True, **kwargs):
+                 batch_norm_scale=True, quantize=None, input_range=None, **kwargs):
         super().__init__(**kwargs)
+        check_quantize(quantize)
+        if quantize and not self.int8_form:
+            raise UserError(no_int8_form(self))
         for key, value in (("depth", depth), ("stride", stride), ("rate", rate)) + (
                 (("depth_bottleneck", depth_bottleneck),) if "depth_bottleneck" in
                 self.unit_arg_names else ()):
@@ -125,14 +140,30 @@ class ResidualUnit(keras.layers.Layer):
         self.shortcut_option = shortcut
         self.arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
                                           batch_norm_scale)
+        self.quantize = quantize
+        self.input_range = None if input_range is None else tuple(float(v) for v in input_range)
         # What every sublayer is built with: slim's arg scope and this unit's dtype policy
         # (each sublayer computes as the unit does, also in a model loaded elsewhere).
         self.layer_scope = dict(self.arg_scope, dtype=self.dtype_policy)
+        if quantize:
+            self.layer_scope["quantize"] = quantize
         named = self._make_layers()
         for scope, layer in named:
             setattr(self, scope, layer)
         self.sublayer_scopes = tuple(scope for scope, _ in named)
         self.shortcut = None  # known once the input depth is (build)
+        self.quantizers = []
+        if quantize:
+            self.input_quant = ActivationQuantizer(fixed_range=self.input_range,
+                                                   name="input_quant", dtype=self.dtype_policy)
+            self.quantizers.append(self.input_quant)
+            if self.preactivation:
+                self.preact_quant = ActivationQuantizer(name="preact_quant",
+                                                        dtype=self.dtype_policy)
+                self.quantizers.append(self.preact_quant)
+            for _, layer in named:  # frozen, as the exported graph computes them
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
 
     @property
     def named_layers(self):
@@ -145,8 +176,24 @@ class ResidualUnit(keras.layers.Layer):
     def _branch_input(self, inputs, training):
         """The residual branch's input: slim's `preact = relu(BN(x))` in pre-activation units."""
         if self.preactivation:
-            return ops.relu(self.preact(inputs, training=training))
+            branch = ops.relu(self.preact(inputs, training=training))
+            return self.preact_quant(branch, training=training) if self.quantize else branch
         return inputs
+
+    @property
+    def branch_quantizer(self):
+        """The quantizer of the residual branch's input (quantized units)."""
+        return self.preact_quant if self.preactivation else self.input_quant
+
+    def _conv(self, conv, inputs, training, source=None):
+        """`conv(inputs)`; in a quantized unit, also given the range `inputs` were quantized to:
+        `source` is the quantizer or the convolution that produced them (default: the
+        branch's)."""
+        if not self.quantize:
+            return conv(inputs, training=training)
+        source = self.branch_quantizer if source is None else source
+        quantizer = source if isinstance(source, ActivationQuantizer) else source.output_quantizer
+        return conv(inputs, training=training, input_range=quantizer.range())
 
     def _shortcut_input(self, inputs, branch):
         """slim's bottleneck_v2 projects from `preact`; identity shortcuts take x itself."""
@@ -165,6 +212,8 @@ class ResidualUnit(keras.layers.Layer):
         self.shortcut = make_shortcut(self.shortcut_option, depth_in, self.depth, self.stride,
                                       not self.preactivation, self.layer_scope)
         self.shortcut.build(input_shape)
+        for quantizer in self.quantizers:
+            quantizer.build(input_shape)
         shape = input_shape
         for scope, layer in self.named_layers:
             if scope in self.side_layers:
@@ -180,10 +229,15 @@ class ResidualUnit(keras.layers.Layer):
         return isinstance(self.shortcut, Conv2DSame)
 
     def call(self, inputs, training=None, return_end_points=False):
+        if self.quantize:
+            inputs = self.input_quant(inputs, training=training)
         branch = self._branch_input(inputs, training)
         source = self._shortcut_input(inputs, branch)
-        shortcut = self.shortcut(source, training=training) if self.projection_shortcut \
-            else self.shortcut(source)
+        if self.projection_shortcut:
+            shortcut = self._conv(self.shortcut, source, training, None if source is branch
+                                  else self.input_quant if self.quantize else None)
+        else:
+            shortcut = self.shortcut(source)
         residual, points = self._residual(branch, training)
         output = self._merge(inputs, shortcut, residual, training)
         if not return_end_points:
@@ -195,7 +249,7 @@ class ResidualUnit(keras.layers.Layer):
     def sublayers(self):
         """Every layer inside the unit (the shortcut once it is built)."""
         return [layer for _, layer in self.named_layers] + (
-            [self.shortcut] if self.shortcut is not None else [])
+            [self.shortcut] if self.shortcut is not None else []) + self.quantizers
 
     def slim_sublayers(self):
         named = list(self.named_layers)
@@ -209,4 +263,6 @@ class ResidualUnit(keras.layers.Layer):
                       shortcut=self.shortcut_option, **self.arg_scope)
         if "depth_bottleneck" in self.unit_arg_names:
             config.update(depth_bottleneck=self.depth_bottleneck)
+        if self.quantize:
+            config.update(quantize=self.quantize, input_range=self.input_range)
         return config

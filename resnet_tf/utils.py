@@ -35,11 +35,18 @@ def atomic_path(path, suffix: str = ".tmp"):
         yield temporary
         with open(temporary, "rb") as f:  # flush the data to disk before the rename
             os.fsync(f.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path, text: str) -> None:

@@ -81,8 +81,8 @@ def write_digits_folder(root, per_class=None, fmt="png", nested_every=0):
 def write_colour_tfrecords(path, count, num_classes=5, seed=0, label_base=0, size=(12, 12)):
     """slim-format TFRecords of noisy flat colours, `num_classes` colours, labels
     label_base..label_base + num_classes - 1."""
+    palette = np.random.default_rng(1234).integers(0, 256, (num_classes, 3))  # fixed classes
     rng = np.random.default_rng(seed)
-    palette = rng.integers(0, 256, (num_classes, 3))
     with tf.io.TFRecordWriter(str(path)) as writer:
         for i in range(count):
             label = i % num_classes

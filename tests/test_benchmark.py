@@ -57,7 +57,7 @@ def test_bench_forward_writes_json(tmp_path, capsys):
                                                                         "float32")
     assert len(result["durations"]) == 11
     assert result["images_per_s"] == pytest.approx(2 / result["median_s"])
-    assert report["backend"] == "tensorflow" and report["device"].startswith("cpu")
+    assert report["backend"] == "tensorflow" and report["device"].split(":")[0] in ("cpu", "gpu")
     assert {"keras", "tensorflow", "python"} <= set(report["versions"])
 
 
@@ -113,7 +113,7 @@ def test_bench_on_the_jax_backend_without_tensorflow(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert SUMMARY.match(result.stdout.strip().splitlines()[-1]).group(1) == "Forward-backward"
     report = json.loads(path.read_text())
-    assert report["backend"] == "jax" and report["device"].startswith("cpu")
+    assert report["backend"] == "jax" and report["device"].split(":")[0] in ("cpu", "gpu")
     assert "tensorflow" not in report["versions"]
     # The Keras runtime entries of --runtimes need no TensorFlow either.
     result = subprocess.run(

@@ -263,3 +263,131 @@ def test_a_mixed_precision_model_exports_as_float32():
     images = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
     np.testing.assert_array_equal(copy(images, training=False),
                                   reference(images, training=False))
+
+
+# --------------------------------------------------------------------------------------------
+# int8 measured at export, and bounded
+
+
+def cli_json(*args):
+    """`resnet-tf` in a subprocess, as a user runs it."""
+    result = subprocess.run([sys.executable, "-m", "resnet_tf.cli", *args], capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, (args, result.stderr[-3000:])
+    return result
+
+
+FLOAT_FILES = {"tflite": ["model.tflite"], "onnx": ["model.onnx"],
+               "openvino": ["model.xml", "model.bin"]}
+
+
+def size_of(path, fmt):
+    return sum(os.path.getsize(os.path.join(path, f)) for f in FLOAT_FILES[fmt])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino"])
+def test_int8_accuracy_is_measured_bounded_and_reproduced(quickstart, tmp_path, fmt):
+    """`export --precision int8 --max-accuracy-drop 0.003`: accuracy.json holds the int8 file's
+    top-1 with its own runtime beside float32's on the run's validation images; an independent
+    `evaluate --export` reproduces it, within the bound of `evaluate --model-dir`; the file is
+    at most 0.6 of float32's; the same command twice gives the same figures (and bytes)."""
+    model_dir = quickstart["model_dir"]
+    output = str(tmp_path / "int8")
+    result = cli_json("export", "--model-dir", model_dir, "--output", output, "--format", fmt,
+                      "--precision", "int8", "--max-accuracy-drop", "0.003")
+    assert "over 359 images" in result.stdout
+    accuracy = json.load(open(os.path.join(output, "accuracy.json")))
+    for key in ("top1", "top5", "count", "reference_top1", "drop", "float_layers", "data",
+                "runtime"):
+        assert key in accuracy, key
+    assert accuracy["count"] == 359 and accuracy["drop"] <= 0.003
+    assert accuracy["drop"] == pytest.approx(accuracy["reference_top1"] - accuracy["top1"],
+                                             abs=1e-6)
+    assert accuracy["data"].startswith("the validation images recorded in")
+    assert accuracy["reference_top1"] == pytest.approx(quickstart["metrics"]["val_accuracy"],
+                                                       abs=1e-6)
+    cli_json("evaluate", "--export", output, "--config", "quickstart", "--json",
+             str(tmp_path / "e.json"))
+    evaluated = json.load(open(tmp_path / "e.json"))
+    assert abs(evaluated["top1"] - accuracy["top1"]) <= 1 / 359 + 1e-9
+    assert quickstart["metrics"]["val_accuracy"] - evaluated["top1"] <= 0.003 + 1 / 359
+    cli_json("export", "--model-dir", model_dir, "--output", str(tmp_path / "f32"), "--format",
+             fmt)
+    assert size_of(output, fmt) <= 0.6 * size_of(str(tmp_path / "f32"), fmt)
+    # Every layer named as float really is float in the file the runtime runs alone.
+    served = run_alone(fmt, output, quickstart["root"] / "pixels.npy")
+    assert served["imported"] == []
+    again = str(tmp_path / "again")
+    cli_json("export", "--model-dir", model_dir, "--output", again, "--format", fmt,
+             "--precision", "int8", "--max-accuracy-drop", "0.003")
+    assert json.load(open(os.path.join(again, "accuracy.json"))) == accuracy
+    if fmt != "openvino":  # OpenVINO's xml names ops by a per-process counter; its .bin is equal
+        assert open(os.path.join(again, FLOAT_FILES[fmt][0]), "rb").read() == \
+            open(os.path.join(output, FLOAT_FILES[fmt][0]), "rb").read()
+    else:
+        assert open(os.path.join(again, "model.bin"), "rb").read() == \
+            open(os.path.join(output, "model.bin"), "rb").read()
+
+
+def test_a_bound_that_cannot_be_met_is_one_sentence_and_no_export(quickstart, tmp_path,
+                                                                  capsys):
+    """Calibrated on images unlike the data (near-black), no mix of float convolutions
+    recovers the accuracy: the export names the best drop it reached and writes nothing."""
+    from image_data import write_image_folder
+
+    dark = write_image_folder(tmp_path / "dark", per_class=4,
+                              classes={str(d): (1, 1, 1) for d in range(10)})
+    output = tmp_path / "refused"
+    code = main(["export", "--model-dir", quickstart["model_dir"], "--output", str(output),
+                 "--format", "onnx", "--precision", "int8", "--calibration-data", dark,
+                 "--max-accuracy-drop", "0.01"])
+    err = capsys.readouterr().err
+    assert code == 2 and not output.exists()
+    assert err.count("\n") == 1 and "the best reached was a drop of" in err
+    assert "nothing was written" in err
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".export-")]
+    # TFLite: such a calibration makes int32 biases overflow, a file that would abort LiteRT.
+    code = main(["export", "--model-dir", quickstart["model_dir"], "--output", str(output),
+                 "--format", "tflite", "--precision", "int8", "--calibration-data", dark])
+    err = capsys.readouterr().err
+    assert code == 2 and not output.exists() and "the int8 biases overflow" in err
+
+
+def test_int8_without_labelled_images_says_its_accuracy_was_not_measured(quickstart, tmp_path,
+                                                                          capsys):
+    from image_data import write_image_folder
+
+    calibration = write_image_folder(tmp_path / "calib", per_class=3,
+                                     classes={str(d): (d * 20, 0, 0) for d in range(10)})
+    export_model(quickstart["model"], str(tmp_path / "e"), format="onnx", precision="int8",
+                 image_size=16, central_fraction=1.0, calibration=quickstart["pixels"][:32])
+    assert "int8 accuracy not measured" in capsys.readouterr().out
+    assert json.load(open(tmp_path / "e" / "accuracy.json"))["measured"] is False
+    # --validation-data: a folder named as the model's classes.
+    assert main(["export", "--model-dir", quickstart["model_dir"], "--output",
+                 str(tmp_path / "v"), "--format", "onnx", "--precision", "int8",
+                 "--validation-data", calibration]) == 0
+    accuracy = json.load(open(tmp_path / "v" / "accuracy.json"))
+    assert accuracy["count"] == 30 and accuracy["data"] == f"the image folder {calibration}"
+    for args, message in ((["--validation-data", calibration], "is for --precision int8"),
+                          (["--max-accuracy-drop", "0.01"], "is for --precision int8")):
+        assert main(["export", "--model-dir", quickstart["model_dir"], "--output",
+                     str(tmp_path / "x"), "--format", "onnx", *args]) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_times_exports_beside_each_other(quickstart, tmp_path, capsys):
+    exports = []
+    for fmt in ("tflite", "onnx"):
+        path = str(tmp_path / fmt)
+        export_model(quickstart["model"], path, format=fmt, precision="int8", image_size=16,
+                     central_fraction=1.0, calibration=quickstart["pixels"][:64])
+        exports.append(path)
+    assert main(["bench", "--exports", ",".join(exports), "--num-batches", "3", "--burn-in", "1",
+                 "--batch-size", "4", "--json", str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "tflite:int8" in out and "onnxruntime:int8" in out and "1.00x" in out
+    report = json.load(open(tmp_path / "b.json"))
+    assert [r["name"] for r in report["results"]] == exports

@@ -30,3 +30,12 @@ def test_check_positive_int_names_the_argument(value):
                                          f"depth={value!r}"):
         check_positive_int("depth", value)
     check_positive_int("depth", 3)
+
+
+def test_atomic_files_get_the_permissions_open_gives(tmp_path):
+    import os
+
+    write_text(tmp_path / "plain.txt", "x")
+    with open(tmp_path / "opened.txt", "w") as f:
+        f.write("x")
+    assert os.stat(tmp_path / "plain.txt").st_mode == os.stat(tmp_path / "opened.txt").st_mode

@@ -19,58 +19,13 @@ import tensorflow as tf
 import resnet_tf
 from resnet_tf import weights as weights_lib
 from resnet_tf.cli import main
-from slim_reference import relative_error, run_slim
-
-RELEASE = "resnet_v2_50_2017_04_14"
-
-
-class Server:
-    """A static file server on 127.0.0.1 that counts requests and can be stopped."""
-
-    def __init__(self, directory):
-        self.requests = []
-        handler = functools.partial(self._Handler, directory=str(directory), server_ref=self)
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    class _Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, server_ref=None, **kwargs):
-            self.server_ref = server_ref
-            super().__init__(*args, **kwargs)
-
-        def do_GET(self):
-            self.server_ref.requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from release_server import RELEASE, ReleaseProxy, Server, make_release
+from slim_reference import relative_error
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    """slim's resnet_v2_50 release layout from TF-slim's graph: the tarball, and slim's logits."""
-    root = tmp_path_factory.mktemp("release")
-    content = root / "content"
-    content.mkdir()
-    images = np.random.default_rng(0).uniform(-1, 1, (2, 65, 65, 3)).astype(np.float32)
-    logits, _, _ = run_slim("v2", images, str(content / "resnet_v2_50.ckpt"), depth=50,
-                            num_classes=1001, scope="resnet_v2_50", legacy_format=True,
-                            graph_path=str(content / "eval.graph"))
-    shutil.copy(content / "eval.graph", content / "train.graph")
-    served = root / "served"
-    served.mkdir()
-    with tarfile.open(served / f"{RELEASE}.tar.gz", "w:gz", compresslevel=1) as tar:
-        for name in ("resnet_v2_50.ckpt", "eval.graph", "train.graph"):
-            tar.add(content / name, arcname=name)
-    assert sorted(os.listdir(content)) == ["checkpoint", "eval.graph", "resnet_v2_50.ckpt",
-                                           "train.graph"]  # one legacy single-file checkpoint
-    return dict(root=root, served=served, images=images, logits=np.squeeze(logits, (1, 2)))
+    return make_release(tmp_path_factory.mktemp("release"))
 
 
 @pytest.fixture
@@ -78,26 +33,6 @@ def cache(tmp_path, monkeypatch):
     """Keras' own cache location, moved by the environment variable Keras reads."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     return tmp_path / "keras_home" / "resnet_tf"
-
-
-class ReleaseProxy(Server):
-    """An HTTP proxy on 127.0.0.1 standing in for download.tensorflow.org: the real release
-    URLs, reached through `http_proxy` as any user behind a proxy reaches them."""
-
-    class _Handler(Server._Handler):
-        def do_GET(self):
-            url = urllib.parse.urlparse(self.path)
-            self.server_ref.requests.append(self.path)
-            if url.netloc != "download.tensorflow.org" or not url.path.startswith("/models/"):
-                self.send_error(404)
-                return
-            self.path = "/" + url.path[len("/models/"):]
-            http.server.SimpleHTTPRequestHandler.do_GET(self)
-
-    def env(self, home):
-        environment = {k: v for k, v in os.environ.items()
-                       if k.lower() not in ("no_proxy", "https_proxy", "all_proxy")}
-        return dict(environment, http_proxy=self.url, HTTP_PROXY=self.url, KERAS_HOME=str(home))
 
 
 @pytest.fixture
@@ -325,3 +260,17 @@ def test_v1_weights_take_vgg_preprocessing(tmp_path):
     expected = tf.nn.softmax(source.model(pixels[None] - np.array([123.68, 116.78, 103.94]),
                                           training=False)).numpy()
     np.testing.assert_allclose(runner(pixels[None]), expected, atol=1e-5)
+
+
+def test_a_v1_export_at_another_size_scales_its_resize_side(tmp_path):
+    """slim's VGG eval resizes the smaller side to 256 for 224 px crops; at 32 px the side
+    scales with the size (37), so the crop still keeps the same share of the image."""
+    from slim_reference import save_slim_checkpoint
+
+    model = resnet_tf.resnet_v1_50(num_classes=1000)
+    values = {n: np.asarray(v) for n, v in resnet_tf.slim_variables(model).items()}
+    checkpoint = save_slim_checkpoint(values, str(tmp_path / "resnet_v1_50.ckpt"))
+    assert main(["export", "--model", "resnet_v1_50", "--weights", checkpoint, "--output",
+                 str(tmp_path / "e"), "--image-size", "32"]) == 0
+    info = json.load(open(tmp_path / "e" / "preprocessing.json"))
+    assert (info["image_size"], info["resize_side"]) == (32, 37)
