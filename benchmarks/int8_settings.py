@@ -116,6 +116,40 @@ def time_runners(runners, pixels, rounds=30):
     return {name: statistics.median(values) for name, values in durations.items()}
 
 
+def bound_cost(name, source, calibration, validation, work, results):
+    """The speed a bound costs: each runtime's fully int8 file beside the one `--max-accuracy-
+    drop 0` makes (convolutions kept in float until int8 loses nothing), timed interleaved."""
+    from resnet_tf.deploy import export_model
+    from resnet_tf.errors import UserError
+    from resnet_tf.runtimes import open_export
+
+    for fmt in SETTINGS:
+        paths = {}
+        for label, bound in (("fully int8", None), ("bounded (drop <= 0)", 0.0)):
+            path = os.path.join(work, f"{name}-{fmt}-{'full' if bound is None else 'bounded'}")
+            try:
+                export_model(source.model, path, format=fmt, precision="int8", prep=source.prep,
+                             calibration=calibration, validation=validation,
+                             max_accuracy_drop=bound if bound is not None else 1.0,
+                             log=lambda *a: None)
+            except UserError as error:
+                print(f"  {fmt:9s} {label}: {error}", flush=True)
+                continue
+            paths[label] = path
+        runners = {label: open_export(path)[0] for label, path in paths.items()}
+        seconds = time_runners(runners, calibration[:32])
+        for label, path in paths.items():
+            with open(os.path.join(path, "accuracy.json")) as f:
+                accuracy = json.load(f)
+            results.append({"model": name, "seed": 0, "format": fmt, "setting": label,
+                            "bound": True, "top1": accuracy["top1"], "drop": accuracy["drop"],
+                            "float_layers": accuracy["float_layers"],
+                            "batch_seconds": seconds[label]})
+            print(f"  {fmt:9s} {label:22s} drop {accuracy['drop']:+.4f}, "
+                  f"{len(accuracy['float_layers'])} float layers, "
+                  f"{32 / seconds[label]:.0f} images/s", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -154,6 +188,8 @@ def main():
                 for label, seconds in time_runners(runners, pixels).items():
                     next(r for r in results if r["model"] == name and r["seed"] == seed and
                          r["format"] == fmt and r["setting"] == label)["batch_seconds"] = seconds
+            if seed == seeds[0]:
+                bound_cost(name, source, calibration, validation, work, results)
             # Quantization-aware training: 3 epochs from the float run, then each int8 file.
             from resnet_tf.config import load_config
             from resnet_tf.training import train
@@ -188,6 +224,7 @@ def print_tables(results):
     print("\n| model | runtime | setting | " + " | ".join(
         f"top-1 (seed {s})" for s in sorted({r['seed'] for r in results})) +
           " | mean drop | ms / batch of 32 |")
+    results = [r for r in results if not r.get("bound")]
     keys = sorted({(r["model"], r["format"], r["setting"]) for r in results},
                   key=lambda k: (list(MODELS).index(k[0]), list(SETTINGS).index(k[1])))
     for model, fmt, setting in keys:

@@ -11,9 +11,10 @@ with Keras as soon as Keras is imported (now, if it already is; otherwise when i
 The `resnet-tf` command answers `--help` without Keras for the same reason.
 
 Model code (`layers`, `units`, `resnet_utils`, `resnet_v1`, `resnet_v2`, `cifar`,
-`feature_extraction`, `slim_variables`, `quantization`, `precision`) uses only Keras; the
-TensorFlow-specific modules (`data`, `preprocessing`, `training`, `slim_checkpoint`, `deploy`,
-`evaluate`, `predict`) are imported only by what needs them (tests/test_layout.py checks both).
+`feature_extraction`, `slim_variables`, `quantizers`, `quantization`, `precision`, `registry`,
+`pixels`) uses only Keras; the TensorFlow-specific modules (`data`, `preprocessing`,
+`training`, `slim_checkpoint`, `deploy`, `int8`, `evaluate`, `predict`) are imported only by
+what needs them (tests/test_layout.py checks both).
 """
 
 from __future__ import annotations

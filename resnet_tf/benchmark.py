@@ -23,7 +23,7 @@ import numpy as np
 
 from resnet_tf.config import DTYPES
 from resnet_tf.errors import UserError
-from resnet_tf.utils import write_json
+from resnet_tf.utils import check_positive_int, write_json
 
 MODES = ("forward", "forward-backward")
 COMPARE = ("none", "keras-applications")
@@ -421,8 +421,7 @@ def run_exports_benchmark(exports, batch_size=32, num_batches=100, burn_in=10, j
 def _check_sizes(batch_size, image_size, num_classes):
     for name, value in (("batch_size", batch_size), ("image_size", image_size),
                         ("num_classes", num_classes)):
-        if value < 1:
-            raise UserError(f"{name} must be >= 1. Received: {name}={value}")
+        check_positive_int(name, value)
 
 
 def _result(name, timing, batch_size, **extra):

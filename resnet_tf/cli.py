@@ -2,12 +2,12 @@
 
 Building the parser imports nothing heavy (no Keras, no TensorFlow): `--help` answers at once,
 and each command imports what it needs when it runs. While a command runs, native libraries'
-messages (TensorFlow's C++ logging, LiteRT's, the converters') are kept off stderr unless
-`--verbose` is given or `TF_CPP_MIN_LOG_LEVEL` asks for them (0 or 1): the command's stderr
-carries its own sentences, Python's warnings and tracebacks. A user error (`errors.UserError`: a
-wrong path, a bad value, a refused overwrite) or an `OSError` (permissions, a full disk) is one
-sentence on stderr and exit status 2; anything else is a bug and keeps its traceback. `--debug`
-shows the traceback of a user error too. Ctrl-C or SIGTERM during `train` end it with one
+start-up and progress chatter (TensorFlow's C++ logging, LiteRT's, the converters') is kept
+off stderr unless `--verbose` is given or `TF_CPP_MIN_LOG_LEVEL` asks for it (0 or 1); their
+other messages, a fatal error's included, still get through (`quiet_native_output`). A user
+error (`errors.UserError`: a wrong path, a bad value, a refused overwrite) or an `OSError`
+(permissions, a full disk) is one sentence on stderr and exit status 2; anything else is a bug
+and keeps its traceback. `--debug` shows the traceback of a user error too. Ctrl-C or SIGTERM during `train` end it with one
 sentence and the conventional status (130, 143).
 """
 
@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
+import subprocess
 import sys
 
 from resnet_tf.benchmark import COMPARE, MODES
@@ -117,13 +119,12 @@ class _Stop(KeyboardInterrupt):
     """SIGTERM, delivered as an interrupt."""
 
 
-def run_train(args):
-    from resnet_tf.config import load_config
-    from resnet_tf.training import TrainingInterrupted, recorded_dtype, train
+# The settings of a run that the command line gives: a resume that leaves one out keeps the
+# run's own (the config file's value would otherwise be refused as another config).
+RUN_SETTINGS = ("dtype", "init_from", "quantization_aware")
 
-    dtype = args.dtype or recorded_dtype(args.model_dir)
-    config = load_config(args.config, epochs=args.epochs, dtype=dtype,
-                         init_from=args.init_from, quantization_aware=args.quantization_aware)
+
+def run_train(args):
     received = {}
 
     def on_sigterm(number, frame):
@@ -132,11 +133,11 @@ def run_train(args):
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        metrics = train(config, args.model_dir, distribute=args.distribute,
-                        cpu_devices=args.cpu_devices)
-    except TrainingInterrupted as interrupted:
+        metrics, config = _train(args)
+    except KeyboardInterrupt as interrupted:  # TrainingInterrupted, or before it could begin
         number = received.get("signal", signal.SIGINT)
-        print(f"resnet-tf train: {args.model_dir}: {interrupted}", file=sys.stderr)
+        why = str(interrupted) or "interrupted before training began; re-run the same command"
+        print(f"resnet-tf train: {args.model_dir}: {why}", file=sys.stderr)
         return 128 + number
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -151,6 +152,26 @@ def run_train(args):
           f"{_fmt(metrics['val_accuracy'])}, val_loss {_fmt(metrics['val_loss'])}, "
           f"{metrics['replicas']} replica(s), {metrics['train_seconds']:.1f} s in all")
     return 0
+
+
+def _train(args):
+    from resnet_tf.config import load_config
+    from resnet_tf.training import recorded_config, train
+
+    given = {"dtype": args.dtype, "init_from": args.init_from,
+             "quantization_aware": args.quantization_aware}
+    recorded = recorded_config(args.model_dir)
+    if recorded is not None:
+        in_file = load_config(args.config)
+        for key in RUN_SETTINGS:
+            if given[key] is None:
+                given[key] = getattr(recorded, key)
+                if getattr(in_file, key) != given[key]:
+                    print(f"resnet-tf: resuming with the run's own {key} {given[key]!r} (the "
+                          f"config says {getattr(in_file, key)!r})")
+    config = load_config(args.config, epochs=args.epochs, **given)
+    return train(config, args.model_dir, distribute=args.distribute,
+                 cpu_devices=args.cpu_devices), config
 
 
 def _fmt(value):
@@ -262,7 +283,7 @@ def add_export_parser(subparsers, common):
     parser.add_argument("--calibration-data", metavar="DIR",
                         help="int8: an image folder (one sub-folder per class) to calibrate "
                              "on; default with --model-dir: its training images")
-    parser.add_argument("--calibration-images", type=_positive_int, default=300, metavar="N",
+    parser.add_argument("--calibration-images", type=_positive_int, metavar="N",
                         help="int8: how many images to calibrate on (default 300)")
     parser.add_argument("--validation-data", metavar="DIR",
                         help="int8: labelled images (an image folder named as the model's "
@@ -289,6 +310,7 @@ def run_export(args):
         raise UserError("--precision int8 from --slim-checkpoint or --weights needs "
                         "--calibration-data DIR (real images to calibrate on)")
     for option, value in (("--calibration-data", args.calibration_data),
+                          ("--calibration-images", args.calibration_images),
                           ("--validation-data", args.validation_data),
                           ("--max-accuracy-drop", args.max_accuracy_drop)):
         if value is not None and args.precision != "int8":
@@ -302,13 +324,14 @@ def run_export(args):
     calibration = validation = None
     if args.precision == "int8":
         if is_quantized(source.model):
-            if args.calibration_data:
-                raise UserError("--calibration-data: the model is quantization-aware; its "
-                                "int8 ranges are the ones it trained, no calibration is needed")
+            if args.calibration_data or args.calibration_images:
+                raise UserError("--calibration-data/--calibration-images: the model is "
+                                "quantization-aware; its int8 ranges are the ones it trained, "
+                                "no calibration is needed")
             print("Exporting the quantization-aware model's own int8 ranges (no calibration)")
         else:
             calibration = calibration_pixels(source, args.calibration_data,
-                                             args.calibration_images)
+                                             args.calibration_images or 300)
             print(f"Calibrating int8 on {len(calibration)} images")
         validation = validation_images(source, args.validation_data)
     path = export_model(source.model, args.output, format=args.format, precision=args.precision,
@@ -457,13 +480,13 @@ def add_bench_parser(subparsers, common):
                     "(tf.function) and JAX (jax.jit) backends; set KERAS_BACKEND to choose. "
                     "--runtimes times the same weights through inference runtimes, "
                     "interleaved round by round.")
-    parser.add_argument("--model", default="resnet_v2_152", choices=NAMED_MODELS, metavar="NAME",
+    parser.add_argument("--model", choices=NAMED_MODELS, metavar="NAME",
                         help="a registry name (default resnet_v2_152)")
     parser.add_argument("--batch-size", type=_positive_int, default=32)
-    parser.add_argument("--image-size", type=_positive_int, default=224)
+    parser.add_argument("--image-size", type=_positive_int, help="default 224")
     parser.add_argument("--num-batches", type=_positive_int, default=100)
     parser.add_argument("--burn-in", type=_non_negative_int, default=10)
-    parser.add_argument("--num-classes", type=_positive_int, default=1000)
+    parser.add_argument("--num-classes", type=_positive_int, help="default 1000")
     parser.add_argument("--mode", choices=MODES, default="forward",
                         help="forward, or forward-backward (a full SGD training step)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
@@ -491,10 +514,12 @@ def run_bench(args):
     from resnet_tf import benchmark
 
     if args.exports:
-        if args.runtimes or args.mode != "forward" or args.compare != "none" or \
-                args.dtype != "float32" or args.jit_compile:
-            raise UserError("--exports times the forward pass of export dirs; leave out "
-                            "--runtimes, --mode, --compare, --dtype and --jit-compile")
+        if args.runtimes or args.model or args.image_size or args.num_classes or \
+                args.mode != "forward" or args.compare != "none" or args.dtype != "float32" or \
+                args.jit_compile:
+            raise UserError("--exports times the forward pass of export dirs, each with its own "
+                            "model and size; leave out --runtimes, --model, --image-size, "
+                            "--num-classes, --mode, --compare, --dtype and --jit-compile")
         benchmark.run_exports_benchmark([p for p in args.exports.split(",") if p],
                                         batch_size=args.batch_size, num_batches=args.num_batches,
                                         burn_in=args.burn_in, json_path=args.json_path)
@@ -508,14 +533,15 @@ def run_bench(args):
         if any(runtime != "keras" for runtime, _ in specs):
             _ensure_tensorflow_backend("bench --runtimes with a runtime other than keras")
         benchmark.run_runtimes_benchmark(
-            model_name=args.model, runtimes=args.runtimes, batch_size=args.batch_size,
-            image_size=args.image_size, num_batches=args.num_batches, burn_in=args.burn_in,
-            num_classes=args.num_classes, json_path=args.json_path)
+            model_name=args.model or "resnet_v2_152", runtimes=args.runtimes,
+            batch_size=args.batch_size, image_size=args.image_size or 224,
+            num_batches=args.num_batches, burn_in=args.burn_in,
+            num_classes=args.num_classes or 1000, json_path=args.json_path)
         return 0
-    benchmark.run_benchmark(model_name=args.model, batch_size=args.batch_size,
-                            image_size=args.image_size, num_batches=args.num_batches,
+    benchmark.run_benchmark(model_name=args.model or "resnet_v2_152", batch_size=args.batch_size,
+                            image_size=args.image_size or 224, num_batches=args.num_batches,
                             burn_in=args.burn_in, mode=args.mode, dtype=args.dtype,
-                            jit_compile=args.jit_compile, num_classes=args.num_classes,
+                            jit_compile=args.jit_compile, num_classes=args.num_classes or 1000,
                             compare=args.compare, json_path=args.json_path)
     return 0
 
@@ -539,18 +565,44 @@ def build_parser():
     return parser
 
 
+# What native libraries write to stderr that the command keeps off it unless --verbose:
+# TensorFlow's start-up logging (its absl lines ignore TF_CPP_MIN_LOG_LEVEL until absl starts),
+# CUDA probes on machines without a GPU, LiteRT's delegate notice, the TFLite converter's
+# settings line. Everything else, a fatal error included, goes through.
+NATIVE_CHATTER = re.compile(
+    r"^(?:[IW]\d{4} \d\d:\d\d|E\d{4} .*(?:cuInit|cuda|CUDA)|WARNING: All log messages before absl"
+    r"|To enable the following instructions|fully_quantize: )")
+NATIVE_NOTICE = re.compile(r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.")  # no \n
+
+# The filter process: reads what native code writes to file descriptor 2 and passes on what
+# is not chatter. A process of its own, so that the last words of a crash still get through.
+_FILTER = r"""
+import re, sys
+chatter, notice = re.compile(sys.argv[1]), re.compile(sys.argv[2])
+for line in sys.stdin.buffer:
+    text = notice.sub("", line.decode("utf-8", "replace"))
+    if text.strip() and not chatter.match(text):
+        sys.stderr.write(text if text.endswith("\n") else text + "\n")
+        sys.stderr.flush()
+"""
+
+
 @contextlib.contextmanager
 def quiet_native_output():
-    """While a command runs, file descriptor 2 points at /dev/null and Python's `sys.stderr`
-    at a copy of the real one: native libraries (TensorFlow 2.21's C++ logging, which ignores
-    TF_CPP_MIN_LOG_LEVEL before absl starts; LiteRT; the converters) write to fd 2, the
-    command's sentences, warnings and tracebacks go to `sys.stderr`. Restored afterwards."""
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    """While a command runs, what native libraries write to file descriptor 2 goes through a
+    filter process that drops their known chatter (`NATIVE_CHATTER`, `NATIVE_NOTICE`) and
+    passes the rest; Python's `sys.stderr` (the command's sentences, warnings, tracebacks)
+    goes straight to the real stderr. Restored afterwards."""
     import logging
 
-    for name in ("tensorflow", "tf2onnx", "absl", "nncf", "openvino"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    saved_env = {key: os.environ.get(key) for key in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY")}
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    loggers = {name: logging.getLogger(name) for name in ("tensorflow", "tf2onnx", "absl",
+                                                          "nncf", "openvino")}
+    saved_levels = {name: logger.level for name, logger in loggers.items()}
+    for logger in loggers.values():
+        logger.setLevel(logging.ERROR)
     saved_stderr = sys.stderr
     saved_stderr.flush()
     try:
@@ -558,9 +610,13 @@ def quiet_native_output():
     except (AttributeError, OSError, ValueError):  # a capturing stream (tests)
         on_fd2 = False
     saved_fd = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
+    read_end, write_end = os.pipe()
+    chatter_filter = subprocess.Popen(
+        [sys.executable, "-c", _FILTER, NATIVE_CHATTER.pattern, NATIVE_NOTICE.pattern],
+        stdin=read_end, stdout=subprocess.DEVNULL, stderr=saved_fd)
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
     if on_fd2:
         sys.stderr = os.fdopen(os.dup(saved_fd), "w", buffering=1,
                                encoding=saved_stderr.encoding, errors="backslashreplace")
@@ -571,8 +627,19 @@ def quiet_native_output():
         if on_fd2:
             sys.stderr.close()
             sys.stderr = saved_stderr
-        os.dup2(saved_fd, 2)
+        os.dup2(saved_fd, 2)  # the pipe's last writer here: the filter sees its end
         os.close(saved_fd)
+        try:
+            chatter_filter.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a child of the command still holds the pipe
+            pass
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for name, logger in loggers.items():
+            logger.setLevel(saved_levels[name])
 
 
 def main(argv=None):

@@ -8,8 +8,9 @@ dataset ignores) are errors that name the key, the value and the file.
 Paths in a config file (`train_data`, `val_data`, `class_names`, `slim_checkpoint`,
 `init_from`) are relative to the file's own directory, as in most tools; a shipped config
 (`--config quickstart`) has no directory of its own, so its paths are relative to the current
-one. `load_config` makes them absolute, and that is how a run records them: the run resumes,
-evaluates and exports from any directory.
+one, also when named by its path, e.g. `configs/finetune_folder.yaml`). `load_config` makes
+them absolute, and that is how a run records them: the run resumes, evaluates and exports from
+any directory.
 """
 
 from __future__ import annotations
@@ -212,6 +213,13 @@ class TrainConfig:
             raise UserError(f"val_data and validation_split both name validation images; "
                             f"give one. Received: val_data={self.val_data!r}, "
                             f"validation_split={self.validation_split}")
+        if self.label_offset < 0:
+            raise UserError("label_offset must be >= 0. Received: "
+                            f"label_offset={self.label_offset}")
+        if self.label_offset and self.dataset == "tfrecord":
+            raise UserError("label_offset shifts the labels of folders and built-in datasets; "
+                            "TFRecords keep their stored labels (slim's ImageNet records are "
+                            f"1..1000 already). Received: label_offset={self.label_offset}")
         if self.dataset != "tfrecord":
             for key in ("train_examples", "val_examples"):
                 if getattr(self, key) is not None:
@@ -335,8 +343,7 @@ def load_config(path: str, **overrides) -> TrainConfig:
             raise UserError(f"{path}: not valid YAML: {error}") from None
     values = {} if values is None else values
     if isinstance(values, dict):
-        shipped = os.path.dirname(os.path.abspath(path)) == SHIPPED_CONFIGS and \
-            not os.path.isfile(name)
+        shipped = os.path.dirname(os.path.realpath(path)) == os.path.realpath(SHIPPED_CONFIGS)
         base = os.getcwd() if shipped else os.path.dirname(os.path.abspath(path))
         values = {k: (absolute_path(v, base) if k in PATH_KEYS and isinstance(v, str) else v)
                   for k, v in values.items()}

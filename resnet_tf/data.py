@@ -39,7 +39,6 @@ from resnet_tf.weights import default_class_names
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 IMAGE_KINDS = "JPEG, PNG, BMP, GIF or WebP"
 AUTOTUNE = tf.data.AUTOTUNE
-SPLITS = ("train", "val")
 
 
 def log(message: str) -> None:
@@ -138,6 +137,20 @@ def check_images(paths, labels, folder: str, class_names):
     The policy: a few bad files in a large folder should not stop a run, and must never crash
     one mid-epoch; a folder where a whole class is unreadable is a mistake to report.
     """
+    keep = _readable(paths)
+    if keep.all():
+        return paths, labels
+    bad = [p for p, k in zip(paths, keep) if not k]
+    empty = sorted(set(class_names[i] for i in set(labels)) -
+                   set(class_names[i] for i in set(labels[keep])))
+    if empty:
+        raise UserError(f"The image folder {folder!r}: no readable image in the class "
+                        f"folder(s) {empty} ({len(bad)} unreadable files in all)")
+    return [p for p, k in zip(paths, keep) if k], labels[keep]
+
+
+def _readable(paths) -> np.ndarray:
+    """Which of `paths` decode (a bool per path); each one that does not is named on stderr."""
     def decodes(path):
         image = decode_image(tf.io.read_file(path))
         return path, tf.shape(image)[0]
@@ -145,18 +158,10 @@ def check_images(paths, labels, folder: str, class_names):
     readable = tf.data.Dataset.from_tensor_slices(list(paths)).map(
         decodes, num_parallel_calls=AUTOTUNE).ignore_errors()
     good = {path.numpy().decode() for path, _ in readable}
-    if len(good) == len(paths):
-        return paths, labels
-    bad = [p for p in paths if p not in good]
-    for path in bad:
-        warn(f"skipping {path!r}: not a readable {IMAGE_KINDS} image")
-    keep = np.array([p in good for p in paths])
-    empty = sorted(set(class_names[i] for i in set(labels)) -
-                   set(class_names[i] for i in set(labels[keep])))
-    if empty:
-        raise UserError(f"The image folder {folder!r}: no readable image in the class "
-                        f"folder(s) {empty} ({len(bad)} unreadable files in all)")
-    return [p for p in paths if p in good], labels[keep]
+    for path in paths:
+        if path not in good:
+            warn(f"skipping {path!r}: not a readable {IMAGE_KINDS} image")
+    return np.array([p in good for p in paths], dtype=bool)
 
 
 def decode_image(encoded):
@@ -171,6 +176,16 @@ def image_files_dataset(paths, labels) -> tf.data.Dataset:
 
     return tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int64))).map(
         load, num_parallel_calls=AUTOTUNE)
+
+
+def checked(files: ImageFiles, where: str) -> ImageFiles:
+    """`files` (a sample to use, not a dataset to train on) without the ones that cannot be
+    decoded, each named on stderr; an error if none can."""
+    keep = _readable(files.paths)
+    if len(files) and not keep.any():
+        raise UserError(f"{where}: none of the {len(files)} images it uses decodes as a "
+                        f"{IMAGE_KINDS} image")
+    return ImageFiles([p for p, k in zip(files.paths, keep) if k], files.labels[keep])
 
 
 def split_files(files: ImageFiles, validation_split: float, seed: int):
@@ -305,10 +320,11 @@ def _check_num_classes(config, names):
                         f"{config.class_names or 'the data'!r})")
 
 
-def scan(config) -> DataRecord:
+def scan(config, check: bool = True) -> DataRecord:
     """Looks at a config's data once (lists and checks every image of a folder and splits it,
     counts TFRecords, or loads the digits) and returns the record of what the run will use;
-    prints one line per source of images."""
+    prints one line per source of images. `check=False` decodes no image (the caller checks
+    the ones it uses)."""
     if config.dataset == "digits":
         (_, y_train), (_, y_val) = digits_arrays(_digits_split(config), config.seed)
         record = DataRecord("digits", _label_names(config, [str(i) for i in range(10)]),
@@ -317,7 +333,7 @@ def scan(config) -> DataRecord:
         record = DataRecord("cifar10", _label_names(config, CIFAR10_NAMES),
                             {"train": 50000, "val": 10000})
     elif config.dataset == "folder":
-        record = _scan_folders(config)
+        record = _scan_folders(config, check)
     else:
         record = _scan_tfrecords(config)
     _check_num_classes(config, record.class_names)
@@ -325,12 +341,13 @@ def scan(config) -> DataRecord:
     return record
 
 
-def _scan_folders(config) -> DataRecord:
-    paths, labels, names = list_image_folder(config.train_data, report="train_data")
+def _scan_folders(config, check=True) -> DataRecord:
+    paths, labels, names = list_image_folder(config.train_data, check, report="train_data")
     train = ImageFiles(paths, labels)
     files = {"train": train}
     if config.val_data:
-        val_paths, val_labels, val_names = list_image_folder(config.val_data, report="val_data")
+        val_paths, val_labels, val_names = list_image_folder(config.val_data, check,
+                                                             report="val_data")
         if val_names != names:
             raise UserError(f"The validation folder {config.val_data!r} has classes "
                             f"{val_names}, the training folder {names}")
@@ -451,9 +468,12 @@ def sample_split(config, record: DataRecord, split: str, count: int, seed: int =
         files = record.files[split]
         index = np.sort(np.random.default_rng(seed).permutation(len(files))[:count])
         return image_files_dataset([files.paths[i] for i in index], files.labels[index])
-    dataset = raw_split(config, record, split)
-    return dataset.shuffle(min(record.counts[split], 10000), seed=seed,
-                           reshuffle_each_iteration=False).take(count)
+    if record.dataset == "tfrecord":  # choose among the serialized records, decode only those
+        records = tf.data.TFRecordDataset(record.tfrecords[split]["files"]).shuffle(
+            min(record.counts[split], 2048), seed=seed, reshuffle_each_iteration=False)
+        return records.take(count).map(parse_slim_example, num_parallel_calls=AUTOTUNE)
+    return raw_split(config, record, split).shuffle(
+        min(record.counts[split], 10000), seed=seed, reshuffle_each_iteration=False).take(count)
 
 
 def eval_pixels_dataset(dataset, prep, batch_size=32):

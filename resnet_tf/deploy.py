@@ -76,7 +76,7 @@ def export_model(model, output: str, *, format: str = "saved_model",
     The export is assembled in a staging dir beside `output` and moved into place whole: a
     failure leaves `output` as it was.
     """
-    from resnet_tf.quantization import is_quantized
+    from resnet_tf.quantization import is_quantized, uncalibrated
 
     check_format(format, precision)
     output = check_output(output, overwrite)
@@ -91,6 +91,10 @@ def export_model(model, output: str, *, format: str = "saved_model",
     quantization_aware = is_quantized(model)
     check_int8_arguments(precision, quantization_aware, calibration, validation,
                          max_accuracy_drop)
+    if quantization_aware and uncalibrated(model):
+        raise UserError(f"the quantization-aware model has activation ranges that saw no data "
+                        f"({', '.join(uncalibrated(model)[:3])}, ...); train it, or set them "
+                        "with resnet_tf.quantization.calibrate, before exporting")
     if precision == "int8" and not quantization_aware:
         calibration = check_calibration(calibration, prep.image_size)
     if max_accuracy_drop is None and validation is not None and not quantization_aware:
@@ -186,35 +190,40 @@ def write_int8(model, format, prep, serve, saved_model, target, staging, calibra
         quantizer.write([], target)
         return _report_int8(dict(accuracy, float_layers=[], runtime=runtime), log)
     reference = evaluate(keras_runner(model, prep=prep), validation, progress=False)
-    candidates = {}
+    measured, written = {}, []
 
-    def candidate(layers):
-        key = tuple(layers)
-        if key not in candidates:
-            path = os.path.join(staging, f"candidate-{len(candidates)}")
-            os.makedirs(path)
-            quantizer.write(list(layers), path)
-            candidates[key] = (path, open_runner(format, path, "int8", prep))
-        return candidates[key]
-
-    measured = {}
+    def run_candidate(layers, measure, keep=False):
+        """Writes the int8 file with `layers` in float into staging, returns (its dir, what
+        `measure` says of its runner); the file is removed after unless `keep`."""
+        path = os.path.join(staging, f"candidate-{len(written)}")
+        os.makedirs(path)
+        quantizer.write(list(layers), path)
+        written.append(path)
+        value = measure(open_runner(format, path, "int8", prep))
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+        return path, value
 
     def drop(layers):
-        measured[tuple(layers)] = evaluate(candidate(layers)[1], validation, progress=False)
+        """The top-1 drop with `layers` in float; its file is kept until a later one is."""
+        previous = measured.get("path")
+        measured["path"], measured[tuple(layers)] = run_candidate(
+            layers, lambda runner: evaluate(runner, validation, progress=False), keep=True)
+        if previous:
+            shutil.rmtree(previous, ignore_errors=True)
         return reference["top1"] - measured[tuple(layers)]["top1"]
 
     def ranking():
         float_probabilities = keras_runner(model, prep=prep)(calibration)
         log(f"int8 {runtime}: ranking {len(int8.quantizable_layers(model))} convolutions by "
             "how much keeping each in float helps (on the calibration images)")
-        return int8.rank_by_sensitivity(
-            int8.quantizable_layers(model),
-            lambda layers: int8.mean_kl(float_probabilities, candidate(layers)[1](calibration)))
+        return int8.rank_by_sensitivity(int8.quantizable_layers(model), lambda layers: (
+            run_candidate(layers, lambda runner: int8.mean_kl(float_probabilities,
+                                                              runner(calibration)))[1]))
 
     layers, _, history = int8.bounded(drop, ranking, max_accuracy_drop)
-    chosen = candidate(layers)[0]
-    for name in os.listdir(chosen):
-        os.replace(os.path.join(chosen, name), os.path.join(target, name))
+    for name in os.listdir(measured["path"]):  # the last measured is the one chosen
+        os.replace(os.path.join(measured["path"], name), os.path.join(target, name))
     accuracy.update(_accuracy(measured[tuple(layers)], reference, "float32 Keras model"),
                     float_layers=list(layers), max_accuracy_drop=max_accuracy_drop,
                     search=[{"float_layers": len(entry), "drop": round(d, 6)}
@@ -277,10 +286,12 @@ def calibration_pixels(source, folder: str | None = None, count: int = 300) -> n
     choice, the same every time). `source` is a `loading.ModelSource`."""
     from resnet_tf import data
 
-    if folder:
-        paths, labels, _ = data.list_image_folder(folder)
+    if folder:  # a seeded choice of the folder's images; only those are decoded
+        paths, labels, _ = data.list_image_folder(folder, check=False)
         index = np.sort(np.random.default_rng(0).permutation(len(paths))[:count])
-        raw = data.image_files_dataset([paths[i] for i in index], labels[index])
+        chosen = data.checked(data.ImageFiles([paths[i] for i in index], labels[index]),
+                              f"--calibration-data {folder!r}")
+        raw = chosen.dataset()
     elif source.model_dir is not None:
         record = source.model_dir.read_data_record()
         raw = data.sample_split(source.config, record, "train", count)

@@ -59,8 +59,11 @@ def labelled_images(model_dir=None, config=None, folder=None, tfrecords=None,
         config = load_config(paths.config)
         record = paths.read_data_record()
         source = f"the validation images recorded in {model_dir}"
-    else:
-        record = data_lib.scan(config)
+    else:  # the config's validation images only are decoded
+        record = data_lib.scan(config, check=False)
+        if "val" in record.files:
+            record.files["val"] = data_lib.checked(record.files["val"],
+                                                  f"{config.val_data or config.train_data!r}")
         source = f"the validation data of the config ({config.dataset})"
     val = data_lib.raw_split(config, record, "val")
     if val is None:
@@ -71,10 +74,10 @@ def labelled_images(model_dir=None, config=None, folder=None, tfrecords=None,
 
 def folder_images(folder: str, class_names) -> LabelledImages:
     """An image folder whose sub-folders are named as the model's classes."""
-    paths, labels, folders = data_lib.list_image_folder(folder)
     if class_names is None:
         raise UserError(f"--data {folder!r}: the model has no class names to match the folder "
                         "names to; evaluate a model dir or an export with class_names.txt")
+    paths, labels, folders = data_lib.list_image_folder(folder)
     index = {name: i for i, name in enumerate(class_names)}
     unknown = [name for name in folders if name not in index]
     if unknown:

@@ -72,10 +72,12 @@ def check_format(format: str, precision: str) -> None:
 
 
 def is_export_dir(path: str) -> bool:
-    """Whether `path` is a dir that `resnet-tf export` wrote (recognised by its files)."""
-    if not os.path.isdir(path):
+    """Whether `path` is a dir that `resnet-tf export` wrote (recognised by its files: a
+    preprocessing.json and the model file(s) of one format)."""
+    if not os.path.isfile(os.path.join(path, PREPROCESSING_FILE)):
         return False
-    return PREPROCESSING_FILE in set(os.listdir(path))
+    return any(all(os.path.isfile(os.path.join(path, f)) for f in files)
+               for files in MODEL_FILES.values())
 
 
 def export_format(path: str) -> str:
@@ -100,7 +102,7 @@ def read_export_info(path: str) -> dict:
     try:
         EvalPreprocessing.from_info(info)
         info["format"], info["precision"]
-    except (KeyError, TypeError, UserError) as error:
+    except (KeyError, TypeError, AttributeError, UserError) as error:
         raise UserError(f"{info_path!r} is not a valid {PREPROCESSING_FILE} ({error}); export "
                         "again") from None
     return info
@@ -126,7 +128,7 @@ def check_output(output: str, overwrite: bool) -> str:
         if is_model_dir(output):
             raise UserError(f"--output {output!r} is a training model dir; an export needs a "
                             "path of its own (e.g. exports/NAME)")
-        if not overwrite:
+        if os.listdir(output) and not overwrite:
             raise PathExistsError(f"The export dir {output!r} exists; pass --overwrite to "
                                   "replace it")
         if os.listdir(output) and not is_export_dir(output):

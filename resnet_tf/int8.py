@@ -16,8 +16,10 @@ model's layer paths (`quantizable_layers`: "conv1", "block1.unit_1.bottleneck_v2
   openvino  NNCF's `IgnoredScope(names=...)`: the Convolution whose weights equal the layer's
             kernel with its batch norm folded in (OpenVINO keeps no TensorFlow names).
 
-Each `Quantizer` calibrates once and re-quantizes with other float layers cheaply; the same
-inputs give the same file (ONNX: tf2onnx's counter-named constants are renamed).
+The TFLite and ONNX quantizers calibrate once and re-quantize with other float layers in a
+fraction of a second; NNCF calibrates each time (seconds for a small model, minutes for a large
+one: a bound search on OpenVINO takes that many times the ranking's number of convolutions).
+The same inputs give the same file (ONNX: tf2onnx's counter-named constants are renamed).
 
 Quantization-aware models (`resnet_tf.quantization`) carry their ranges as fake-quant ops, which
 every converter reads (`quantization_aware_file`).
@@ -324,8 +326,10 @@ def quantization_aware_file(format, serve, saved_model, target) -> None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # reads the fake-quant ranges
         # TFLITE_BUILTINS: the INT8-only set insists on a representative dataset.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        content = converter.convert()
+        check_tflite_biases(content)
         with open(os.path.join(target, "model.tflite"), "wb") as f:
-            f.write(converter.convert())
+            f.write(content)
     elif format == "onnx":
         import onnx
         import tf2onnx

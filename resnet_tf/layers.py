@@ -80,10 +80,11 @@ class Conv2DSame(keras.layers.Layer):
 
     `quantize="int8"` computes what the int8 runtimes compute (quantization-aware training,
     `resnet_tf.quantization`): batch norm frozen and folded into the kernel in training too,
-    the kernel on the per-channel int8 grid, the bias on the runtimes' int32 grid (given the
-    range its input was quantized to: `input_range` at the call, or fixed in the config for the
-    network's first convolution), and the output quantized to 8 bits unless `quantize_output`
-    is False (the logits).
+    the kernel on the per-channel int8 grid, the bias on the runtimes' int32 grid when the
+    range its input was quantized to is known (`input_range` at the call, or fixed in the
+    config for the network's first convolution; the logits, float in the runtimes, have none),
+    and the output quantized to 8 bits unless `quantize_output` is False (the root convolution,
+    whose output the first unit quantizes after the max-pool, and the logits).
     """
 
     def __init__(
@@ -229,7 +230,7 @@ class Conv2DSame(keras.layers.Layer):
         input_range = input_range if input_range is not None else self.input_range
         if offset is not None:
             offset = ops.cast(offset, "float32")
-            if self.quantize_output and input_range is not None:
+            if input_range is not None:  # an int8 input: the runtimes store an int32 bias
                 offset = round_bias(offset, input_range, kernel)
         kernel = ops.cast(fake_quant_weights(kernel), self.compute_dtype)
         net = self._convolve(inputs, kernel)

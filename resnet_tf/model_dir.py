@@ -17,13 +17,17 @@ A new run starts only in an absent or empty dir; a run resumes only in a dir thi
 (recognised by its data.json); anything else is refused before a file is touched.
 
 Every file is written whole or not at all (a temporary file, then one rename). At the end of
-each epoch `training.EpochEnd` writes, in this order: the log row, metrics.json, last.keras, best.keras,
-the backup weights, and last `backup/state.json`, which commits the epoch. A process killed at
-any moment therefore leaves either the committed epoch N or N + 1; a re-run restores the
-committed state and drops any log row past it (`ModelDir.restore`), so the log, metrics.json and
-the weights agree, and at most the epoch in flight is lost. The newest *readable* state is the
-one restored: a torn weights file falls back to the one before it, and a torn state.json to
-the newest readable weights file, so no single torn file strands a run.
+each epoch `training.EpochEnd` writes, in this order: the log row, metrics.json, last.keras and
+best.keras *staged* beside their places, the backup weights, `backup/state.json`, which commits
+the epoch, and then the staged checkpoints are moved into place. A process killed at any moment
+therefore leaves either the committed epoch N or N + 1; a re-run restores the committed state,
+puts the committed epoch's staged checkpoints in place, removes those of an epoch never
+committed, and drops any log row past it (`ModelDir.restore`), so the log, metrics.json, the
+weights and the checkpoints agree, and at most the epoch in flight is lost. The newest
+*readable* state is the one restored: a torn weights file falls back to the one before it, and
+a torn state.json to the newest readable weights file, so no single torn file strands a run
+(the checkpoints of an epoch rolled back so are rewritten from the restored weights, or
+removed).
 
 Keras' `BackupAndRestore` writes its weights and metadata in place (a kill mid-write leaves a
 torn file, and `double_checkpoint` falls back only on `OSError`), and `CSVLogger` appends
@@ -45,13 +49,15 @@ import zipfile
 import numpy as np
 
 from resnet_tf.errors import MissingPathError, UserError
-from resnet_tf.utils import atomic_path, write_json, write_text
+from resnet_tf.utils import atomic_path, read_json, write_json, write_text
 
 # The checkpoints a model dir offers (`--checkpoint`): model.keras (final), checkpoints/
 # last.keras and checkpoints/best.keras.
 CHECKPOINTS = ("final", "last", "best")
 KEPT_BACKUPS = 2
-TEMPORARY_SUFFIXES = (".tmp", ".keras", ".weights.h5")  # what atomic_path names them
+# What atomic_path names its temporary files, and checkpoints staged for an epoch that was
+# never committed.
+TEMPORARY_SUFFIXES = (".tmp", ".keras", ".weights.h5", ".staged")
 WRITTEN_BY = "resnet-tf train"
 _BACKUP_NAME = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 
@@ -157,8 +163,7 @@ class ModelDir:
         if not os.path.isfile(self.data_record):
             raise MissingPathError(f"No data record in {self.root!r} (no data.json): it is "
                                    "not a `resnet-tf train` model dir")
-        with open(self.data_record) as f:
-            values = json.load(f)
+        values = read_json(self.data_record, "data record")
         files = {}
         for split in values.get("file_lists", []):
             paths, labels = [], []
@@ -197,10 +202,7 @@ class ModelDir:
         return rows
 
     def read_metrics(self) -> dict:
-        if not os.path.isfile(self.metrics):
-            return {}
-        with open(self.metrics) as f:
-            return json.load(f)
+        return read_json(self.metrics, "metrics file") if os.path.isfile(self.metrics) else {}
 
     def write_log(self, rows: list[dict]) -> None:
         """Rewrites the CSV log with `rows` (atomically)."""
@@ -246,13 +248,47 @@ class ModelDir:
         log rows past it (written before a kill that came ahead of the commit) are dropped."""
         state = self.read_state()
         epochs = 0 if state is None else self._load_backup(model, state)
-        if reconcile:
-            self._remove_stale_temporaries()
+        if not reconcile:
+            return epochs
+        self.promote(epochs)
+        self._remove_stale_temporaries()
         rows = self.completed_epochs()
         kept = [row for row in rows if row["epoch"] < epochs]
-        if reconcile and kept != rows:
+        if kept != rows:
             self.write_log(kept)
+        if state is not None and epochs < int(state["epoch"]):  # rolled back past a torn file
+            self._checkpoints_after_rollback(model, state, kept)
         return epochs
+
+    def _checkpoints_after_rollback(self, model, state, rows) -> None:
+        """last.keras (and best.keras, where the best kept epoch is the restored one) are
+        rewritten from the restored weights; a best.keras of a rolled-back epoch is removed."""
+        self.save_model(model, self.last)
+        best = best_val_accuracy(rows)
+        if best is not None and rows[-1].get("val_accuracy") == best:
+            self.save_model(model, self.best)
+        elif int(state.get("best_epochs", 0)) > len(rows) and os.path.isfile(self.best):
+            os.remove(self.best)
+            print(f"resnet-tf: {self.best} held an epoch rolled back past a torn backup; "
+                  "removed (the next better epoch writes it again)")
+
+    def stage_model(self, model, path: str, epochs: int) -> None:
+        """Writes `model` as the checkpoint `path` of `epochs` epochs, staged beside it:
+        `promote(epochs)` moves it into place once the epoch is committed."""
+        with atomic_path(self._staged(path, epochs), suffix=".keras") as temporary:
+            model.save(temporary)
+
+    def promote(self, epochs: int) -> None:
+        """Moves the checkpoints staged for `epochs` epochs into place."""
+        for path in (self.last, self.best):
+            staged = self._staged(path, epochs)
+            if os.path.isfile(staged):
+                os.replace(staged, path)
+
+    @staticmethod
+    def _staged(path: str, epochs: int) -> str:
+        return os.path.join(os.path.dirname(path),
+                            f".{os.path.basename(path)}.epoch-{epochs}.staged")
 
     def _remove_stale_temporaries(self):
         """Temporary files of writes a killed process never finished (`utils.atomic_path`)."""
@@ -286,16 +322,18 @@ class ModelDir:
                         "remove that dir to restart training from epoch 1, or use a new "
                         "--model-dir")
 
-    def commit(self, model, epochs: int) -> None:
+    def commit(self, model, epochs: int, best_epochs: int = 0) -> None:
         """Saves the weights and optimizer after `epochs` epochs, then commits them in
-        state.json; older backups beyond the newest `KEPT_BACKUPS` are removed."""
+        state.json (with `best_epochs`: the epochs of the model best.keras holds); older
+        backups beyond the newest `KEPT_BACKUPS` are removed."""
         os.makedirs(self.backup, exist_ok=True)
         name = f"epoch-{epochs}.weights.h5"
         with atomic_path(os.path.join(self.backup, name), suffix=".weights.h5") as temporary:
             model.save_weights(temporary)
         previous = self.read_state() or {}
         weights = [[name, epochs]] + [w for w in previous.get("weights", []) if w[0] != name]
-        write_json({"epoch": epochs, "weights": weights[:KEPT_BACKUPS]}, self.state)
+        write_json({"epoch": epochs, "weights": weights[:KEPT_BACKUPS],
+                    "best_epochs": best_epochs}, self.state)
         for stale, _ in weights[KEPT_BACKUPS:]:
             try:
                 os.remove(os.path.join(self.backup, stale))

@@ -91,7 +91,3 @@ class EvalPreprocessing:
         return cls(method=info.get("preprocessing", "inception"), image_size=info["image_size"],
                    central_fraction=info.get("central_fraction"),
                    resize_side=info.get("resize_side"))
-
-    def with_size(self, image_size: int) -> "EvalPreprocessing":
-        """The same recipe at another size (a VGG resize side scales with it)."""
-        return dataclasses.replace(self, image_size=image_size, resize_side=None)

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from resnet_tf.errors import UserError
 from resnet_tf.pixels import EVAL_CENTRAL_FRACTION, VGG_RESIZE_SIDE, normalize_pixels
+from resnet_tf.utils import check_positive_int
 
 
 def _to_unit_float(image):
@@ -207,6 +208,5 @@ def scale_pixels(images):
 
 
 def _check_size(height, width):
-    for key, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{key} must be a positive integer. Received: {key}={value!r}")
+    check_positive_int("height", height)
+    check_positive_int("width", width)

@@ -38,27 +38,26 @@ def check_quantize(quantize) -> None:
         raise UserError(f"quantize must be None or 'int8'. Received: quantize={quantize!r}")
 
 
+def weight_bound(kernel):
+    """max |w| of each output channel of `kernel` [..., out]: the range of its int8 grid."""
+    kernel = ops.cast(kernel, "float32")
+    reduce = tuple(range(len(kernel.shape) - 1))
+    return ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel), axis=reduce), 1e-12))
+
+
 def fake_quant_weights(kernel):
     """`kernel` [..., out] on the symmetric per-output-channel int8 grid (-127..127)."""
-    kernel = ops.cast(kernel, "float32")
-    reduce = tuple(range(len(kernel.shape) - 1))
-    bound = ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel), axis=reduce), 1e-12))
-    return keras.quantizers.fake_quant_with_min_max_vars(kernel, -bound, bound, num_bits=8,
-                                                         narrow_range=True, axis=-1)
-
-
-def weight_scale(kernel):
-    """The per-output-channel scale of `fake_quant_weights(kernel)`."""
-    kernel = ops.cast(kernel, "float32")
-    reduce = tuple(range(len(kernel.shape) - 1))
-    return ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel), axis=reduce), 1e-12)) / 127.0
+    bound = weight_bound(kernel)
+    return keras.quantizers.fake_quant_with_min_max_vars(ops.cast(kernel, "float32"), -bound,
+                                                         bound, num_bits=8, narrow_range=True,
+                                                         axis=-1)
 
 
 def round_bias(bias, input_range, kernel):
     """The bias as the runtimes store it: int32 in units of input scale * weight scale (the
     rounding is simulated; gradients pass straight through)."""
     low, high = input_range
-    step = (high - low) / 255.0 * weight_scale(kernel)
+    step = (high - low) / 255.0 * weight_bound(kernel) / 127.0
     return bias + ops.stop_gradient(ops.round(bias / step) * step - bias)
 
 

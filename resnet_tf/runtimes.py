@@ -27,8 +27,9 @@ import typing
 import numpy as np
 
 from resnet_tf.errors import UserError, require
-from resnet_tf.export_dir import (INPUT_NAME, ORT_SESSION_CONFIG, OUTPUT_NAME, RUNTIME_OF_FORMAT,
-                                  export_format, read_export_class_names, read_export_info)
+from resnet_tf.export_dir import (INPUT_NAME, MODEL_FILES, ORT_SESSION_CONFIG, OUTPUT_NAME,
+                                  RUNTIME_OF_FORMAT, export_format, read_export_class_names,
+                                  read_export_info)
 from resnet_tf.pixels import EvalPreprocessing, normalize_pixels
 
 # runtime -> the precisions it runs (bench's `--runtimes keras:bfloat16,openvino:int8,...`)
@@ -40,8 +41,6 @@ RUNTIME_PRECISIONS = {
 }
 FORMAT_OF_RUNTIME = {runtime: format for format, runtime in RUNTIME_OF_FORMAT.items()
                      if format != "saved_model"}
-MODEL_FILE = {"saved_model": "", "tflite": "model.tflite", "onnx": "model.onnx",
-              "openvino": "model.xml"}
 
 
 def default_threads() -> int:
@@ -196,7 +195,7 @@ def keras_runner(model, precision: str = "float32", prep=None) -> Runner:
 
 def open_runner(format: str, path: str, precision: str, prep=None, threads=None) -> Runner:
     """The runner of a model file of `format` (the file itself; `path` is the export dir)."""
-    file = os.path.join(path, MODEL_FILE[format])
+    file = os.path.join(path, MODEL_FILES[format][0])
     if format == "saved_model":
         return saved_model_runner(path, prep)
     if format == "tflite":

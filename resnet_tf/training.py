@@ -33,12 +33,15 @@ from resnet_tf.precision import all_layers
 from resnet_tf.registry import create_model
 from resnet_tf.utils import write_class_names, write_json
 
-class TrainingInterrupted(Exception):
-    """Training stopped on Ctrl-C or SIGTERM during `epoch` (1-based); the model dir holds the
-    epochs committed before it, and the same command resumes."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C or SIGTERM during `epoch` (1-based; None: before the first
+    epoch began); the model dir holds the epochs committed before it, and the same command
+    resumes."""
 
-    def __init__(self, epoch: int):
-        super().__init__(f"interrupted during epoch {epoch}; re-run the same command to resume")
+    def __init__(self, epoch: int | None):
+        super().__init__("interrupted before training began; re-run the same command"
+                         if epoch is None else f"interrupted during epoch {epoch}; re-run the "
+                         "same command to resume")
         self.epoch = epoch
 
 
@@ -84,18 +87,14 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int):
-    """The config's optimizer; under mixed_float16 inside a `LossScaleOptimizer` (float16
-    gradients underflow without loss scaling)."""
+    """The config's optimizer (`model.compile` wraps it in a `LossScaleOptimizer` under
+    mixed_float16: the model carries its dtype policy)."""
     lr = learning_rate_schedule(config, steps_per_epoch)
     if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(lr, momentum=config.momentum)
-    elif config.optimizer == "rmsprop":  # slim's train_image_classifier default
-        optimizer = keras.optimizers.RMSprop(lr, rho=0.9, momentum=config.momentum, epsilon=1.0)
-    else:
-        optimizer = keras.optimizers.Adam(lr)
-    if config.dtype == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
+        return keras.optimizers.SGD(lr, momentum=config.momentum)
+    if config.optimizer == "rmsprop":  # slim's train_image_classifier default
+        return keras.optimizers.RMSprop(lr, rho=0.9, momentum=config.momentum, epsilon=1.0)
+    return keras.optimizers.Adam(lr)
 
 
 def make_loss(config: TrainConfig, reduction="sum_over_batch_size"):
@@ -196,16 +195,10 @@ def check_model_dir(model_dir: str, config: TrainConfig) -> tuple[ModelDir, bool
     return paths, resuming
 
 
-def recorded_dtype(model_dir: str):
-    """The dtype policy a model dir's run was trained under, or None (no run there yet):
-    `--dtype` is a run's own setting, kept by a resume that does not give it."""
+def recorded_config(model_dir: str):
+    """The config a model dir's run recorded, or None (no run there yet)."""
     paths = ModelDir(model_dir)
-    if os.path.isfile(paths.config):
-        try:
-            return load_config(paths.config).dtype
-        except UserError:
-            return None
-    return None
+    return load_config(paths.config) if os.path.isfile(paths.config) else None
 
 
 class EpochEnd(keras.callbacks.Callback):
@@ -218,12 +211,16 @@ class EpochEnd(keras.callbacks.Callback):
         self.metrics_fn = metrics_fn
         self.epoch = start_epoch
         self.rows = [row for row in paths.completed_epochs() if row["epoch"] < start_epoch]
+        best = best_val_accuracy(self.rows)
+        # The epochs of the model best.keras holds: the first to reach the best val_accuracy.
+        self.best_epochs = next((int(row["epoch"]) + 1 for row in self.rows
+                                 if best is not None and row.get("val_accuracy") == best), 0)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        paths = self.paths
+        paths, epochs = self.paths, epoch + 1
         row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()
                                    if k != "learning_rate"}}
         best = best_val_accuracy(self.rows)
@@ -231,14 +228,12 @@ class EpochEnd(keras.callbacks.Callback):
         paths.write_log(self.rows)
         if self.metrics_fn is not None:
             write_json(self.metrics_fn(self.rows), paths.metrics)
-        paths.save_model(self.model, paths.last)
+        paths.stage_model(self.model, paths.last, epochs)
         if "val_accuracy" in row and (best is None or row["val_accuracy"] > best):
-            paths.save_model(self.model, paths.best)
-        paths.commit(self.model, epoch + 1)
-
-
-def epoch_end_callback(paths: ModelDir, start_epoch: int, metrics_fn=None) -> EpochEnd:
-    return EpochEnd(paths, start_epoch, metrics_fn)
+            paths.stage_model(self.model, paths.best, epochs)
+            self.best_epochs = epochs
+        paths.commit(self.model, epochs, self.best_epochs)
+        paths.promote(epochs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,8 +249,18 @@ def train(config: TrainConfig, model_dir: str, distribute: str = "none",
     model dir as it was. A new run records its data first (`DataRecord`); a re-run reads that
     record, restores the last committed epoch (`ModelDir.restore`) and trains the rest; with
     nothing left to train it writes nothing and returns the recorded metrics with
-    `"nothing_to_do": True`. Ctrl-C or SIGTERM end it with `TrainingInterrupted`.
+    `"nothing_to_do": True`. Ctrl-C or SIGTERM (delivered as `KeyboardInterrupt`), at any
+    moment, end it with `TrainingInterrupted`.
     """
+    in_flight = {}
+    try:
+        return _train(config, model_dir, distribute, cpu_devices, verbose, in_flight)
+    except KeyboardInterrupt:
+        epoch_end = in_flight.get("epoch_end")
+        raise TrainingInterrupted(None if epoch_end is None else epoch_end.epoch + 1) from None
+
+
+def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> dict:
     from resnet_tf.data import make_datasets
 
     strategy = make_strategy(distribute, cpu_devices)
@@ -297,7 +302,7 @@ def train(config: TrainConfig, model_dir: str, distribute: str = "none",
         return epoch_metrics(rows, strategy, config, previous_seconds,
                              time.perf_counter() - start)
 
-    epoch_end = epoch_end_callback(writer, done, metrics_of)
+    epoch_end = in_flight["epoch_end"] = EpochEnd(writer, done, metrics_of)
     callbacks = [keras.callbacks.TensorBoard(writer.logs), epoch_end]
     try:
         if distribute == "multiworker":
@@ -307,8 +312,6 @@ def train(config: TrainConfig, model_dir: str, distribute: str = "none",
                       steps_per_epoch=data.steps_per_epoch, validation_data=data.val,
                       validation_steps=data.validation_steps, callbacks=callbacks,
                       verbose=verbose, shuffle=False)  # the pipeline shuffles
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(epoch_end.epoch + 1) from None
     except tf.errors.InvalidArgumentError as error:
         if "resnet-tf: a label" in str(error):  # TFRecords whose counts were given, unchecked
             raise UserError(f"train_data/val_data: a TFRecord label is outside 0.."

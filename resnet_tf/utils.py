@@ -13,6 +13,10 @@ import tempfile
 
 from resnet_tf.errors import MissingPathError, UserError
 
+# The process's umask, read once (reading it means setting it, which other threads would see).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def check_positive_int(name: str, value) -> None:
     """A `UserError` naming `name` unless `value` is an int >= 1 (bools are refused)."""
@@ -35,18 +39,12 @@ def atomic_path(path, suffix: str = ".tmp"):
         yield temporary
         with open(temporary, "rb") as f:  # flush the data to disk before the rename
             os.fsync(f.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
+        os.chmod(temporary, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's 0600
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text(path, text: str) -> None:

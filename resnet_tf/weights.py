@@ -272,14 +272,16 @@ def _from_url(url: str, fname: str, checkpoint_name: str):
             try:
                 if not os.path.isdir(unpacked):
                     _unpack_atomically(path, unpacked)
-                return find_checkpoint(unpacked, checkpoint_name, url), [path, unpacked]
-            except (tarfile.TarError, EOFError, OSError, UserError) as error:
+            except (tarfile.TarError, EOFError, OSError) as error:
                 _remove([path, unpacked])
                 if fresh or attempt == 2:
                     raise UserError(f"The download of {url} is incomplete or corrupt "
                                     f"({_reason(error)}); it was removed from the cache, so "
                                     "the next call downloads it again") from None
                 # A cached archive that does not unpack (a download killed mid-way): once more.
+                continue
+            # A whole archive: one with other checkpoints in it is said so, and kept.
+            return find_checkpoint(unpacked, checkpoint_name, url), [path, unpacked]
     raise AssertionError("unreachable")
 
 

@@ -58,6 +58,29 @@ def test_a_run_prints_no_tensorflow_noise(tmp_path):
     assert len(verbose.stderr.strip().splitlines()) > 1  # TensorFlow's start-up logging
 
 
+CRASH_UNDER_THE_FILTER = r"""
+import os, sys
+from resnet_tf import cli
+with cli.quiet_native_output():
+    os.write(2, b"I0000 00:00:1.0 123 cpu_feature_guard.cc:210] chatter\n")
+    os.write(2, b"E0000 00:00:1.0 123 cuda_executor.cc:1] failed call to cuInit\n")
+    print("a sentence from Python", file=sys.stderr)
+    os.write(2, b"F0000 00:00:1.0 123 conv_ops.cc:1] Check failed: the last words\n")
+    os.abort()
+"""
+
+
+def test_native_chatter_is_dropped_but_a_crash_still_says_why():
+    """The filter is a process of its own: when native code kills ours, what it wrote last
+    (a fatal check) reaches the user; its start-up chatter does not."""
+    result = subprocess.run([sys.executable, "-c", CRASH_UNDER_THE_FILTER], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Check failed: the last words" in result.stderr
+    assert "a sentence from Python" in result.stderr
+    assert "chatter" not in result.stderr and "cuInit" not in result.stderr
+
+
 def test_user_errors_are_one_sentence(tmp_path, capsys):
     from slim_reference import save_slim_checkpoint
     from resnet_tf import resnet_v2_50, slim_variables

@@ -34,7 +34,11 @@ if fmt == "tflite":
     kinds = sorted({d["dtype"].__name__ for d in interpreter.get_tensor_details()})
 elif fmt == "onnx":
     import onnx, onnxruntime
-    session = onnxruntime.InferenceSession(path + "/model.onnx",
+    options = onnxruntime.SessionOptions()
+    info = json.load(open(path + "/preprocessing.json"))
+    for key, value in info.get("onnxruntime_session_config", {}).items():  # the contract's
+        options.add_session_config_entry(key, value)
+    session = onnxruntime.InferenceSession(path + "/model.onnx", options,
                                            providers=["CPUExecutionProvider"])
     probabilities = session.run(["probabilities"], {"images": pixels})[0]
     graph = onnx.load(path + "/model.onnx").graph
@@ -391,3 +395,69 @@ def test_bench_times_exports_beside_each_other(quickstart, tmp_path, capsys):
     assert "tflite:int8" in out and "onnxruntime:int8" in out and "1.00x" in out
     report = json.load(open(tmp_path / "b.json"))
     assert [r["name"] for r in report["results"]] == exports
+
+
+KEPT_FLOAT = ["block2.unit_1.bottleneck_v2/conv2", "logits"]
+
+# Which convolutions of an int8 file compute in float, by the file alone (no resnet_tf).
+FLOAT_CONVS = r"""
+import json, sys
+import numpy as np
+fmt, path = sys.argv[1:3]
+if fmt == "tflite":
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    it = Interpreter(model_path=path + "/model.tflite", experimental_op_resolver_type=(
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    convs = [op for op in it._get_ops_details() if op["op_name"] == "CONV_2D"]
+    kinds = [tensors[op["inputs"][1]]["dtype"].__name__ for op in convs]
+elif fmt == "onnx":
+    import onnx
+    graph = onnx.load(path + "/model.onnx").graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    kinds = ["int8" if made_by.get(n.input[1]) == "DequantizeLinear" else "float32"
+             for n in convs]
+else:
+    import openvino as ov
+    model = ov.Core().read_model(path + "/model.xml")
+    kinds = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "Convolution":
+            source = op.input_value(0).get_node().get_type_name()
+            kinds.append("int8" if source == "FakeQuantize" else "float32")
+print(json.dumps({"kinds": kinds}))
+"""
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino"])
+def test_layers_kept_in_float_are_float_in_the_file_and_run(quickstart, tmp_path, fmt):
+    """Each runtime's mechanism keeps exactly the named convolutions in float, and the file
+    runs with its runtime alone (ONNX with the session config preprocessing.json names)."""
+    from resnet_tf import int8
+    from resnet_tf.deploy import serving_function, write_serving_saved_model
+    from resnet_tf.pixels import EvalPreprocessing
+
+    model = quickstart["model"]
+    prep = EvalPreprocessing("inception", 16, 1.0)
+    serve = serving_function(model, prep)
+    write_serving_saved_model(serve, model, str(tmp_path / "sm"))
+    quantizer = int8.make_quantizer(fmt, model, serve, str(tmp_path / "sm"),
+                                    quickstart["pixels"][:64], str(tmp_path))
+    counts = {}
+    for name, layers in (("full", []), ("kept", KEPT_FLOAT)):
+        os.makedirs(tmp_path / name)
+        quantizer.write(layers, str(tmp_path / name))
+        result = subprocess.run([sys.executable, "-c", FLOAT_CONVS, fmt, str(tmp_path / name)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        kinds = json.loads(result.stdout.strip().splitlines()[-1])["kinds"]
+        counts[name] = sum(kind == "float32" for kind in kinds)
+        assert len(kinds) >= 12, kinds
+    assert counts["kept"] - counts["full"] == len(KEPT_FLOAT), counts
+    # The exported dir (through export_model's bound) runs alone with its own contract.
+    output = str(tmp_path / "bounded")
+    export_model(model, output, format=fmt, precision="int8", image_size=16,
+                 central_fraction=1.0, calibration=quickstart["pixels"][:64])
+    served = run_alone(fmt, output, quickstart["root"] / "pixels.npy")
+    assert served["imported"] == []

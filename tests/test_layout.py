@@ -43,6 +43,18 @@ def test_every_module_is_in_one_of_the_lists():
         "cli"}
 
 
+def test_the_package_docstring_lists_the_same_modules():
+    import re
+
+    import resnet_tf
+
+    text = " ".join(resnet_tf.__doc__.split())
+    model, tensorflow = re.search(r"Model code \((.*?)\) uses only Keras.*?modules \((.*?)\)",
+                                  text).groups()
+    assert sorted(re.findall(r"`(\w+)`", model)) == sorted(set(MODEL_CODE) - {"errors", "utils"})
+    assert sorted(re.findall(r"`(\w+)`", tensorflow)) == sorted(TENSORFLOW_MODULES)
+
+
 def test_no_import_cycle_among_the_modules():
     graph = {module: {name.split(".")[1] for name in imports(module)[1]
                       if name.startswith("resnet_tf.") and name.split(".")[1] in MODULES}

@@ -42,24 +42,17 @@ def torn_write(path):  # half a file, then the kill
     die()
 
 
-real_callback = training.epoch_end_callback
-
-
-def callback(*args, **kwargs):
-    cb = real_callback(*args, **kwargs)
-
-    def on_epoch_begin(epoch, logs=None):
+class KillingEpochEnd(training.EpochEnd):
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         state["epoch"] = epoch
 
-    def on_train_batch_end(batch, logs=None):
+    def on_train_batch_end(self, batch, logs=None):
         if moment == "mid-epoch" and state["epoch"] == target and batch == 1:
             die()
 
-    cb.on_epoch_begin, cb.on_train_batch_end = on_epoch_begin, on_train_batch_end
-    return cb
 
-
-training.epoch_end_callback = callback
+training.EpochEnd = KillingEpochEnd
 real_write_log, real_commit = model_dir.ModelDir.write_log, model_dir.ModelDir.commit
 real_save, real_save_weights = keras.Model.save, keras.Model.save_weights
 real_write_json = model_dir.write_json
@@ -89,12 +82,22 @@ def write_json(value, path):
     return real_write_json(value, path)
 
 
-def commit(self, model, epochs):
-    real_commit(self, model, epochs)
+def commit(self, model, epochs, *args):
+    real_commit(self, model, epochs, *args)
     if moment == "after-commit" and epochs == target + 1:
         die()
 
 
+real_build_model = training.build_model
+
+
+def build_model(*args, **kwargs):  # Ctrl-C while the model is built, before any epoch
+    if moment == "before-training":
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_build_model(*args, **kwargs)
+
+
+training.build_model = build_model
 model_dir.ModelDir.write_log, model_dir.ModelDir.commit = write_log, commit
 keras.Model.save, keras.Model.save_weights = save, save_weights
 model_dir.write_json = write_json
@@ -135,8 +138,10 @@ def assert_consistent(model_dir, epochs=EPOCHS):
     assert metrics["epochs"] == epochs and metrics["history"] == rows
     assert metrics["val_accuracy"] == rows[-1]["val_accuracy"]
     assert paths.read_state()["epoch"] == epochs
-    for path in (paths.model, paths.last, paths.best):
-        keras.saving.load_model(path, compile=False)
+    final, last, _ = (keras.saving.load_model(path, compile=False)
+                      for path in (paths.model, paths.last, paths.best))
+    for a, b in zip(final.get_weights(), last.get_weights()):  # last.keras is the last epoch's
+        np.testing.assert_array_equal(a, b)
     for directory in (paths.root, paths.checkpoints, paths.backup):
         assert not [n for n in os.listdir(directory) if n.startswith(".")], directory
     with open(paths.csv) as f:
@@ -294,6 +299,41 @@ def test_ctrl_c_and_sigterm_stop_with_one_sentence_and_resume(tmp_path, signal_n
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Epoch 3/4" in resumed.stdout and "Epoch 2/4" not in resumed.stdout
     assert_consistent(model_dir)
+
+
+def test_ctrl_c_before_training_began_is_one_sentence_and_leaves_nothing(images, tmp_path):
+    config = write_config(tmp_path / "tiny.yaml", images, epochs=1)
+    model_dir = str(tmp_path / "run")
+    args = ["train", "--config", config, "--model-dir", model_dir]
+    stopped = run(args, killer=["before-training", "0"])
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-3000:]
+    # (the script imports Keras before the command quiets TensorFlow's start-up logging)
+    assert "Traceback" not in stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"resnet-tf train: {model_dir}: interrupted before training began; re-run the same "
+        "command")
+    assert not os.path.exists(model_dir) or not os.listdir(model_dir)
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_consistent(model_dir, epochs=1)
+
+
+def test_a_resume_keeps_the_runs_own_dtype_and_says_so(images, tmp_path):
+    """`--dtype` given once is part of the run: the same command without it resumes in that
+    dtype (not the config file's, which would be another run), with a note."""
+    config = write_config(tmp_path / "tiny.yaml", images, epochs=2)
+    model_dir = str(tmp_path / "run")
+    args = ["train", "--config", config, "--model-dir", model_dir]
+    first = run([*args, "--epochs", "1", "--dtype", "mixed_bfloat16"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert ("resuming with the run's own dtype 'mixed_bfloat16' (the config says 'float32')"
+            in resumed.stdout)
+    assert "Epoch 2/2" in resumed.stdout and "Epoch 1/2" not in resumed.stdout
+    assert_consistent(model_dir, epochs=2)
+    with open(ModelDir(model_dir).config) as f:
+        assert "mixed_bfloat16" in f.read()
 
 
 def test_train_starts_only_in_an_empty_dir_and_resumes_only_its_own(images, tmp_path):

@@ -448,7 +448,7 @@ def test_the_multi_worker_step_scales_the_loss_under_mixed_float16(tmp_path):
     import tensorflow as tf
 
     from resnet_tf.data import make_datasets
-    from resnet_tf.training import MultiWorkerLoop, make_loss
+    from resnet_tf.training import MultiWorkerLoop, make_loss, make_optimizer
 
     folder = write_image_folder(tmp_path / "images")
     updates = {}
@@ -458,8 +458,8 @@ def test_the_multi_worker_step_scales_the_loss_under_mixed_float16(tmp_path):
         keras.utils.set_random_seed(0)
         data = make_datasets(config)
         model = build_model(config, data.num_classes)
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=make_loss(config),
-                      auto_scale_loss=True)
+        model.compile(optimizer=make_optimizer(config, data.steps_per_epoch),
+                      loss=make_loss(config))  # as train() compiles it
         before = [np.array(v) for v in model.trainable_variables]
         loop = MultiWorkerLoop(tf.distribute.get_strategy(), model, config, data)
         images, labels = next(iter(data.train))
