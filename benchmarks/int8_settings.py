@@ -130,7 +130,7 @@ def bound_cost(name, source, calibration, validation, work, results):
             try:
                 export_model(source.model, path, format=fmt, precision="int8", prep=source.prep,
                              calibration=calibration, validation=validation,
-                             max_accuracy_drop=bound if bound is not None else 1.0,
+                             max_accuracy_drop=bound if bound is not None else 0.999,
                              log=lambda *a: None)
             except UserError as error:
                 print(f"  {fmt:9s} {label}: {error}", flush=True)

@@ -238,7 +238,9 @@ class OpenVinoQuantizer(Quantizer):
         self.settings = dict(OPENVINO_SETTINGS, **(settings or {}))
 
     def _ignored(self, ov_model, float_layers):
-        """The Convolutions whose weights are the float layers' (batch norm folded)."""
+        """The Convolutions whose weights are the float layers' (batch norm folded; a scale
+        per input channel allowed: OpenVINO folds the input normalization into the first
+        convolution)."""
         weights = {}
         for op in ov_model.get_ordered_ops():
             if op.get_type_name() in ("Convolution", "GroupConvolution"):
@@ -250,10 +252,8 @@ class OpenVinoQuantizer(Quantizer):
         names = []
         for path in float_layers:
             kernel = np.transpose(layer_at(self.model, path).inference_kernel(), (3, 2, 0, 1))
-            tolerance = 1e-6 * float(np.abs(kernel).max())
             names.append(_one(path, [name for name, w in weights.items()
-                                     if w.shape == kernel.shape and
-                                     np.allclose(w, kernel, rtol=1e-4, atol=tolerance)],
+                                     if _same_up_to_input_scales(w, kernel)],
                               "OpenVINO convolutions"))
         return names
 
@@ -273,6 +273,17 @@ class OpenVinoQuantizer(Quantizer):
                                       ignored_scope=nncf.IgnoredScope(names=names) if names
                                       else None, **settings)
         ov.save_model(quantized, os.path.join(target, "model.xml"), compress_to_fp16=False)
+
+
+def _same_up_to_input_scales(weights, kernel) -> bool:
+    """Whether OIHW `weights` are `kernel` with each input channel scaled by one factor."""
+    if weights.shape != kernel.shape:
+        return False
+    norms = np.einsum("oihw,oihw->i", kernel, kernel)
+    scales = np.einsum("oihw,oihw->i", weights, kernel) / np.where(norms > 0, norms, 1.0)
+    scaled = kernel * scales[None, :, None, None]
+    return bool(np.allclose(weights, scaled, rtol=1e-4,
+                            atol=1e-6 * float(np.abs(scaled).max() or 1.0)))
 
 
 ONNX_OPSET = 17

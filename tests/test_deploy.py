@@ -430,6 +430,45 @@ print(json.dumps({"kinds": kinds}))
 """
 
 
+def float_conv_count(fmt, path):
+    result = subprocess.run([sys.executable, "-c", FLOAT_CONVS, fmt, str(path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    kinds = json.loads(result.stdout.strip().splitlines()[-1])["kinds"]
+    return sum(kind == "float32" for kind in kinds), len(kinds)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino"])
+def test_a_root_convolution_can_be_kept_in_float(tmp_path, fmt):
+    """A net with a root block (here the CIFAR ResNet): its first convolution, into which
+    OpenVINO folds the input normalization, is found and kept in float like any other."""
+    from resnet_tf import int8
+    from resnet_tf.config import config_from_dict
+    from resnet_tf.deploy import serving_function, write_serving_saved_model
+    from resnet_tf.training import build_model
+
+    config = config_from_dict(dict(dataset="digits", image_size=32, preprocessing="cifar",
+                                   model="cifar_resnet_v1", depth=8, shortcut="A"))
+    model = build_model(config, 10)
+    rng = np.random.default_rng(0)
+    for weight in model.weights:  # batch norm statistics as after training
+        if "moving_variance" in weight.path:
+            weight.assign(rng.uniform(0.5, 2.0, weight.shape).astype("float32"))
+    prep = config.eval_preprocessing()
+    serve = serving_function(model, prep)
+    write_serving_saved_model(serve, model, str(tmp_path / "sm"))
+    pixels = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    quantizer = int8.make_quantizer(fmt, model, serve, str(tmp_path / "sm"), pixels,
+                                    str(tmp_path))
+    counts = {}
+    for name, layers in (("full", []), ("kept", ["conv1"])):
+        os.makedirs(tmp_path / name)
+        quantizer.write(layers, str(tmp_path / name))
+        counts[name], total = float_conv_count(fmt, tmp_path / name)
+        assert total >= 8
+    assert counts["kept"] - counts["full"] == 1, counts
+
+
 @pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino"])
 def test_layers_kept_in_float_are_float_in_the_file_and_run(quickstart, tmp_path, fmt):
     """Each runtime's mechanism keeps exactly the named convolutions in float, and the file
@@ -448,12 +487,8 @@ def test_layers_kept_in_float_are_float_in_the_file_and_run(quickstart, tmp_path
     for name, layers in (("full", []), ("kept", KEPT_FLOAT)):
         os.makedirs(tmp_path / name)
         quantizer.write(layers, str(tmp_path / name))
-        result = subprocess.run([sys.executable, "-c", FLOAT_CONVS, fmt, str(tmp_path / name)],
-                                capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-2000:]
-        kinds = json.loads(result.stdout.strip().splitlines()[-1])["kinds"]
-        counts[name] = sum(kind == "float32" for kind in kinds)
-        assert len(kinds) >= 12, kinds
+        counts[name], total = float_conv_count(fmt, tmp_path / name)
+        assert total >= 12
     assert counts["kept"] - counts["full"] == len(KEPT_FLOAT), counts
     # The exported dir (through export_model's bound) runs alone with its own contract.
     output = str(tmp_path / "bounded")
