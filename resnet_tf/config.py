@@ -110,6 +110,9 @@ class TrainConfig:
 
     # Quantization-aware training: fine-tune with int8 rounding simulated (resnet_tf.quantization)
     quantization_aware: bool = False
+    # Starting from trained weights (init_from, slim_checkpoint), it trains at learning_rate
+    # times this: the straight-through gradients of int8 rounding want small steps.
+    qat_learning_rate_scale: float = 0.1
 
     def __post_init__(self):
         _check_choice("dataset", self.dataset, DATASETS)
@@ -152,6 +155,9 @@ class TrainConfig:
         if not 0.0 < self.central_fraction <= 1.0:
             raise UserError(f"central_fraction must be in (0, 1]. "
                             f"Received: central_fraction={self.central_fraction}")
+        if not 0.0 < self.qat_learning_rate_scale <= 1.0:
+            raise UserError("qat_learning_rate_scale must be in (0, 1]. Received: "
+                            f"qat_learning_rate_scale={self.qat_learning_rate_scale}")
         if self.learning_rate <= 0:
             raise UserError(f"learning_rate must be > 0. Received: learning_rate={self.learning_rate}")
         self._check_schedule()
@@ -225,6 +231,13 @@ class TrainConfig:
                 if getattr(self, key) is not None:
                     raise UserError(f"{key} is for dataset 'tfrecord' (other datasets are "
                                     f"counted). Received: {key}={getattr(self, key)}")
+
+    def peak_learning_rate(self) -> float:
+        """The learning rate the schedule starts from (or warms up to): `learning_rate`, times
+        `qat_learning_rate_scale` for a quantization-aware fine-tune of trained weights."""
+        if self.quantization_aware and (self.init_from or self.slim_checkpoint):
+            return self.learning_rate * self.qat_learning_rate_scale
+        return self.learning_rate
 
     def eval_preprocessing(self) -> EvalPreprocessing:
         """How this run's validation images are prepared, and so how `evaluate`, `predict`,

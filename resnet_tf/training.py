@@ -63,27 +63,27 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     """Keras' own schedules: constant, cosine (with linear warm-up), slim's staircase
     exponential decay (`decay_rate` every `decay_epochs`) or piecewise constant (the learning
-    rate times `decay_rate` after each of `boundaries_epochs`, as the ResNet papers' CIFAR runs).
-    `steps_per_epoch` is always a known count (`data.make_datasets`)."""
+    rate times `decay_rate` after each of `boundaries_epochs`, as the ResNet papers' CIFAR runs),
+    from `config.peak_learning_rate()`. `steps_per_epoch` is always a known count
+    (`data.make_datasets`)."""
     if steps_per_epoch < 1:
         raise AssertionError(f"steps_per_epoch={steps_per_epoch}: a schedule needs a count")
+    rate = config.peak_learning_rate()
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     total = config.epochs * steps_per_epoch
     if config.schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup else config.learning_rate,
-            decay_steps=max(total - warmup, 1), warmup_target=config.learning_rate if warmup
-            else None, warmup_steps=warmup)
+            initial_learning_rate=0.0 if warmup else rate, decay_steps=max(total - warmup, 1),
+            warmup_target=rate if warmup else None, warmup_steps=warmup)
     if config.schedule == "piecewise":
         boundaries = [int(round(e * steps_per_epoch)) for e in config.boundaries_epochs]
-        values = [config.learning_rate * config.decay_rate ** i
-                  for i in range(len(boundaries) + 1)]
+        values = [rate * config.decay_rate ** i for i in range(len(boundaries) + 1)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     if config.schedule == "exponential":
         return keras.optimizers.schedules.ExponentialDecay(
-            config.learning_rate, decay_steps=max(int(config.decay_epochs * steps_per_epoch), 1),
+            rate, decay_steps=max(int(config.decay_epochs * steps_per_epoch), 1),
             decay_rate=config.decay_rate, staircase=True)
-    return config.learning_rate
+    return rate
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int):
@@ -278,6 +278,10 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
             start_from(model, config)
         if config.quantization_aware:
             model = quantization_aware(model, data.train, calibrate=not resuming)
+            if config.peak_learning_rate() != config.learning_rate and not resuming:
+                print(f"resnet-tf: quantization-aware fine-tune at learning rate "
+                      f"{config.peak_learning_rate():g} (learning_rate {config.learning_rate:g} "
+                      f"x qat_learning_rate_scale {config.qat_learning_rate_scale:g})")
         model.compile(optimizer=make_optimizer(config, data.steps_per_epoch),
                       loss=make_loss(config), metrics=make_metrics(data.num_classes))
         # Every worker restores the chief's committed state (the model dir is shared).
