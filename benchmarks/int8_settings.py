@@ -9,7 +9,7 @@ and evaluated with the runtime on the 359 validation digits (no bound: the fully
 each file's speed is timed on one batch of 32, interleaved. Then each model is fine-tuned with
 quantization-aware training (3 epochs from the float run) and its int8 exports evaluated.
 
-    python benchmarks/int8_settings.py            # ~40 min on 2 cores
+    python benchmarks/int8_settings.py            # ~20 min on 2 cores
     python benchmarks/int8_settings.py --quick    # one seed, fewer settings
 
 Writes results/int8_settings.json and prints the tables RESULTS.md quotes.
@@ -32,12 +32,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 SETTINGS = {
     "tflite": {
-        "default": {},
+        "new quantizer, per-channel": {},
         "per-tensor weights": {"_experimental_disable_per_channel": True},
         "old quantizer": {"experimental_new_quantizer": False},
     },
     "onnx": {
-        "MinMax (default)": {},
+        "MinMax, per-channel": {"calibrate_method": "MinMax", "per_channel": True},
         "Entropy": {"calibrate_method": "Entropy"},
         "Percentile 99.999": {"calibrate_method": "Percentile"},
         "Percentile 99.99": {"calibrate_method": "Percentile",
@@ -47,12 +47,25 @@ SETTINGS = {
         "symmetric activations": {"extra_options": {"ActivationSymmetric": True}},
     },
     "openvino": {
-        "PERFORMANCE, fast bias correction (default)": {},
-        "MIXED preset": {"preset": "MIXED"},
-        "full bias correction": {"fast_bias_correction": False},
-        "no bias correction": {"advanced": {"disable_bias_correction": True}},
+        "PERFORMANCE, fast bias correction": {"preset": "PERFORMANCE",
+                                              "fast_bias_correction": True},
+        "MIXED preset": {"preset": "MIXED", "fast_bias_correction": True},
+        "full bias correction": {"preset": "PERFORMANCE", "fast_bias_correction": False},
+        "no bias correction": {"preset": "PERFORMANCE", "fast_bias_correction": True,
+                               "advanced": {"disable_bias_correction": True}},
     },
 }
+
+
+def is_default(fmt, settings) -> bool:
+    """Whether `settings` are what resnet_tf.int8 quantizes with when none are given."""
+    from resnet_tf import int8
+
+    defaults = {"tflite": int8.TFLITE_SETTINGS, "onnx": int8.ONNX_SETTINGS,
+                "openvino": int8.OPENVINO_SETTINGS}[fmt]
+    return dict(defaults, **settings) == defaults
+
+
 MODELS = {
     "quickstart": dict(config="quickstart", overrides={}),
     "cifar20": dict(config=None, overrides=dict(
@@ -96,9 +109,11 @@ def export_and_measure(source, fmt, settings, calibration, validation, work):
                                     staging, settings)
     target = os.path.join(staging, "int8")
     os.makedirs(target)
+    began = time.perf_counter()
     quantizer.write([], target)
+    seconds = time.perf_counter() - began
     runner = open_runner(fmt, target, "int8", source.prep)
-    return evaluate(runner, validation, progress=False)["top1"], runner
+    return evaluate(runner, validation, progress=False)["top1"], runner, seconds
 
 
 def time_runners(runners, pixels, rounds=30):
@@ -173,18 +188,22 @@ def main():
             for fmt, options in SETTINGS.items():
                 runners = {}
                 for label, settings in options.items():
-                    if args.quick and settings and label not in ("Entropy", "MIXED preset",
-                                                                 "full bias correction"):
+                    if args.quick and not is_default(fmt, settings) and label not in (
+                            "Entropy", "MIXED preset", "full bias correction"):
                         continue
-                    top1, runner = export_and_measure(source, fmt, settings, calibration,
-                                                      validation, work)
+                    top1, runner, seconds = export_and_measure(source, fmt, settings,
+                                                               calibration, validation, work)
+                    if is_default(fmt, settings):
+                        label += " (default)"
                     runners[label] = runner
                     results.append({"model": name, "seed": seed, "format": fmt,
-                                    "setting": label, "top1": top1,
+                                    "setting": label, "settings": settings, "top1": top1,
                                     "float32_top1": metrics["val_accuracy"],
-                                    "drop": metrics["val_accuracy"] - top1})
+                                    "drop": metrics["val_accuracy"] - top1,
+                                    "quantize_seconds": seconds})
                     print(f"  {fmt:9s} {label:45s} top-1 {top1:.4f} "
-                          f"(drop {metrics['val_accuracy'] - top1:+.4f})", flush=True)
+                          f"(drop {metrics['val_accuracy'] - top1:+.4f}, quantized in "
+                          f"{seconds:.1f} s)", flush=True)
                 for label, seconds in time_runners(runners, pixels).items():
                     next(r for r in results if r["model"] == name and r["seed"] == seed and
                          r["format"] == fmt and r["setting"] == label)["batch_seconds"] = seconds
@@ -223,20 +242,25 @@ def main():
 def print_tables(results):
     print("\n| model | runtime | setting | " + " | ".join(
         f"top-1 (seed {s})" for s in sorted({r['seed'] for r in results})) +
-          " | mean drop | ms / batch of 32 |")
+          " | mean drop | ms / batch of 32 | quantize s |")
+    print("|---|---|---|" + "---:|" * (len({r['seed'] for r in results}) + 3))
     results = [r for r in results if not r.get("bound")]
-    keys = sorted({(r["model"], r["format"], r["setting"]) for r in results},
+    for model in MODELS:
+        floats = {r["seed"]: r["float32_top1"] for r in results if r["model"] == model}
+        print(f"| {model} | keras | float32 | " +
+              " | ".join(f"{floats[s]:.4f}" for s in sorted(floats)) + " | | | |")
+    keys = sorted(dict.fromkeys((r["model"], r["format"], r["setting"]) for r in results),
                   key=lambda k: (list(MODELS).index(k[0]), list(SETTINGS).index(k[1])))
     for model, fmt, setting in keys:
         rows = [r for r in results if (r["model"], r["format"], r["setting"]) ==
                 (model, fmt, setting)]
         tops = " | ".join(f"{r['top1']:.4f}" for r in sorted(rows, key=lambda r: r["seed"]))
         speed = [r["batch_seconds"] * 1000 for r in rows if "batch_seconds" in r]
+        quantize = [r["quantize_seconds"] for r in rows if "quantize_seconds" in r]
         print(f"| {model} | {fmt} | {setting} | {tops} | "
               f"{statistics.mean(r['drop'] for r in rows):+.4f} | "
-              f"{statistics.median(speed):.2f} |" if speed else
-              f"| {model} | {fmt} | {setting} | {tops} | "
-              f"{statistics.mean(r['drop'] for r in rows):+.4f} | — |")
+              f"{f'{statistics.median(speed):.2f}' if speed else '—'} | "
+              f"{f'{statistics.median(quantize):.1f}' if quantize else '—'} |")
 
 
 if __name__ == "__main__":
