@@ -49,9 +49,9 @@ from resnet_tf.units import ResidualUnit
 # name, `advanced`: fields of `nncf.AdvancedQuantizationParameters`).
 TFLITE_SETTINGS: dict = {}
 ONNX_SETTINGS = {"calibrate_method": "MinMax", "per_channel": True, "reduce_range": False}
-# NNCF's full bias correction, not its fast one: the same graph and speed, no slower to quantize
-# (ResNet-50, 32 images: 4.6-5.0 s either way), up to 6 images (of 359) better on a CIFAR
-# ResNet-20 where the fast one broke the default bound, one worse on one quickstart run.
+# NNCF's full bias correction, not its fast one: the same graph and speed, a second or so more
+# to quantize, up to 6 images (of 359) better on a CIFAR ResNet-20 where the fast one broke the
+# default bound, one worse on one quickstart run (benchmarks/RESULTS.md).
 OPENVINO_SETTINGS = {"preset": "PERFORMANCE", "fast_bias_correction": False}
 
 

@@ -154,3 +154,10 @@ def test_paths_are_relative_to_the_config_file_and_recorded_absolute(tmp_path, m
     # Command-line overrides are the current directory's.
     path.write_text("dataset: folder\ntrain_data: data/images\n")
     assert load_config(str(path), init_from="runs/a").init_from == str(tmp_path / "runs" / "a")
+
+
+@pytest.mark.parametrize("scale", [0, -0.1, 1.5])
+def test_a_qat_learning_rate_scale_outside_zero_to_one_is_refused(scale):
+    with pytest.raises(ValueError, match=rf"qat_learning_rate_scale must be in \(0, 1\]\. "
+                                         rf"Received: qat_learning_rate_scale={scale}"):
+        config_from_dict(dict(dataset="digits", qat_learning_rate_scale=scale))

@@ -125,6 +125,8 @@ def test_quickstart_quantization_aware_training_exports_what_it_trained(tmp_path
     result = command("train", "--config", "quickstart", "--model-dir", qat_run,
                      "--quantization-aware", "--init-from", float_run, "--epochs", "3")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert ("quantization-aware fine-tune at learning rate 0.0002 (learning_rate 0.002 x "
+            "qat_learning_rate_scale 0.1)") in result.stdout
     floats = json.load(open(os.path.join(float_run, "metrics.json")))
     metrics = json.load(open(os.path.join(qat_run, "metrics.json")))
     assert metrics["quantization_aware"] is True and metrics["epochs"] == 3

@@ -507,9 +507,9 @@ def test_init_from_starts_from_another_runs_best_model(tmp_path):
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "piecewise", "exponential"])
 def test_a_quantization_aware_fine_tune_starts_at_a_fraction_of_the_learning_rate(schedule):
-    """From trained weights, QAT trains at learning_rate x qat_learning_rate_scale (a full
-    rate took the quickstart's QAT run 1.4 points under its float run); from scratch, or
-    without QAT, the rate is the config's."""
+    """From trained weights, QAT trains at learning_rate x qat_learning_rate_scale (at the
+    full rate one of three quickstart seeds ended 1.4 points under its float run); from
+    scratch, or without QAT, the rate is the config's."""
     from resnet_tf.training import learning_rate_schedule
 
     def first_rate(**values):
