@@ -524,6 +524,9 @@ def run_bench(args):
                                         batch_size=args.batch_size, num_batches=args.num_batches,
                                         burn_in=args.burn_in, json_path=args.json_path)
         return 0
+    # The defaults of the options --exports refuses (each export has its own model and size).
+    model = dict(model_name=args.model or "resnet_v2_152", image_size=args.image_size or 224,
+                 num_classes=args.num_classes or 1000)
     if args.runtimes:
         if args.mode != "forward" or args.compare != "none" or args.dtype != "float32" or \
                 args.jit_compile:
@@ -533,16 +536,13 @@ def run_bench(args):
         if any(runtime != "keras" for runtime, _ in specs):
             _ensure_tensorflow_backend("bench --runtimes with a runtime other than keras")
         benchmark.run_runtimes_benchmark(
-            model_name=args.model or "resnet_v2_152", runtimes=args.runtimes,
-            batch_size=args.batch_size, image_size=args.image_size or 224,
-            num_batches=args.num_batches, burn_in=args.burn_in,
-            num_classes=args.num_classes or 1000, json_path=args.json_path)
+            runtimes=args.runtimes, batch_size=args.batch_size, num_batches=args.num_batches,
+            burn_in=args.burn_in, json_path=args.json_path, **model)
         return 0
-    benchmark.run_benchmark(model_name=args.model or "resnet_v2_152", batch_size=args.batch_size,
-                            image_size=args.image_size or 224, num_batches=args.num_batches,
+    benchmark.run_benchmark(batch_size=args.batch_size, num_batches=args.num_batches,
                             burn_in=args.burn_in, mode=args.mode, dtype=args.dtype,
-                            jit_compile=args.jit_compile, num_classes=args.num_classes or 1000,
-                            compare=args.compare, json_path=args.json_path)
+                            jit_compile=args.jit_compile, compare=args.compare,
+                            json_path=args.json_path, **model)
     return 0
 
 

@@ -91,9 +91,10 @@ def export_model(model, output: str, *, format: str = "saved_model",
     quantization_aware = is_quantized(model)
     check_int8_arguments(precision, quantization_aware, calibration, validation,
                          max_accuracy_drop)
-    if quantization_aware and uncalibrated(model):
+    unset = uncalibrated(model) if quantization_aware else []
+    if unset:
         raise UserError(f"the quantization-aware model has activation ranges that saw no data "
-                        f"({', '.join(uncalibrated(model)[:3])}, ...); train it, or set them "
+                        f"({', '.join(unset[:3])}, ...); train it, or set them "
                         "with resnet_tf.quantization.calibrate, before exporting")
     if precision == "int8" and not quantization_aware:
         calibration = check_calibration(calibration, prep.image_size)

@@ -73,6 +73,18 @@ def test_a_quantized_model_saves_loads_and_keeps_its_ranges(tmp_path):
     assert set(resnet_tf.slim_variables(quantized)) == set(resnet_tf.slim_variables(model))
 
 
+def test_an_uncalibrated_quantization_aware_model_is_not_exported(tmp_path):
+    """Ranges that saw no data would be written as if trained: one sentence, nothing written."""
+    from resnet_tf.deploy import export_model
+    from resnet_tf.errors import UserError
+
+    output = tmp_path / "int8"
+    with pytest.raises(UserError, match=r"activation ranges that saw no data \(.*\); train it"):
+        export_model(quantize_model(tiny(input_shape=(16, 16, 3))), str(output),
+                     format="tflite", precision="int8", image_size=16)
+    assert not output.exists()
+
+
 def test_the_activations_land_on_an_8_bit_grid_and_weights_on_the_int8_grid():
     model = quantize_model(tiny(input_shape=(8, 8, 3)))
     images = np.random.default_rng(1).uniform(-1, 1, (4, 8, 8, 3)).astype(np.float32)
