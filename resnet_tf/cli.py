@@ -182,18 +182,24 @@ def _fmt(value):
 # Model sources (export, predict, evaluate)
 
 
-def _add_source_arguments(parser, what, export=False):
+def _add_source_arguments(parser, what, export=False, export_on_model_dir=False):
+    """The options that name a model. `export_on_model_dir` (evaluate): --export may come
+    with --model-dir, whose run then gives the images (its recorded validation images)."""
     group = parser.add_argument_group(f"the model to {what}")
-    source = group.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model-dir", metavar="DIR", help="a `resnet-tf train` model dir")
+    source = group.add_mutually_exclusive_group(required=not export_on_model_dir)
+    source.add_argument("--model-dir", metavar="DIR",
+                        help="a `resnet-tf train` model dir" + (
+                            " (with --export: the run whose validation images to use)"
+                            if export_on_model_dir else ""))
     source.add_argument("--slim-checkpoint", metavar="CKPT",
                         help="a slim checkpoint (with --model and --num-classes)")
     source.add_argument("--weights", metavar="imagenet|URL|PATH",
                         help="with --model: slim's released ImageNet weights (downloaded once, "
                              "then cached), or a release-style tarball or checkpoint")
-    if export:
-        source.add_argument("--export", metavar="EXPORT",
-                            help="a `resnet-tf export` dir of any format, run by its own runtime")
+    if export or export_on_model_dir:
+        (group if export_on_model_dir else source).add_argument(
+            "--export", metavar="EXPORT",
+            help="a `resnet-tf export` dir of any format, run by its own runtime")
     group.add_argument("--model", choices=NAMED_MODELS, metavar="NAME",
                        help="with --slim-checkpoint or --weights: the registry name (default "
                             "resnet_v2_50)")
@@ -222,10 +228,16 @@ def _check_source_options(args):
                                              ("--image-size", args.image_size)) if value]
     if not args.slim_checkpoint and args.moving_averages:
         refused.append("--moving-averages")
-    if not args.model_dir and args.checkpoint:
+    export = getattr(args, "export", None)
+    if export and (args.slim_checkpoint or args.weights):
+        raise UserError(f"--export and {'--slim-checkpoint' if args.slim_checkpoint else '--weights'}"
+                        " both name the model; give one")
+    if not (export or args.model_dir or args.slim_checkpoint or args.weights):
+        raise UserError("give the model: --model-dir, --export, --slim-checkpoint or --weights")
+    if (not args.model_dir or export) and args.checkpoint:
         refused.append("--checkpoint")
     if refused:
-        source = ("--model-dir" if args.model_dir else "--export" if getattr(args, "export", None)
+        source = ("--export" if export else "--model-dir" if args.model_dir
                   else "--slim-checkpoint" if args.slim_checkpoint else "--weights")
         reasons = {"--model-dir": "a model dir's model has its own name, classes and image "
                                   "size", "--export": "an export has its own model, classes and "
@@ -391,9 +403,10 @@ def add_evaluate_parser(subparsers, common):
                     "model dir's recorded validation images (the default for --model-dir), a "
                     "config's validation data, an image folder or slim-format TFRecords. Prints "
                     "top-1, top-5, the count and images/s.")
-    _add_source_arguments(parser, "evaluate", export=True)
-    data = parser.add_argument_group("the labelled images (one of; default with --model-dir: "
-                                     "the validation images its run recorded)")
+    _add_source_arguments(parser, "evaluate", export_on_model_dir=True)
+    data = parser.add_argument_group("the labelled images (one of; default with --model-dir, "
+                                     "also beside --export: the validation images its run "
+                                     "recorded)")
     one = data.add_mutually_exclusive_group()
     one.add_argument("--config", help="a training config (file or shipped name): its "
                                       "validation data")
@@ -413,17 +426,25 @@ def run_evaluate(args):
     if args.json_path and os.path.isdir(args.json_path):
         raise UserError(f"--json {args.json_path!r} is a directory; give a file path")
     if not (args.config or args.data or args.tfrecords or args.model_dir):
-        raise UserError("give the labelled images: --config FILE, --data DIR or "
-                        "--tfrecords PATTERN")
+        raise UserError("give the labelled images: --model-dir RUN (its recorded validation "
+                        "images), --config FILE, --data DIR or --tfrecords PATTERN")
+    if args.export and args.model_dir and (args.config or args.data or args.tfrecords):
+        raise UserError("with --export, --model-dir names the images (its run's validation "
+                        "images); give it or --config/--data/--tfrecords, not both")
     runner, names = _runner(args)
     config = None
     if args.config:
         from resnet_tf.config import load_config
 
         config = load_config(args.config)
+    run = args.model_dir if not (config or args.data or args.tfrecords) else None
+    if args.export and run:
+        evaluate_lib.check_same_classes(names, run, f"--export {args.export!r}")
     images = evaluate_lib.labelled_images(
-        model_dir=args.model_dir if not (config or args.data or args.tfrecords) else None,
-        config=config, folder=args.data, tfrecords=args.tfrecords, class_names=names)
+        model_dir=run, config=config, folder=args.data, tfrecords=args.tfrecords,
+        class_names=names)
+    if args.export and run:
+        print(f"Evaluating {args.export} on {images.description} ({images.count} images)")
     result = evaluate_lib.evaluate(runner, images, args.batch_size,
                                    progress=sys.stdout.isatty())
     result["source"] = args.export or args.model_dir or args.slim_checkpoint or args.weights

@@ -38,6 +38,9 @@ from resnet_tf.weights import default_class_names
 # What `tf.io.decode_image` reads; the same list for training folders, evaluate and predict.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 IMAGE_KINDS = "JPEG, PNG, BMP, GIF or WebP"
+# Given train_examples / val_examples are checked against a count of the records when the
+# files are this small (a quick read of their labels); larger ones are taken as given.
+COUNT_GIVEN_BYTES = 256 << 20
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -274,7 +277,9 @@ class DataRecord:
     dataset: the config's dataset; class_names: one per class (label offset included);
     files: for folders, {"train": ImageFiles, "val": ImageFiles or absent};
     counts: {"train": n, "val": n} (examples per split); tfrecords: for TFRecords,
-    {"train": count_tfrecords(...), "val": ...}.
+    {"train": count_tfrecords(...), "val": ...}; split: for the digits, the
+    {"validation_split", "seed"} of the split (None in records written before it was kept:
+    the config's).
     """
 
     dataset: str
@@ -282,6 +287,7 @@ class DataRecord:
     counts: dict
     files: dict = dataclasses.field(default_factory=dict)
     tfrecords: dict = dataclasses.field(default_factory=dict)
+    split: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -298,9 +304,10 @@ class DataRecord:
 
     def to_json(self) -> dict:
         """data.json (the file lists go to files/<split>.txt)."""
-        return {"dataset": self.dataset, "class_names": self.class_names,
-                "counts": self.counts, "tfrecords": self.tfrecords,
-                "file_lists": sorted(self.files)}
+        values = {"dataset": self.dataset, "class_names": self.class_names,
+                  "counts": self.counts, "tfrecords": self.tfrecords,
+                  "file_lists": sorted(self.files)}
+        return values if self.split is None else dict(values, split=self.split)
 
 
 def _label_names(config, names):
@@ -320,31 +327,36 @@ def _check_num_classes(config, names):
                         f"{config.class_names or 'the data'!r})")
 
 
-def scan(config, check: bool = True) -> DataRecord:
+def scan(config, check: bool = True, inherit: DataRecord | None = None) -> DataRecord:
     """Looks at a config's data once (lists and checks every image of a folder and splits it,
     counts TFRecords, or loads the digits) and returns the record of what the run will use;
     prints one line per source of images. `check=False` decodes no image (the caller checks
-    the ones it uses)."""
+    the ones it uses).
+
+    `inherit` is the record of the run this one starts from (`init_from`): its training
+    images never go to this run's validation (`_inherit_split`)."""
     if config.dataset == "digits":
-        (_, y_train), (_, y_val) = digits_arrays(_digits_split(config), config.seed)
+        split = _digits_split(config, inherit)
+        (_, y_train), (_, y_val) = digits_arrays(**split)
         record = DataRecord("digits", _label_names(config, [str(i) for i in range(10)]),
-                            {"train": len(y_train), "val": len(y_val)})
+                            {"train": len(y_train), "val": len(y_val)}, split=split)
     elif config.dataset == "cifar10":
         record = DataRecord("cifar10", _label_names(config, CIFAR10_NAMES),
                             {"train": 50000, "val": 10000})
     elif config.dataset == "folder":
-        record = _scan_folders(config, check)
+        record = _scan_folders(config, check, inherit)
     else:
-        record = _scan_tfrecords(config)
+        record = _scan_tfrecords(config, inherit)
     _check_num_classes(config, record.class_names)
     log(record.summary())
     return record
 
 
-def _scan_folders(config, check=True) -> DataRecord:
+def _scan_folders(config, check=True, inherit=None) -> DataRecord:
     paths, labels, names = list_image_folder(config.train_data, check, report="train_data")
     train = ImageFiles(paths, labels)
     files = {"train": train}
+    inherited = inherit is not None and inherit.dataset == "folder"
     if config.val_data:
         val_paths, val_labels, val_names = list_image_folder(config.val_data, check,
                                                              report="val_data")
@@ -352,15 +364,68 @@ def _scan_folders(config, check=True) -> DataRecord:
             raise UserError(f"The validation folder {config.val_data!r} has classes "
                             f"{val_names}, the training folder {names}")
         files["val"] = ImageFiles(val_paths, val_labels)
+        if inherited:
+            files["val"] = _without_trained(files["val"], inherit, config.init_from)
     elif config.validation_split:
-        files["train"], files["val"] = split_files(train, config.validation_split, config.seed)
+        if inherited:
+            files["train"], files["val"] = _inherit_split(train, inherit, config)
+        else:
+            files["train"], files["val"] = split_files(train, config.validation_split,
+                                                       config.seed)
     offset = config.label_offset
     files = {split: ImageFiles(f.paths, f.labels + offset) for split, f in files.items()}
     return DataRecord("folder", _label_names(config, names),
                       {split: len(f) for split, f in files.items()}, files=files)
 
 
-def _scan_tfrecords(config) -> DataRecord:
+def _real_paths(files: ImageFiles | None) -> set:
+    return set() if files is None else {os.path.realpath(p) for p in files.paths}
+
+
+def _inherit_split(files: ImageFiles, source: DataRecord, config):
+    """(train, val) of a folder for a run started from another run (`init_from`): the images
+    that run trained on stay in training, the ones it validated on stay in validation, and
+    only images it never used are split anew (`validation_split`, `seed`). Says so."""
+    trained = _real_paths(source.files.get("train"))
+    validated = _real_paths(source.files.get("val"))
+    real = [os.path.realpath(p) for p in files.paths]
+    kept_train = [i for i, p in enumerate(real) if p in trained]
+    kept_val = [i for i, p in enumerate(real) if p in validated and p not in trained]
+    new = np.array([i for i, p in enumerate(real) if p not in trained and p not in validated],
+                   np.int64)
+    order = new[np.random.default_rng(config.seed).permutation(len(new))]
+    n_val = int(round(len(new) * config.validation_split))
+    val_index = np.sort(np.concatenate([kept_val, order[:n_val]]).astype(np.int64))
+    train_index = np.sort(np.concatenate([kept_train, order[n_val:]]).astype(np.int64))
+    if not len(val_index) or not len(train_index):
+        raise UserError(f"init_from={config.init_from!r}: keeping its training images out of "
+                        f"validation leaves this run no {'validation' if not len(val_index) else 'training'} "
+                        "images; add images, or give val_data")
+    log(f"the validation split follows init_from {config.init_from}: its {len(kept_train)} "
+        f"training and {len(kept_val)} validation images stay where they were, and the "
+        f"{len(new)} images it did not use are split anew ({n_val} to validation)")
+
+    def subset(index):
+        return ImageFiles([files.paths[i] for i in index], files.labels[index])
+
+    return subset(train_index), subset(val_index)
+
+
+def _without_trained(val: ImageFiles, source: DataRecord, init_from: str) -> ImageFiles:
+    """val_data without the images the `init_from` run trained on (said, if any)."""
+    trained = _real_paths(source.files.get("train"))
+    keep = np.array([os.path.realpath(p) not in trained for p in val.paths], bool)
+    if keep.all():
+        return val
+    if not keep.any():
+        raise UserError(f"val_data: all its {len(val)} images are training images of "
+                        f"init_from={init_from!r}; validate on images it did not train on")
+    log(f"val_data: left out {int((~keep).sum())} of its {len(val)} images: init_from "
+        f"{init_from} trained on them")
+    return ImageFiles([p for p, k in zip(val.paths, keep) if k], val.labels[keep])
+
+
+def _scan_tfrecords(config, inherit=None) -> DataRecord:
     if config.num_classes is None:
         raise UserError("dataset 'tfrecord' needs num_classes (slim's ImageNet: 1001)")
     names = default_class_names(config.num_classes) or [str(i) for i in
@@ -377,10 +442,27 @@ def _scan_tfrecords(config) -> DataRecord:
             log(f"{key}: counting the records of {len(files)} files once (train_examples / "
                 "val_examples in the config skip this)")
             tfrecords[split] = count_tfrecords(files, key, config.num_classes)
-            counts[split] = tfrecords[split]["records"]
+        elif sum(os.path.getsize(f) for f in files if os.path.isfile(f)) <= COUNT_GIVEN_BYTES:
+            tfrecords[split] = count_tfrecords(files, key, config.num_classes)
+            if tfrecords[split]["records"] != given:
+                example_key = f"{split}_examples"
+                raise UserError(f"{example_key}={given}, but the {len(files)} files of {key} "
+                                f"hold {tfrecords[split]['records']} records; remove "
+                                f"{example_key} to use the count, or correct it")
         else:
+            log(f"{key}: {given} examples per epoch as {split}_examples says, not counted "
+                f"({len(files)} files); if they hold fewer, an epoch repeats records, if more, "
+                "it leaves some out")
             tfrecords[split] = {"files": files, "records": given, "labels": None}
-            counts[split] = given
+        counts[split] = tfrecords[split]["records"]
+    if inherit is not None and inherit.dataset == "tfrecord" and "val" in tfrecords:
+        trained = {os.path.realpath(f) for f in inherit.tfrecords.get("train", {}).get(
+            "files", [])}
+        shared = [f for f in tfrecords["val"]["files"] if os.path.realpath(f) in trained]
+        if shared:
+            raise UserError(f"val_data: {len(shared)} of its files are training files of "
+                            f"init_from={config.init_from!r} (e.g. {shared[0]!r}); validate on "
+                            "records it did not train on")
     return DataRecord("tfrecord", _label_names(config, names), counts, tfrecords=tfrecords)
 
 
@@ -392,9 +474,21 @@ CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 DIGITS_VALIDATION_SPLIT = 0.2
 
 
-def _digits_split(config) -> float:
-    return DIGITS_VALIDATION_SPLIT if config.validation_split is None else \
-        config.validation_split
+def _digits_split(config, inherit: DataRecord | None = None) -> dict:
+    """The digits' split ({"validation_split", "seed"}): the config's, or for a run started
+    from another digits run, that run's (so it never validates on the images that run trained
+    on; the config's seed still orders the training)."""
+    split = {"validation_split": DIGITS_VALIDATION_SPLIT if config.validation_split is None
+             else config.validation_split, "seed": config.seed}
+    if inherit is None or inherit.dataset != "digits" or inherit.split is None:
+        return split
+    if inherit.split != split:
+        log(f"the digits are split as init_from {config.init_from} split them "
+            f"(validation_split {inherit.split['validation_split']:g}, seed "
+            f"{inherit.split['seed']}), not as this config says (validation_split "
+            f"{split['validation_split']:g}, seed {split['seed']}): it never validates on "
+            "images that run trained on")
+    return dict(inherit.split)
 
 
 def digits_arrays(validation_split: float = DIGITS_VALIDATION_SPLIT, seed: int = 0):
@@ -419,9 +513,10 @@ def digits_arrays(validation_split: float = DIGITS_VALIDATION_SPLIT, seed: int =
     return (images[~is_val], labels[~is_val]), (images[is_val], labels[is_val])
 
 
-def _array_datasets(config) -> dict:
+def _array_datasets(config, record: DataRecord) -> dict:
     if config.dataset == "digits":
-        (x_train, y_train), (x_val, y_val) = digits_arrays(_digits_split(config), config.seed)
+        (x_train, y_train), (x_val, y_val) = digits_arrays(**(record.split or
+                                                              _digits_split(config)))
     else:  # Keras' copy of CIFAR-10 (downloaded once into ~/.keras/datasets); its test set
         # validates, as in the papers.
         (x_train, y_train), (x_val, y_val) = keras.datasets.cifar10.load_data()
@@ -444,7 +539,7 @@ def raw_split(config, record: DataRecord, split: str) -> tf.data.Dataset | None:
     if not record.has(split):
         return None
     if record.dataset in ("digits", "cifar10"):
-        return _array_datasets(config)[split]
+        return _array_datasets(config, record)[split]
     if record.dataset == "folder":
         return record.files[split].dataset()
     dataset = slim_tfrecord_dataset(record.tfrecords[split]["files"])
@@ -530,10 +625,12 @@ class Datasets:
     record: DataRecord
 
 
-def make_datasets(config, record: DataRecord | None = None) -> Datasets:
+def make_datasets(config, record: DataRecord | None = None,
+                  inherit: DataRecord | None = None) -> Datasets:
     """The training and validation pipelines of a config: of `record` (a run's recorded
-    data), or of a fresh `scan` of the config's data."""
-    record = scan(config) if record is None else record
+    data), or of a fresh `scan` of the config's data (`inherit`: the record of the run it
+    starts from)."""
+    record = scan(config, inherit=inherit) if record is None else record
     train_examples = record.counts["train"]
     steps = train_examples // config.batch_size
     if steps == 0:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 
 import keras
@@ -299,7 +300,14 @@ def calibration_pixels(source, folder: str | None = None, count: int = 300) -> n
     else:
         raise UserError("int8 calibration needs real images: give --calibration-data DIR (an "
                         "image folder); resnet_tf never calibrates on random data")
-    return data.pixels_of(raw, source.prep, count)
+    pixels = data.pixels_of(raw, source.prep, count)
+    if len(pixels) < count:
+        where = f"--calibration-data {folder!r}" if folder else "the run's training data"
+        print(f"resnet-tf: warning: int8 is calibrated on {len(pixels)} images, fewer than "
+              f"the {count} asked for (--calibration-images): {where} has no more readable "
+              "images; ranges from few images may clip what others need", file=sys.stderr,
+              flush=True)
+    return pixels
 
 
 def validation_images(source, folder: str | None = None):

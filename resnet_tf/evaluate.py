@@ -17,6 +17,7 @@ TensorFlow only (tf.data).
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import numpy as np
@@ -60,6 +61,12 @@ def labelled_images(model_dir=None, config=None, folder=None, tfrecords=None,
         record = paths.read_data_record()
         source = f"the validation images recorded in {model_dir}"
     else:  # the config's validation images only are decoded
+        if config.dataset == "folder" and config.validation_split and not config.val_data:
+            data_lib.warn(f"--config: validation_split {config.validation_split:g} of "
+                          f"{config.train_data} is drawn anew here; it is a run's own split only "
+                          "if the folder has not changed since, and images a run trained on may "
+                          "be in it. To score a run's validation images, use --model-dir RUN "
+                          "(beside --export EXPORT for an export)")
         record = data_lib.scan(config, check=False)
         if "val" in record.files:
             record.files["val"] = data_lib.checked(record.files["val"],
@@ -70,6 +77,21 @@ def labelled_images(model_dir=None, config=None, folder=None, tfrecords=None,
         raise UserError(f"there are no validation images in {source.split(' in ')[-1]} "
                         "(val_data or validation_split); give --data DIR or --tfrecords PATTERN")
     return LabelledImages(val, record.counts["val"], source)
+
+
+def check_same_classes(class_names, model_dir: str, what: str) -> None:
+    """An export scored on a run's images must have that run's classes, in its order."""
+    from resnet_tf.model_dir import ModelDir
+    from resnet_tf.utils import read_class_names
+
+    paths = ModelDir(model_dir)
+    if not os.path.isfile(paths.class_names):
+        raise UserError(f"--model-dir {model_dir!r} is not a trained run (no class_names.txt)")
+    theirs = read_class_names(paths.class_names)
+    if class_names is not None and list(class_names) != theirs:
+        raise UserError(f"{what} has other classes than the run {model_dir!r} ({len(class_names)}"
+                        f" vs {len(theirs)}, e.g. {list(class_names)[:3]} vs {theirs[:3]}): it "
+                        "was not exported from that run")
 
 
 def folder_images(folder: str, class_names) -> LabelledImages:

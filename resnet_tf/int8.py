@@ -34,6 +34,7 @@ import io
 import logging
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -132,27 +133,40 @@ class TFLiteQuantizer(Quantizer):
         return [tensors[op["outputs"][0]] for op in interpreter._get_ops_details()
                 if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
 
-    def write(self, float_layers, target):
+    def _with_float_layers(self, float_layers):
         import tensorflow as tf
 
+        if self.debugger is None:  # calibrates once; each denylist re-quantizes
+            self.debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=self.converter, debug_dataset=self.dataset)
+            self.names = self._conv_names(self.debugger.calibrated_model)
+        denylist = []
+        for path in float_layers:
+            regex = scope_regex(self.model_name, path)
+            denylist.append(_one(path, [n for n in self.names if any(
+                regex.match(part) for part in n.split(";"))], "TFLite convolutions"))
+        self.debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=denylist)
+        return self.debugger.get_nondebug_quantized_model()
+
+    def write(self, float_layers, target):
         if not float_layers:
             content = self.converter.convert()
         else:
-            if self.debugger is None:  # calibrates once; each denylist re-quantizes
-                self.debugger = tf.lite.experimental.QuantizationDebugger(
-                    converter=self.converter, debug_dataset=self.dataset)
-                self.names = self._conv_names(self.debugger.calibrated_model)
-            denylist = []
-            for path in float_layers:
-                regex = scope_regex(self.model_name, path)
-                denylist.append(_one(path, [n for n in self.names if any(
-                    regex.match(part) for part in n.split(";"))], "TFLite convolutions"))
-            self.debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_nodes=denylist)
-            content = self.debugger.get_nondebug_quantized_model()
+            with _no_interpreter_deprecation():  # each step below makes a tf.lite.Interpreter
+                content = self._with_float_layers(float_layers)
         check_tflite_biases(content)
         with open(os.path.join(target, "model.tflite"), "wb") as f:
             f.write(content)
+
+
+@contextlib.contextmanager
+def _no_interpreter_deprecation():
+    """TensorFlow's QuantizationDebugger runs the deprecated `tf.lite.Interpreter` inside (it
+    takes no other), which warns with a block of text on each use; our own runs use LiteRT."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+        yield
 
 
 def check_tflite_biases(content) -> None:

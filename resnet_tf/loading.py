@@ -87,9 +87,16 @@ def load_model_dir(model_dir: str, checkpoint: str = "final"):
     """
     from resnet_tf.config import load_config
 
-    import resnet_tf
+    path = model_dir_checkpoint(model_dir, checkpoint)
+    paths = ModelDir(model_dir)
+    config = load_config(paths.config)
+    model = load_keras_file(path)
+    names = read_class_names(paths.class_names) if os.path.isfile(paths.class_names) else None
+    return model, config, names
 
-    resnet_tf.register_layers()  # for deserialisation
+
+def model_dir_checkpoint(model_dir: str, checkpoint: str = "final") -> str:
+    """The .keras file of a model dir that `load_model_dir(model_dir, checkpoint)` loads."""
     if checkpoint not in CHECKPOINTS:
         raise UserError(f"checkpoint must be one of {list(CHECKPOINTS)}. "
                         f"Received: checkpoint={checkpoint!r}")
@@ -97,7 +104,6 @@ def load_model_dir(model_dir: str, checkpoint: str = "final"):
     if not os.path.isdir(model_dir) or not os.path.isfile(paths.config):
         raise MissingPathError(f"No trained model in {model_dir!r} (no config.yaml: run "
                                "`resnet-tf train` first)")
-    config = load_config(paths.config)
     path = {"final": paths.model, "last": paths.last, "best": paths.best}[checkpoint]
     if checkpoint == "final" and not os.path.isfile(path) and os.path.isfile(paths.last):
         print(f"resnet-tf: {paths.model} is not written yet (the run did not finish); using "
@@ -111,14 +117,15 @@ def load_model_dir(model_dir: str, checkpoint: str = "final"):
                                    "--checkpoint final or last")
         raise MissingPathError(f"No trained model in {model_dir!r} (expected {path}; run "
                                "`resnet-tf train` first)")
-    model = load_keras_file(path)
-    names = read_class_names(paths.class_names) if os.path.isfile(paths.class_names) else None
-    return model, config, names
+    return path
 
 
 def load_keras_file(path: str) -> keras.Model:
     """`keras.saving.load_model(path)`, with a sentence for a torn file (naming the other
     checkpoints) and for a whole file Keras cannot load (naming Keras' reason)."""
+    import resnet_tf
+
+    resnet_tf.register_layers()  # for deserialisation
     if not readable_keras_file(path):
         raise UserError(f"{path!r} cannot be read as a .keras model: it is truncated or "
                         "corrupt; use another --checkpoint (last, best) or train again")

@@ -3,6 +3,8 @@ its data, and the questions other modules ask of it.
 
     data.json            the run's data record (written first: it marks a dir as a model dir)
     files/train.txt, files/val.txt   image folders: the files of each split ("label<TAB>path")
+    init.json            what a fine-tune started from (the file and its SHA-256), so that a
+                         re-run before the first committed epoch starts from the same weights
     config.yaml          the resolved config (a re-run must use the same one)
     class_names.txt      one name per class
     model.keras          the model after the last completed run
@@ -114,6 +116,7 @@ class ModelDir:
         self.root = root
         self.data_record = os.path.join(root, "data.json")
         self.files = os.path.join(root, "files")
+        self.init = os.path.join(root, "init.json")
         self.config = os.path.join(root, "config.yaml")
         self.class_names = os.path.join(root, "class_names.txt")
         self.model = os.path.join(root, "model.keras")
@@ -156,8 +159,9 @@ class ModelDir:
                 f"{int(label)}\t{path}\n" for path, label in zip(files.paths, files.labels)))
         write_json(dict(record.to_json(), written_by=WRITTEN_BY), self.data_record)
 
-    def read_data_record(self):
-        """The `data.DataRecord` of the run (what it trained and validated on)."""
+    def read_data_record(self, check_files: bool = True):
+        """The `data.DataRecord` of the run (what it trained and validated on); with
+        `check_files`, an error if any of its image files is gone."""
         from resnet_tf.data import DataRecord, ImageFiles
 
         if not os.path.isfile(self.data_record):
@@ -172,14 +176,30 @@ class ModelDir:
                     label, path = line.rstrip("\n").split("\t", 1)
                     labels.append(int(label))
                     paths.append(path)
-            missing = [p for p in paths if not os.path.isfile(p)]
+            missing = [p for p in paths if check_files and not os.path.isfile(p)]
             if missing:
                 raise MissingPathError(
                     f"{len(missing)} of the {len(paths)} {split} images this run recorded are "
                     f"gone (e.g. {missing[0]!r}); the run's data must stay where it was")
             files[split] = ImageFiles(paths, np.asarray(labels, np.int64))
         return DataRecord(values["dataset"], values["class_names"], values["counts"], files,
-                          values.get("tfrecords", {}))
+                          values.get("tfrecords", {}), values.get("split"))
+
+    # ----------------------------------------------------------------------------------------
+    # What a run started from
+
+    def write_init(self, init: dict) -> None:
+        write_json(init, self.init)
+
+    def read_init(self) -> dict | None:
+        """The starting point a run recorded (`training.initialization`), or None."""
+        return read_json(self.init, "init record") if os.path.isfile(self.init) else None
+
+    def committed_epochs(self) -> int:
+        """How many epochs the committed state holds (0: none committed yet), read without
+        loading anything."""
+        state = self.read_state()
+        return 0 if state is None else int(state["epoch"])
 
     # ----------------------------------------------------------------------------------------
     # Records

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import typing
 
 import numpy as np
@@ -78,9 +79,36 @@ def _loading(path: str, runtime: str):
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001  (each runtime raises its own types)
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        reason = _reason(str(error))
         raise UserError(f"{path!r} cannot be loaded by {runtime} ({type(error).__name__}: "
                         f"{reason}); the export may be damaged: export it again") from None
+
+
+def _reason(message: str) -> str:
+    """The line of a runtime's error that says what is wrong: OpenVINO's first lines only
+    name the C++ source that threw ("Exception from src/...cpp:132:")."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    telling = [line for line in lines if not re.match(r"^(Exception from|Check .* failed at) "
+                                                      r"\S+:\d+:?$", line)]
+    return ((telling or lines or [""])[0])[:200]
+
+
+def check_openvino_weights(xml_path: str) -> None:
+    """An OpenVINO IR's weights file (model.bin beside model.xml) must hold every byte the
+    XML's constants point into; a truncated one is named, with the sizes."""
+    with open(xml_path, encoding="utf-8", errors="replace") as f:
+        spans = re.findall(r'offset="(\d+)"\s+size="(\d+)"', f.read())
+    needed = max((int(offset) + int(size) for offset, size in spans), default=0)
+    bin_path = os.path.splitext(xml_path)[0] + ".bin"
+    if not needed:
+        return
+    if not os.path.isfile(bin_path):
+        raise UserError(f"{bin_path!r} is missing: {os.path.basename(xml_path)} keeps its "
+                        "weights there; the export is incomplete: export it again")
+    if os.path.getsize(bin_path) < needed:
+        raise UserError(f"{bin_path!r} is truncated: {os.path.basename(xml_path)} needs "
+                        f"{needed} bytes of weights, the file has "
+                        f"{os.path.getsize(bin_path)}; export it again")
 
 
 def tflite_runner(path: str, precision: str, prep=None, threads=None) -> Runner:
@@ -118,6 +146,7 @@ def onnxruntime_runner(path: str, precision: str, prep=None, threads=None) -> Ru
 def openvino_runner(path: str, precision: str, prep=None, threads=None) -> Runner:
     ov = require("openvino", "OpenVINO")
     hint = "bf16" if precision == "bfloat16" else "f32"
+    check_openvino_weights(path)
     with _loading(path, "OpenVINO"):
         compiled = ov.Core().compile_model(path, "CPU", {
             "INFERENCE_PRECISION_HINT": hint,
@@ -166,11 +195,22 @@ def jax_forward(model, transform=None):
     return lambda x: forward(trainable, non_trainable, x)
 
 
-def keras_runner(model, precision: str = "float32", prep=None) -> Runner:
+def keras_precision(model) -> str:
+    """What a Keras model computes in: its dtype policy ("float32", "mixed_bfloat16", ...),
+    or "int8 (quantization-aware)" for a model whose int8 rounding is simulated."""
+    from resnet_tf.quantization import is_quantized
+
+    return "int8 (quantization-aware)" if is_quantized(model) else model.dtype_policy.name
+
+
+def keras_runner(model, precision: str | None = None, prep=None) -> Runner:
     """The Keras model on the current backend, compiled once (`tf.function` / `jax.jit`),
     taking raw pixels like the exports (`pixels.normalize_pixels` inside). `prep` defaults to
-    Inception preprocessing at the model's input size."""
+    Inception preprocessing at the model's input size; `precision` (what reports call it) to
+    `keras_precision(model)`."""
     import keras
+
+    precision = precision or keras_precision(model)
 
     prep = prep or EvalPreprocessing("inception", model.input_shape[1])
     backend = keras.backend.backend()

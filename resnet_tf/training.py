@@ -19,6 +19,7 @@ TensorFlow only.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -28,10 +29,14 @@ import tensorflow as tf
 
 from resnet_tf.config import DISTRIBUTE, MODEL_ARGUMENTS, TrainConfig, load_config, save_config
 from resnet_tf.errors import UserError
-from resnet_tf.model_dir import ModelDir, best_val_accuracy
+from resnet_tf.model_dir import ModelDir, best_val_accuracy, readable_keras_file
 from resnet_tf.precision import all_layers
 from resnet_tf.registry import create_model
-from resnet_tf.utils import write_class_names, write_json
+from resnet_tf.utils import sha256_of_files, write_class_names, write_json
+
+# A run should train at least this many times the steps its batch norm's moving statistics
+# average over (1 / (1 - batch_norm_decay)); `check_batch_norm_decay` warns otherwise.
+BATCH_NORM_HORIZONS = 10
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on Ctrl-C or SIGTERM during `epoch` (1-based; None: before the first
@@ -267,18 +272,24 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
     check_batch_size(config, strategy.num_replicas_in_sync)
     is_chief = _is_chief(strategy)
     paths, resuming = check_model_dir(model_dir, config)
+    # Until an epoch is committed, a re-run starts as the first run did: from the same weights.
+    fresh = not resuming or paths.committed_epochs() == 0
+    init = initialization(config, paths.read_init() if resuming else None) if fresh else None
     keras.utils.set_random_seed(config.seed)
-    data = make_datasets(config, paths.read_data_record() if resuming else None)
+    data = make_datasets(config, paths.read_data_record() if resuming else None,
+                         inherit=init_from_record(config) if not resuming else None)
+    if not config.quantization_aware:  # a quantization-aware model's batch norm is frozen
+        check_batch_norm_decay(config, data.steps_per_epoch)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
 
     with strategy.scope():
         model = build_model(config, data.num_classes)
-        if not resuming:
-            start_from(model, config)
+        if init is not None:
+            start_from(model, config, init, again=resuming)
         if config.quantization_aware:
-            model = quantization_aware(model, data.train, calibrate=not resuming)
-            if config.peak_learning_rate() != config.learning_rate and not resuming:
+            model = quantization_aware(model, data.train, calibrate=fresh)
+            if config.peak_learning_rate() != config.learning_rate and fresh:
                 print(f"resnet-tf: quantization-aware fine-tune at learning rate "
                       f"{config.peak_learning_rate():g} (learning_rate {config.learning_rate:g} "
                       f"x qat_learning_rate_scale {config.qat_learning_rate_scale:g})")
@@ -286,9 +297,13 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
                       loss=make_loss(config), metrics=make_metrics(data.num_classes))
         # Every worker restores the chief's committed state (the model dir is shared).
         done = paths.restore(model, reconcile=is_chief) if resuming else 0
+        replicas = ReplicaStatistics(strategy, model)
 
     if done >= config.epochs:
-        if is_chief and not os.path.isfile(paths.model):  # killed after the last commit
+        if is_chief and not readable_keras_file(paths.model):  # killed after the last commit
+            if os.path.exists(paths.model):
+                print(f"resnet-tf: {paths.model} was torn; written again from the committed "
+                      f"epoch {done}")
             paths.save_model(model, paths.model)
         return dict(paths.read_metrics(), nothing_to_do=True, epochs_done=done)
 
@@ -296,7 +311,9 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
     writer = paths if is_chief else paths.worker(_task_name(strategy))
     if is_chief and not resuming:
         paths.write_data_record(data.record)  # first: it marks the dir as a model dir
-        save_config(config, paths.config)
+        if init is not None:
+            paths.write_init(init)
+        save_config(config, paths.config)  # last: it makes the dir a run to resume
         write_class_names(paths.class_names, data.class_names)
     os.makedirs(writer.checkpoints, exist_ok=True)
     previous_seconds = paths.read_metrics().get("train_seconds", 0.0) if done else 0.0
@@ -307,7 +324,9 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
                              time.perf_counter() - start)
 
     epoch_end = in_flight["epoch_end"] = EpochEnd(writer, done, metrics_of)
-    callbacks = [keras.callbacks.TensorBoard(writer.logs), epoch_end]
+    # The replicas' statistics are averaged before each validation and each save, so that
+    # what is validated is what is saved (ahead of EpochEnd).
+    callbacks = [keras.callbacks.TensorBoard(writer.logs), replicas, epoch_end]
     try:
         if distribute == "multiworker":
             MultiWorkerLoop(strategy, model, config, data).run(done, callbacks)
@@ -328,22 +347,101 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
     return result if is_chief else {}
 
 
-def start_from(model, config: TrainConfig) -> None:
-    """Loads a new run's starting weights: a slim checkpoint, or another model dir's model."""
+# --------------------------------------------------------------------------------------------
+# What a run starts from
+
+
+def initialization(config: TrainConfig, recorded: dict | None = None) -> dict | None:
+    """The weights a run starts from, as init.json records them: {"key": "slim_checkpoint" or
+    "init_from", "given": the config's value, "path": the file read, "sha256": of its
+    contents}; None for a run from random weights.
+
+    `recorded` is what a run killed before its first committed epoch recorded: its re-run
+    starts from that same file, and refuses (before anything is written) if the file is gone
+    or changed, since `init_from`'s best checkpoint or a slim training dir's latest checkpoint
+    may have moved on meanwhile."""
+    if not (config.slim_checkpoint or config.init_from):
+        return None
+    if recorded is not None:
+        key, path = recorded["key"], recorded["path"]
+        where = f"{key}={recorded['given']!r}: this run started from {path}"
+        if not all(os.path.isfile(f) for f in _init_files(key, path)):
+            raise UserError(f"{where}, which is gone; no epoch was committed yet, so it cannot "
+                            "start again from the same weights: put it back, or use a new "
+                            "--model-dir")
+        if sha256_of_files(_init_files(key, path)) != recorded["sha256"]:
+            raise UserError(f"{where}, which has changed since (no epoch was committed yet, "
+                            "so it would start from other weights than the first run did); "
+                            "use a new --model-dir to start from the file as it is now")
+        return recorded
     if config.slim_checkpoint:
+        from resnet_tf.slim_checkpoint import resolve_checkpoint_path
+
+        key, given, path = ("slim_checkpoint", config.slim_checkpoint,
+                            resolve_checkpoint_path(config.slim_checkpoint))
+    else:
+        from resnet_tf.loading import model_dir_checkpoint
+
+        key, given, path = ("init_from", config.init_from,
+                            model_dir_checkpoint(config.init_from,
+                                                 initial_checkpoint(config.init_from)))
+    return {"key": key, "given": given, "path": path,
+            "sha256": sha256_of_files(_init_files(key, path))}
+
+
+def _init_files(key: str, path: str) -> list:
+    """The files whose contents identify a starting point: a .keras file; a slim checkpoint's
+    .index (it holds a CRC32C of every tensor in the data files) or its single file."""
+    if key == "slim_checkpoint" and not os.path.isfile(path):
+        return [path + ".index"]
+    return [path]
+
+
+def start_from(model, config: TrainConfig, init: dict, again: bool = False) -> None:
+    """Loads a run's starting weights (`initialization`): a slim checkpoint, or another model
+    dir's model; says which."""
+    path = init["path"]
+    how = ("no epoch was committed before the run stopped: starting again from the same file, "
+           if again else "starting from ")
+    print(f"resnet-tf: {how}{path} ({init['key']}, sha256 {init['sha256'][:12]})", flush=True)
+    if init["key"] == "slim_checkpoint":
         from resnet_tf.slim_checkpoint import load_slim_checkpoint
 
-        load_slim_checkpoint(model, config.slim_checkpoint, exclude=config.checkpoint_exclude,
+        load_slim_checkpoint(model, path, exclude=config.checkpoint_exclude,
                              moving_averages=config.checkpoint_moving_averages)
-    elif config.init_from:
-        from resnet_tf.loading import load_model_dir
+        return
+    from resnet_tf.loading import load_keras_file
 
-        source, _, _ = load_model_dir(config.init_from, initial_checkpoint(config.init_from))
-        try:
-            model.set_weights(source.get_weights())
-        except ValueError as error:
-            raise UserError(f"init_from={config.init_from!r}: its model does not fit this "
-                            f"config's ({str(error).splitlines()[0][:200]})") from None
+    source = load_keras_file(path)
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as error:
+        raise UserError(f"init_from={config.init_from!r}: its model does not fit this "
+                        f"config's ({str(error).splitlines()[0][:200]})") from None
+
+
+def init_from_record(config: TrainConfig):
+    """The data record of the run `init_from` names (None without one): a run started from it
+    must not validate on the images it trained on (`data.make_datasets`)."""
+    if not config.init_from:
+        return None
+    return ModelDir(config.init_from).read_data_record(check_files=False)
+
+
+def check_batch_norm_decay(config: TrainConfig, steps_per_epoch: int) -> None:
+    """Warns when a run is too short for its batch norm decay: the moving statistics average
+    over about 1 / (1 - decay) steps, and a run of fewer than ten times that validates and
+    saves statistics that never settled (slim's 0.997 averages over 333 steps)."""
+    steps = steps_per_epoch * config.epochs
+    horizon = 1.0 / (1.0 - config.batch_norm_decay)
+    if steps >= BATCH_NORM_HORIZONS * horizon:
+        return
+    fits = max(0.5, math.floor((1.0 - BATCH_NORM_HORIZONS / steps) * 100) / 100)
+    print(f"resnet-tf: warning: batch_norm_decay {config.batch_norm_decay:g} averages the "
+          f"moving statistics over about {horizon:.0f} steps, but this run trains "
+          f"{steps} steps in all ({config.epochs} epochs of {steps_per_epoch}): it would "
+          f"validate and save statistics that never settled. Set batch_norm_decay: {fits:g} "
+          f"(or lower) in the config, or train longer", file=sys.stderr, flush=True)
 
 
 def quantization_aware(model, train_data, calibrate: bool, batches: int = 8):
@@ -416,6 +514,49 @@ def batch_norm_statistics(model) -> list:
     return statistics
 
 
+class ReplicaStatistics(keras.callbacks.Callback):
+    """Averages the batch norms' moving statistics (and a quantization-aware model's moving
+    activation ranges) over the replicas of a strategy, before every validation and at every
+    epoch's end, so that the model validated is the model saved.
+
+    Under a `MirroredStrategy` each replica's batch norm assigns its own batch's statistics to
+    its own copy of the moving averages: the copies diverge, validation runs each replica's
+    share of the images through its own copy, and saving reads replica 0's. The moving
+    averages are exponential moving averages, linear in the batch statistics, so their mean
+    over replicas equals one average of every replica's updates (tf.keras' ON_READ/MEAN
+    variables). Only those: other state (a dropout's seed) stays per replica. slim's
+    multi-clone training ran the first clone's update ops only (`model_deploy`), so its moving
+    averages saw one clone's batches. A no-op with one replica.
+    """
+
+    def __init__(self, strategy, model):
+        super().__init__()
+        self.strategy = strategy
+        self.statistics = (batch_norm_statistics(model)
+                           if strategy.num_replicas_in_sync > 1 else [])
+        self._average = tf.function(self._average_statistics)
+
+    def average(self) -> None:
+        if self.statistics:
+            self._average()
+
+    def _average_statistics(self):
+        def replica_mean():
+            context = tf.distribute.get_replica_context()
+            return [context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v))
+                    for v in self.statistics]
+
+        means = self.strategy.experimental_local_results(self.strategy.run(replica_mean))[0]
+        for variable, mean in zip(self.statistics, means):
+            variable.assign(mean)
+
+    def on_test_begin(self, logs=None):  # model.fit's validation
+        self.average()
+
+    def on_epoch_end(self, epoch, logs=None):  # before the save, also without validation
+        self.average()
+
+
 class MultiWorkerLoop:
     """Trains a compiled model epoch by epoch with `strategy.run`, calling the callbacks as
     `model.fit` would at each epoch's end (the same state, log and checkpoints).
@@ -424,17 +565,13 @@ class MultiWorkerLoop:
     under `workers/`, as TensorFlow's multi-worker guide does); the chief's backup is the one a
     re-run resumes from, so the model dir must be on storage all workers share. The loss is
     scaled by the optimizer (`scale_loss`: a `LossScaleOptimizer` under mixed_float16 divides
-    the gradients by the same scale).
+    the gradients by the same scale). The replicas' batch norm statistics are averaged
+    (`ReplicaStatistics`, one of the callbacks) after training and before validating.
     """
 
     def __init__(self, strategy, model, config, data):
         self.strategy, self.model, self.config, self.data = strategy, model, config, data
         self.loss_fn = make_loss(config, reduction="none")
-        # Each replica's batch norm updates its own moving statistics. They are exponential
-        # moving averages, linear in the batch statistics, so averaging them over replicas
-        # equals averaging every step's update (tf.keras' ON_READ/MEAN semantics); done
-        # before each save. Only those: other state (a dropout's seed) stays per replica.
-        self.statistics = batch_norm_statistics(model)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = \
             tf.data.experimental.AutoShardPolicy.DATA
@@ -444,7 +581,6 @@ class MultiWorkerLoop:
                          if data.val is not None else None)
         self.train_step = tf.function(self._train_step)
         self.eval_step = tf.function(self._eval_step)
-        self.average_statistics = tf.function(self._average_statistics)
 
     def _counts(self, logits, labels):
         """(correct, correct in the top 5, examples) of one replica's batch."""
@@ -482,17 +618,7 @@ class MultiWorkerLoop:
     def _eval_step(self, images, labels):
         return self._reduce(self.strategy.run(self.replica_eval, args=(images, labels)))
 
-    def _average_statistics(self):
-        def replica_mean():
-            context = tf.distribute.get_replica_context()
-            return [context.all_reduce(tf.distribute.ReduceOp.MEAN, tf.identity(v))
-                    for v in self.statistics]
-
-        means = self.strategy.experimental_local_results(self.strategy.run(replica_mean))[0]
-        for variable, mean in zip(self.statistics, means):
-            variable.assign(mean)
-
-    def run_epoch(self, iterator, steps) -> dict:
+    def run_epoch(self, iterator, steps, callbacks) -> dict:
         totals = [0.0, 0.0, 0.0, 0.0]  # loss sum (per-step mean), correct, in top 5, count
         for _ in range(steps):
             totals = [a + float(b) for a, b in zip(totals, self.train_step(*next(iterator)))]
@@ -501,12 +627,14 @@ class MultiWorkerLoop:
         if top5:
             logs["top5_accuracy"] = totals[2] / totals[3]
         if self.val_data is not None:
+            callbacks.on_test_begin()  # as model.fit's validation: ReplicaStatistics averages
             v = [0.0, 0.0, 0.0, 0.0]
             for images, labels in self.val_data:
                 v = [a + float(b) for a, b in zip(v, self.eval_step(images, labels))]
             logs.update(val_loss=v[0] / v[3], val_accuracy=v[1] / v[3])
             if top5:
                 logs["val_top5_accuracy"] = v[2] / v[3]
+            callbacks.on_test_end(logs)
         return logs
 
     def run(self, initial_epoch, callbacks):
@@ -518,11 +646,9 @@ class MultiWorkerLoop:
         for epoch in range(initial_epoch, self.config.epochs):
             callbacks.on_epoch_begin(epoch)
             began = time.perf_counter()
-            logs = self.run_epoch(iterator, self.data.steps_per_epoch)
+            logs = self.run_epoch(iterator, self.data.steps_per_epoch, callbacks)
             print(f"Epoch {epoch + 1}/{self.config.epochs} - {time.perf_counter() - began:.1f}s - "
                   + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
-            if self.statistics:
-                self.average_statistics()
             # Every worker saves (reading mirrored variables may need all of them); the
             # chief's files are the real ones.
             callbacks.on_epoch_end(epoch, logs)

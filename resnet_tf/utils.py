@@ -7,6 +7,7 @@ and `resnet-tf bench` on the JAX backend can use it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -67,6 +68,16 @@ def read_json(path, what: str = "file"):
             return json.load(f)
     except ValueError as error:
         raise UserError(f"The {what} {os.fspath(path)!r} is not valid JSON ({error})") from None
+
+
+def sha256_of_files(paths) -> str:
+    """One SHA-256 over the contents of `paths`, in order (read in chunks)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 # class_names.txt (model dirs, export dirs): one name per line, line i names class i.

@@ -1,4 +1,70 @@
+"""Two tiers, and the trained runs the tests share.
+
+`python -m pytest -q` runs the fast tier: tiny models, in-process calls where the process is not
+what is tested, and at most one training of each shared run per session. Tests marked `large`
+(full-width parity up to ResNet-200, fresh installs, every documented command, kills and signals,
+multi-worker, the int8 bound search) run with `--run-large`; `.ci/run` runs both.
+
+Shared runs are trained once per session through the installed command line, as a user trains
+them, and handed out read-only: a test that changes a run works on `copy_run(...)`.
+"""
+
 import os
+import shutil
+import subprocess
+import sys
+
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-large", action="store_true", default=False,
+                     help="also run the tests marked large (CI runs them)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-large"):
+        return
+    skip = pytest.mark.skip(reason="large: run with --run-large")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip)
+
+
+def resnet_tf_command(*args, cwd=ROOT, env=None, timeout=900):
+    """`resnet-tf ARGS` in a subprocess (the module form, so the checkout under test runs)."""
+    return subprocess.run([sys.executable, "-m", "resnet_tf.cli", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _train_once(factory, name, *args):
+    run = str(factory.mktemp(name) / "run")
+    result = resnet_tf_command("train", "--config", "quickstart", "--model-dir", run, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """The README's quickstart, trained once through `resnet-tf train` (real digits, 8
+    epochs). Read-only: copy it (`copy_run`) to change it."""
+    return _train_once(tmp_path_factory, "quickstart")
+
+
+@pytest.fixture(scope="session")
+def qat_run(tmp_path_factory, quickstart_run):
+    """The README's quantization-aware fine-tune of the quickstart (3 epochs). Read-only."""
+    return _train_once(tmp_path_factory, "qat", "--init-from", quickstart_run,
+                       "--quantization-aware", "--epochs", "3")
+
+
+def copy_run(run, target):
+    """A copy of a shared run that a test may change (paths inside stay valid: a run records
+    absolute paths to its data only)."""
+    shutil.copytree(run, target)
+    return str(target)
