@@ -230,8 +230,8 @@ def _check_source_options(args):
         refused.append("--moving-averages")
     export = getattr(args, "export", None)
     if export and (args.slim_checkpoint or args.weights):
-        raise UserError(f"--export and {'--slim-checkpoint' if args.slim_checkpoint else '--weights'}"
-                        " both name the model; give one")
+        other = "--slim-checkpoint" if args.slim_checkpoint else "--weights"
+        raise UserError(f"--export and {other} both name the model; give one")
     if not (export or args.model_dir or args.slim_checkpoint or args.weights):
         raise UserError("give the model: --model-dir, --export, --slim-checkpoint or --weights")
     if (not args.model_dir or export) and args.checkpoint:

@@ -66,6 +66,11 @@ class ImageFiles:
     def __len__(self):
         return len(self.paths)
 
+    def subset(self, index) -> "ImageFiles":
+        """The files at `index` (a sequence of positions), in that order."""
+        return ImageFiles([self.paths[i] for i in index], self.labels[np.asarray(index,
+                                                                                 np.int64)])
+
     def dataset(self) -> tf.data.Dataset:
         """(decoded uint8 image, label) for each file."""
         return image_files_dataset(self.paths, self.labels)
@@ -193,17 +198,18 @@ def checked(files: ImageFiles, where: str) -> ImageFiles:
 
 def split_files(files: ImageFiles, validation_split: float, seed: int):
     """(train, val) `ImageFiles`: a seeded random `validation_split` of the files held out."""
-    order = np.random.default_rng(seed).permutation(len(files))
-    n_val = int(round(len(files) * validation_split))
-    if n_val == 0 or n_val == len(files):
+    train, val = _split_indices(np.arange(len(files)), validation_split, seed)
+    if not len(train) or not len(val):
         raise UserError(f"validation_split={validation_split} of {len(files)} images leaves "
                         "an empty split")
+    return files.subset(train), files.subset(val)
 
-    def subset(index):
-        index = np.sort(index)
-        return ImageFiles([files.paths[i] for i in index], files.labels[index])
 
-    return subset(order[n_val:]), subset(order[:n_val])
+def _split_indices(index: np.ndarray, validation_split: float, seed: int):
+    """(train, val): a seeded random `validation_split` of `index` held out, each sorted."""
+    order = index[np.random.default_rng(seed).permutation(len(index))]
+    n_val = int(round(len(index) * validation_split))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,22 +399,17 @@ def _inherit_split(files: ImageFiles, source: DataRecord, config):
     kept_val = [i for i, p in enumerate(real) if p in validated and p not in trained]
     new = np.array([i for i, p in enumerate(real) if p not in trained and p not in validated],
                    np.int64)
-    order = new[np.random.default_rng(config.seed).permutation(len(new))]
-    n_val = int(round(len(new) * config.validation_split))
-    val_index = np.sort(np.concatenate([kept_val, order[:n_val]]).astype(np.int64))
-    train_index = np.sort(np.concatenate([kept_train, order[n_val:]]).astype(np.int64))
-    if not len(val_index) or not len(train_index):
+    new_train, new_val = _split_indices(new, config.validation_split, config.seed)
+    train = np.sort(np.concatenate([kept_train, new_train]).astype(np.int64))
+    val = np.sort(np.concatenate([kept_val, new_val]).astype(np.int64))
+    if not len(val) or not len(train):
         raise UserError(f"init_from={config.init_from!r}: keeping its training images out of "
-                        f"validation leaves this run no {'validation' if not len(val_index) else 'training'} "
-                        "images; add images, or give val_data")
+                        f"validation leaves this run no {'training' if len(val) else 'validation'}"
+                        " images; add images, or give val_data")
     log(f"the validation split follows init_from {config.init_from}: its {len(kept_train)} "
         f"training and {len(kept_val)} validation images stay where they were, and the "
-        f"{len(new)} images it did not use are split anew ({n_val} to validation)")
-
-    def subset(index):
-        return ImageFiles([files.paths[i] for i in index], files.labels[index])
-
-    return subset(train_index), subset(val_index)
+        f"{len(new)} images it did not use are split anew ({len(new_val)} to validation)")
+    return files.subset(train), files.subset(val)
 
 
 def _without_trained(val: ImageFiles, source: DataRecord, init_from: str) -> ImageFiles:
@@ -422,7 +423,7 @@ def _without_trained(val: ImageFiles, source: DataRecord, init_from: str) -> Ima
                         f"init_from={init_from!r}; validate on images it did not train on")
     log(f"val_data: left out {int((~keep).sum())} of its {len(val)} images: init_from "
         f"{init_from} trained on them")
-    return ImageFiles([p for p, k in zip(val.paths, keep) if k], val.labels[keep])
+    return val.subset(np.flatnonzero(keep))
 
 
 def _scan_tfrecords(config, inherit=None) -> DataRecord:

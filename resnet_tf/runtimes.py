@@ -104,11 +104,12 @@ def check_openvino_weights(xml_path: str) -> None:
         return
     if not os.path.isfile(bin_path):
         raise UserError(f"{bin_path!r} is missing: {os.path.basename(xml_path)} keeps its "
-                        "weights there; the export is incomplete: export it again")
+                        "weights there; the export may be damaged: export it again")
     if os.path.getsize(bin_path) < needed:
         raise UserError(f"{bin_path!r} is truncated: {os.path.basename(xml_path)} needs "
                         f"{needed} bytes of weights, the file has "
-                        f"{os.path.getsize(bin_path)}; export it again")
+                        f"{os.path.getsize(bin_path)}; the export may be damaged: export it "
+                        "again")
 
 
 def tflite_runner(path: str, precision: str, prep=None, threads=None) -> Runner:

@@ -315,6 +315,8 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
             paths.write_init(init)
         save_config(config, paths.config)  # last: it makes the dir a run to resume
         write_class_names(paths.class_names, data.class_names)
+    elif is_chief and init is not None and paths.read_init() is None:  # a run from before
+        paths.write_init(init)  # init.json was kept, killed before its first commit
     os.makedirs(writer.checkpoints, exist_ok=True)
     previous_seconds = paths.read_metrics().get("train_seconds", 0.0) if done else 0.0
     start = time.perf_counter()

@@ -68,3 +68,18 @@ def copy_run(run, target):
     absolute paths to its data only)."""
     shutil.copytree(run, target)
     return str(target)
+
+
+def tiered(cases, fast):
+    """`cases` for `parametrize`, each one not in `fast` marked large: the fast tier runs a
+    covering subset, the large tier the rest."""
+    return [case if case in fast else
+            pytest.param(*(case if isinstance(case, tuple) else (case,)),
+                         marks=pytest.mark.large) for case in cases]
+
+
+# Every pair of values of the parity grids' five factors (output stride, image size, head,
+# global pool, training mode) appears in one of these six cases.
+PAIRWISE_PARITY = [(None, 64, None, True, False), (None, 49, 5, False, True),
+                   (8, 64, 5, True, True), (8, 49, None, False, False),
+                   (16, 64, None, False, True), (16, 49, 5, True, False)]

@@ -61,6 +61,7 @@ def test_bench_forward_writes_json(tmp_path, capsys):
     assert {"keras", "tensorflow", "python"} <= set(report["versions"])
 
 
+@pytest.mark.large
 def test_bench_forward_backward_against_keras_applications(capsys):
     code = cli.main(["bench", "--model", "resnet_v2_50", "--batch-size", "2", "--image-size",
                      "32", "--num-batches", "2", "--burn-in", "1", "--num-classes", "5",
@@ -95,6 +96,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.large
 def test_bench_on_the_jax_backend_without_tensorflow(tmp_path):
     import os
     import subprocess
@@ -125,6 +127,7 @@ def test_bench_on_the_jax_backend_without_tensorflow(tmp_path):
     assert "keras:bfloat16" in result.stdout.splitlines()[-1]
 
 
+@pytest.mark.large
 def test_bench_runtimes_interleaved_report_and_json(tmp_path, capsys):
     path = tmp_path / "runtimes.json"
     runtimes = "keras:float32,keras:bfloat16,tflite:int8,onnxruntime:float32,openvino:bfloat16"

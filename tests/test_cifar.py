@@ -20,7 +20,7 @@ def test_cifar_v1_sizes_are_the_papers(depth, count, paper):
     assert model.output_shape == (None, 10)
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_cifar_1202_and_1001_sizes():
     assert round(trainable_count(resnet_tf.cifar_resnet_v1(1202)) / 1e6, 1) == 19.4
     # [2] Table 3's 10.2M for ResNet-1001 counts convolution and fc weights (10,178,480);

@@ -143,7 +143,7 @@ def test_truncated_model_files_are_sentences(tmp_path, capsys):
     assert "using the last epoch's checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_plain_pip_install_works_from_any_directory(tmp_path):
     """`pip install .` alone (no extras) gives `import resnet_tf` and a working resnet-tf,
     with the shipped configs, outside the clone."""

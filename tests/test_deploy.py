@@ -8,16 +8,16 @@ import sys
 
 import numpy as np
 import pytest
+
+from conftest import tiered
 import tensorflow as tf
 
 from resnet_tf import preprocessing
 from resnet_tf.cli import main
-from resnet_tf.config import load_config
 from resnet_tf.data import digits_arrays
 from resnet_tf.deploy import export_model
 from resnet_tf.export_dir import check_output
 from resnet_tf.loading import load_model_dir
-from resnet_tf.training import train
 
 # Runs an export with its runtime only: no resnet_tf, no TensorFlow for the runtime formats.
 RUN_ALONE = r"""
@@ -60,11 +60,12 @@ print(json.dumps({"probabilities": np.asarray(probabilities).tolist(), "kinds": 
 
 
 @pytest.fixture(scope="module")
-def quickstart(tmp_path_factory):
-    """The README's quickstart, trained (real digits), and its validation pixels and labels."""
+def quickstart(tmp_path_factory, quickstart_run):
+    """The README's quickstart, trained (real digits; the session's shared run, read-only),
+    and its validation pixels and labels."""
     root = tmp_path_factory.mktemp("deploy")
-    model_dir = str(root / "run")
-    metrics = train(load_config("quickstart"), model_dir, verbose=0)
+    model_dir = quickstart_run
+    metrics = json.load(open(os.path.join(model_dir, "metrics.json")))
     model, config, _ = load_model_dir(model_dir)
     _, (x_val, y_val) = digits_arrays(0.2, config.seed)
     pixels = preprocessing.eval_pixels(tf.constant(x_val), config.image_size,
@@ -89,7 +90,8 @@ CASES = [("tflite", "float32"), ("tflite", "float16"), ("tflite", "int8"),
          ("openvino", "float32"), ("openvino", "float16"), ("openvino", "int8")]
 
 
-@pytest.mark.parametrize("fmt,precision", CASES)
+@pytest.mark.parametrize("fmt,precision", tiered(CASES, [
+    ("tflite", "float32"), ("tflite", "int8"), ("onnx", "float32"), ("openvino", "float32")]))
 def test_each_format_runs_alone_with_the_keras_numbers(quickstart, fmt, precision):
     output = str(quickstart["root"] / f"{fmt}-{precision}")
     assert main(["export", "--model-dir", quickstart["model_dir"], "--output", output,
@@ -167,6 +169,7 @@ def test_evaluate_reproduces_training_and_reads_every_source(quickstart, tmp_pat
     assert "are not classes of the model" in capsys.readouterr().err
 
 
+@pytest.mark.large
 def test_slim_checkpoint_int8_needs_real_calibration_data(tmp_path, capsys):
     from slim_reference import save_slim_checkpoint
     from image_data import write_image_folder
@@ -289,7 +292,7 @@ def size_of(path, fmt):
     return sum(os.path.getsize(os.path.join(path, f)) for f in FLOAT_FILES[fmt])
 
 
-@pytest.mark.slow
+@pytest.mark.large
 @pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino"])
 def test_int8_accuracy_is_measured_bounded_and_reproduced(quickstart, tmp_path, fmt):
     """`export --precision int8 --max-accuracy-drop 0.003`: accuracy.json holds the int8 file's
@@ -334,6 +337,7 @@ def test_int8_accuracy_is_measured_bounded_and_reproduced(quickstart, tmp_path, 
             open(os.path.join(output, "model.bin"), "rb").read()
 
 
+@pytest.mark.large
 def test_a_bound_that_cannot_be_met_is_one_sentence_and_no_export(quickstart, tmp_path,
                                                                   capsys):
     """Calibrated on images unlike the data (near-black), no mix of float convolutions
@@ -345,7 +349,7 @@ def test_a_bound_that_cannot_be_met_is_one_sentence_and_no_export(quickstart, tm
     output = tmp_path / "refused"
     code = main(["export", "--model-dir", quickstart["model_dir"], "--output", str(output),
                  "--format", "onnx", "--precision", "int8", "--calibration-data", dark,
-                 "--max-accuracy-drop", "0.01"])
+                 "--calibration-images", "40", "--max-accuracy-drop", "0.01"])
     err = capsys.readouterr().err
     assert code == 2 and not output.exists()
     assert err.count("\n") == 1 and "the best reached was a drop of" in err
@@ -381,7 +385,7 @@ def test_int8_without_labelled_images_says_its_accuracy_was_not_measured(quickst
         assert message in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_bench_times_exports_beside_each_other(quickstart, tmp_path, capsys):
     exports = []
     for fmt in ("tflite", "onnx"):
@@ -438,6 +442,7 @@ def float_conv_count(fmt, path):
     return sum(kind == "float32" for kind in kinds), len(kinds)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino"])
 def test_a_root_convolution_can_be_kept_in_float(tmp_path, fmt):
     """A net with a root block (here the CIFAR ResNet): its first convolution, into which
@@ -469,6 +474,7 @@ def test_a_root_convolution_can_be_kept_in_float(tmp_path, fmt):
     assert counts["kept"] - counts["full"] == 1, counts
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("fmt", ["tflite", "onnx", "openvino"])
 def test_layers_kept_in_float_are_float_in_the_file_and_run(quickstart, tmp_path, fmt):
     """Each runtime's mechanism keeps exactly the named convolutions in float, and the file

@@ -153,7 +153,7 @@ MOMENTS = [("mid-epoch", 1), ("after-log", 1), ("during-checkpoint", 2),
            ("after-commit", EPOCHS - 1)]
 
 
-@pytest.mark.slow
+@pytest.mark.large
 @pytest.mark.parametrize("moment,epoch", MOMENTS)
 def test_a_kill_at_any_moment_loses_at_most_the_epoch_in_flight(images, tmp_path, moment,
                                                                 epoch):
@@ -175,7 +175,7 @@ def test_a_kill_at_any_moment_loses_at_most_the_epoch_in_flight(images, tmp_path
     assert_consistent(model_dir)
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_a_torn_backup_falls_back_to_the_one_before(images, tmp_path):
     config = write_config(tmp_path / "tiny.yaml", images)
     model_dir = str(tmp_path / "run")
@@ -200,6 +200,7 @@ def test_a_torn_backup_falls_back_to_the_one_before(images, tmp_path):
     assert "remove that dir" in failed.stderr
 
 
+@pytest.mark.large
 def test_a_failed_start_leaves_no_trace(images, tmp_path):
     model_dir = tmp_path / "run"
     typo = tmp_path / "typo.yaml"
@@ -249,7 +250,7 @@ def test_corrupt_images_are_named_and_skipped(images, tmp_path):
     assert not (tmp_path / "run2").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_torn_state_and_torn_newest_weights_resume_from_the_epoch_before(images, tmp_path):
     """Storage that loses the last write's data (zero-length files after a rename): the state
     file and the newest weights both empty; the run resumes from the newest readable backup."""
@@ -281,7 +282,7 @@ def _run_until(args, marker, signal_number, env=None):
     return process.returncode, "".join(seen) + out, err
 
 
-@pytest.mark.slow
+@pytest.mark.large
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_stop_with_one_sentence_and_resume(tmp_path, signal_number):
     folder = write_image_folder(tmp_path / "images", per_class=40)
@@ -301,6 +302,7 @@ def test_ctrl_c_and_sigterm_stop_with_one_sentence_and_resume(tmp_path, signal_n
     assert_consistent(model_dir)
 
 
+@pytest.mark.large
 def test_ctrl_c_before_training_began_is_one_sentence_and_leaves_nothing(images, tmp_path):
     config = write_config(tmp_path / "tiny.yaml", images, epochs=1)
     model_dir = str(tmp_path / "run")
@@ -318,6 +320,7 @@ def test_ctrl_c_before_training_began_is_one_sentence_and_leaves_nothing(images,
     assert_consistent(model_dir, epochs=1)
 
 
+@pytest.mark.large
 def test_a_resume_keeps_the_runs_own_dtype_and_says_so(images, tmp_path):
     """`--dtype` given once is part of the run: the same command without it resumes in that
     dtype (not the config file's, which would be another run), with a note."""
@@ -336,6 +339,7 @@ def test_a_resume_keeps_the_runs_own_dtype_and_says_so(images, tmp_path):
         assert "mixed_bfloat16" in f.read()
 
 
+@pytest.mark.large
 def test_train_starts_only_in_an_empty_dir_and_resumes_only_its_own(images, tmp_path):
     """`--model-dir .` in a folder of the user's own files, or an export dir: refused before
     anything is written, every file untouched."""
@@ -364,7 +368,7 @@ def test_train_starts_only_in_an_empty_dir_and_resumes_only_its_own(images, tmp_
     assert run(["train", "--config", config, "--model-dir", str(empty)]).returncode == 0
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_a_whole_backup_of_another_model_is_named_not_called_torn(images, tmp_path):
     """A backup that reads fine but does not fit the model is a different problem from a torn
     file: the sentence says so, and does not advise deleting the run's state."""

@@ -122,7 +122,7 @@ def test_every_family_with_a_unit_quantizes(build):
     assert quantized(images, training=False).shape == model(images, training=False).shape
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_quickstart_quantization_aware_training_exports_what_it_trained(tmp_path):
     """A float run, then `--quantization-aware --init-from` it for 3 epochs: within half a point
     of float; int8 in all three formats with no calibration data; each file at most half its

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from conftest import tiered
+
 import resnet_tf
 from model_helpers import trainable_count
 from resnet_tf import resnet_v2, resnet_v2_block
@@ -16,7 +18,7 @@ PARAMETER_COUNTS = {
 }
 
 
-@pytest.mark.parametrize("depth", sorted(PARAMETER_COUNTS))
+@pytest.mark.parametrize("depth", tiered(sorted(PARAMETER_COUNTS), [50]))
 def test_parameter_counts(depth):
     model = resnet_tf.create_model(f"resnet_v2_{depth}", num_classes=1001)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)

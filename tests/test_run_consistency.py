@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, copy_run, resnet_tf_command as command
+from conftest import ROOT, copy_run, resnet_tf_command as command, tiered
 from image_data import write_digits_folder
 
 TINY = dict(model="resnet_v2_stack", units=[1], base_depth=4, block_strides=[1],
@@ -61,6 +61,7 @@ def kill_before_the_first_commit(args, run):
 # 1. A re-run after a kill before the first commit starts from the run's initialization
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("quantization_aware", [False, True], ids=["fine-tune", "qat"])
 def test_a_rerun_after_an_early_kill_starts_from_the_same_initialization(
         quickstart_run, tmp_path, quantization_aware):
@@ -81,6 +82,7 @@ def test_a_rerun_after_an_early_kill_starts_from_the_same_initialization(
         assert "keras, int8 (quantization-aware)" in evaluated.stdout
 
 
+@pytest.mark.large
 def test_a_rerun_whose_starting_checkpoint_changed_is_refused(quickstart_run, tmp_path):
     source = copy_run(quickstart_run, tmp_path / "source")
     run = str(tmp_path / "ft")
@@ -104,12 +106,12 @@ def test_a_rerun_whose_starting_checkpoint_changed_is_refused(quickstart_run, tm
 # 2. --distribute mirrored reports what it saved
 
 
+@pytest.mark.large
 def test_a_mirrored_run_reports_the_accuracy_and_loss_of_the_model_it_saved(tmp_path):
     """Each replica's batch norm updates its own copy of the moving statistics; the run must
     validate and save one model. The saved model, evaluated alone, gives the logged numbers."""
     import keras
 
-    from resnet_tf.config import load_config
     from resnet_tf.data import make_datasets
     from resnet_tf.loading import load_model_dir
     from resnet_tf.model_dir import ModelDir
@@ -203,7 +205,8 @@ def test_an_export_is_scored_on_exactly_the_runs_validation_images(folder_run, t
     assert both.returncode == 2 and "not both" in both.stderr
 
 
-@pytest.mark.parametrize("quantization_aware", [False, True], ids=["fine-tune", "qat"])
+@pytest.mark.parametrize("quantization_aware", tiered([False, True], [False]),
+                         ids=["fine-tune", "qat"])
 def test_a_run_from_another_run_never_validates_on_its_training_images(
         folder_run, tmp_path, quantization_aware):
     folder = shutil.copytree(folder_run["folder"], tmp_path / "digits")

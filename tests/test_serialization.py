@@ -10,6 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from conftest import tiered
+
 import keras
 import resnet_tf
 from resnet_tf import Bottleneck, Conv2DSame, Subsample, resnet_v2, resnet_v2_block
@@ -68,7 +70,7 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("training", tiered([False, True], [False]))
 def test_jax_backend_gives_the_same_outputs(tmp_path, training):
     pytest.importorskip("jax")
     model = randomized(resnet_v2(TINY, num_classes=4, name="resnet_v2_tiny"))

@@ -10,6 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
+from conftest import PAIRWISE_PARITY, tiered
 import resnet_tf
 from resnet_tf.precision import dtype_policy_scope
 from resnet_tf.resnet_utils import RESNET_UNITS as RESNET_V2_UNITS
@@ -72,7 +73,8 @@ TINY_BLOCKS = [
 GRID = list(itertools.product([None, 8, 16], [64, 49], [None, 5], [True, False], [False, True]))
 
 
-@pytest.mark.parametrize("output_stride,size,num_classes,global_pool,training", GRID)
+@pytest.mark.parametrize("output_stride,size,num_classes,global_pool,training",
+                         tiered(GRID, PAIRWISE_PARITY))
 def test_tiny_resnet_v2_matches_slim(tmp_path, output_stride, size, num_classes, global_pool,
                                      training):
     rng = np.random.default_rng(size)
@@ -111,7 +113,7 @@ FULL = [
 ]
 
 
-@pytest.mark.slow
+@pytest.mark.large
 @pytest.mark.parametrize("depth,output_stride,size,training", FULL)
 def test_full_resnet_v2_matches_slim(tmp_path, depth, output_stride, size, training):
     images = np.random.default_rng(depth).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)

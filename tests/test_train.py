@@ -107,7 +107,7 @@ def test_cli_errors_are_clear(tmp_path):
     assert result.returncode == 2 and "--cpu-devices" in result.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_readme_quickstart_reaches_90_percent_and_resumes_one_epoch(tmp_path):
     model_dir = str(tmp_path / "quickstart")
     result = cli("train", "--config", QUICKSTART, "--model-dir", model_dir)
@@ -124,7 +124,7 @@ def test_readme_quickstart_reaches_90_percent_and_resumes_one_epoch(tmp_path):
     assert resumed["epochs"] == 9 and resumed["train_seconds"] > metrics["train_seconds"]
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_mirrored_strategy_on_two_cpu_devices(tmp_path):
     result = cli("train", "--config", QUICKSTART, "--model-dir", str(tmp_path / "run"),
                  "--epochs", "1", "--distribute", "mirrored", "--cpu-devices", "2")
@@ -156,7 +156,7 @@ def run_two_workers(model_dir, epochs):
     return outputs
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_multiworker_two_processes_end_with_identical_weights(tmp_path):
     model_dir = str(tmp_path / "run")
     outputs = run_two_workers(model_dir, epochs=1)
@@ -221,7 +221,7 @@ TINY_YAML = dict(model="resnet_v2_stack", units=[1, 1], base_depth=8, include_ro
                  optimizer="adam", learning_rate=0.003)
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_tfrecords_without_train_examples_learn_as_with_them(tmp_path):
     """The records are counted once (and recorded); a schedule is never built from an unknown
     length: a cosine run without train_examples learns as well as one with them."""
@@ -260,7 +260,7 @@ def test_tfrecord_labels_outside_num_classes_are_refused_before_anything(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_the_validation_split_is_the_one_the_run_recorded(tmp_path):
     """Images added to the folder later are not part of the run: evaluate, resume and export
     see the split the run made."""
@@ -287,7 +287,7 @@ def test_the_validation_split_is_the_one_the_run_recorded(tmp_path):
     assert open(os.path.join(run, "files", "val.txt")).read() == recorded
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_nested_folders_and_webp_are_used_and_counted(tmp_path):
     from image_data import write_digits_folder
 
@@ -302,7 +302,7 @@ def test_nested_folders_and_webp_are_used_and_counted(tmp_path):
     assert "folder: 100 training images, no validation images, 10 classes" in result.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_a_run_started_in_one_directory_resumes_evaluates_and_exports_from_another(tmp_path):
     from image_data import write_digits_folder
 
@@ -334,7 +334,7 @@ def test_a_replica_split_that_cannot_work_is_refused_before_anything(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_mirrored_replicas_with_a_partial_last_batch(tmp_path):
     config = write_yaml(tmp_path / "c.yaml", dataset="digits", image_size=16, augment=False,
                         model="resnet_v2_stack", units=[1], base_depth=8,
@@ -361,7 +361,7 @@ print(json.dumps({"global": keras.config.dtype_policy().name,
 """
 
 
-@pytest.mark.slow
+@pytest.mark.large
 @pytest.mark.parametrize("dtype", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_quickstart_trains_resumes_evaluates_exports(tmp_path, dtype):
     """The quickstart's 10 classes (a top-5 metric) under a mixed policy, through the command:
@@ -414,7 +414,7 @@ def test_mixed_precision_quickstart_trains_resumes_evaluates_exports(tmp_path, d
     np.testing.assert_allclose(saved(x_val.astype(np.float32)), lite(pixels), atol=1e-4)
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_a_cifar_preprocessing_run_is_evaluated_and_exported_as_it_was_validated(tmp_path):
     """`preprocessing: cifar` validates on whole images (no crop): evaluate --model-dir, and a
     TFLite export run by LiteRT, give training's own val_accuracy."""

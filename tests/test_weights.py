@@ -151,6 +151,7 @@ def test_the_cache_is_where_keras_puts_its_downloads(tmp_path, monkeypatch):
         assert weights_lib.cache_root() == "/tmp/.keras"
 
 
+@pytest.mark.large
 def test_weights_url_as_a_user_runs_it_then_offline(release, server, tmp_path):
     """`resnet_v2_50(num_classes=1001, weights=URL)` in a fresh process, with nothing but the
     environment set: the real cache location under $KERAS_HOME, then offline from it."""
@@ -172,6 +173,7 @@ np.save({str(tmp_path / 'logits.npy')!r}, model(np.load({str(release['root'] / '
     assert relative_error(np.load(tmp_path / "logits.npy"), release["logits"]) < 2e-4
 
 
+@pytest.mark.large
 def test_imagenet_download_and_predict_through_the_real_url(release, proxy, tmp_path):
     """`resnet-tf download` and `--weights imagenet` fetch slim's real release URL (through a
     proxy on 127.0.0.1), fill Keras' cache once, and then work offline."""
@@ -200,6 +202,7 @@ def test_imagenet_download_and_predict_through_the_real_url(release, proxy, tmp_
     assert result.returncode == 0 and int(result.stdout.split()[-1]) > 25_000_000, result.stderr
 
 
+@pytest.mark.large
 def test_two_processes_filling_one_cache_both_succeed(release, server, tmp_path):
     """Processes sharing a cache download and unpack under a lock: neither sees the other's
     half-written archive, and the good download stays."""
@@ -235,6 +238,7 @@ def test_a_tarball_with_paths_outside_is_refused(tmp_path):
         resnet_tf.resnet_v2_50(num_classes=1001, weights=str(linked))
 
 
+@pytest.mark.large
 def test_v1_weights_take_vgg_preprocessing(tmp_path):
     """slim's V1 releases expect VGG preprocessing at 224 px: the model source records it,
     and the exports carry it."""
@@ -262,6 +266,7 @@ def test_v1_weights_take_vgg_preprocessing(tmp_path):
     np.testing.assert_allclose(runner(pixels[None]), expected, atol=1e-5)
 
 
+@pytest.mark.large
 def test_a_v1_export_at_another_size_scales_its_resize_side(tmp_path):
     """slim's VGG eval resizes the smaller side to 256 for 224 px crops; at 32 px the side
     scales with the size (37), so the crop still keeps the same share of the image."""
