@@ -278,7 +278,7 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
     keras.utils.set_random_seed(config.seed)
     data = make_datasets(config, paths.read_data_record() if resuming else None,
                          inherit=init_from_record(config) if not resuming else None)
-    if not config.quantization_aware:  # a quantization-aware model's batch norm is frozen
+    if not (resuming or config.quantization_aware):  # QAT freezes its batch norm
         check_batch_norm_decay(config, data.steps_per_epoch)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
@@ -435,6 +435,8 @@ def check_batch_norm_decay(config: TrainConfig, steps_per_epoch: int) -> None:
     over about 1 / (1 - decay) steps, and a run of fewer than ten times that validates and
     saves statistics that never settled (slim's 0.997 averages over 333 steps)."""
     steps = steps_per_epoch * config.epochs
+    if not 0.0 <= config.batch_norm_decay < 1.0:  # the builders refuse it
+        return
     horizon = 1.0 / (1.0 - config.batch_norm_decay)
     if steps >= BATCH_NORM_HORIZONS * horizon:
         return
@@ -536,7 +538,7 @@ class ReplicaStatistics(keras.callbacks.Callback):
         self.strategy = strategy
         self.statistics = (batch_norm_statistics(model)
                            if strategy.num_replicas_in_sync > 1 else [])
-        self._average = tf.function(self._average_statistics)
+        self._average = tf.function(self._average_statistics, autograph=False)
 
     def average(self) -> None:
         if self.statistics:
@@ -581,8 +583,10 @@ class MultiWorkerLoop:
             data.train.with_options(options))
         self.val_data = (strategy.experimental_distribute_dataset(data.val.with_options(options))
                          if data.val is not None else None)
-        self.train_step = tf.function(self._train_step)
-        self.eval_step = tf.function(self._eval_step)
+        # Plain Python over tensors, nothing for AutoGraph to convert (its conversion cache
+        # once handed `_reduce` the wrong arguments in a long test session).
+        self.train_step = tf.function(self._train_step, autograph=False)
+        self.eval_step = tf.function(self._eval_step, autograph=False)
 
     def _counts(self, logits, labels):
         """(correct, correct in the top 5, examples) of one replica's batch."""

@@ -226,6 +226,7 @@ def test_a_failed_start_leaves_no_trace(images, tmp_path):
     assert stamps == {p: os.path.getmtime(os.path.join(model_dir, p)) for p in stamps}
 
 
+@pytest.mark.large
 def test_corrupt_images_are_named_and_skipped(images, tmp_path):
     import shutil
 

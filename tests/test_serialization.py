@@ -10,7 +10,6 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import tiered
 
 import keras
 import resnet_tf
@@ -70,7 +69,8 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("training", tiered([False, True], [False]))
+@pytest.mark.large
+@pytest.mark.parametrize("training", [False, True])
 def test_jax_backend_gives_the_same_outputs(tmp_path, training):
     pytest.importorskip("jax")
     model = randomized(resnet_v2(TINY, num_classes=4, name="resnet_v2_tiny"))

@@ -91,6 +91,7 @@ def test_finetune_starts_from_a_slim_checkpoint(tmp_path):
         train(tiny_config(folder, slim_checkpoint=checkpoint), str(tmp_path / "run2"), verbose=0)
 
 
+@pytest.mark.large
 def test_cli_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset: digits\nlearning_rat: 0.1\n")
