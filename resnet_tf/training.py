@@ -34,9 +34,9 @@ from resnet_tf.precision import all_layers
 from resnet_tf.registry import create_model
 from resnet_tf.utils import sha256_of_files, write_class_names, write_json
 
-# A run should train at least this many times the steps its batch norm's moving statistics
-# average over (1 / (1 - batch_norm_decay)); `check_batch_norm_decay` warns otherwise.
-BATCH_NORM_HORIZONS = 10
+# The most weight the starting values of batch norm's moving statistics may keep in them at a
+# run's end (batch_norm_decay ** steps); `check_batch_norm_decay` warns above it.
+BATCH_NORM_LEFT = 0.01
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on Ctrl-C or SIGTERM during `epoch` (1-based; None: before the first
@@ -431,21 +431,26 @@ def init_from_record(config: TrainConfig):
 
 
 def check_batch_norm_decay(config: TrainConfig, steps_per_epoch: int) -> None:
-    """Warns when a run is too short for its batch norm decay: the moving statistics average
-    over about 1 / (1 - decay) steps, and a run of fewer than ten times that validates and
-    saves statistics that never settled (slim's 0.997 averages over 333 steps)."""
+    """Warns when a run is too short for its batch norm decay. The moving statistics are
+    exponential moving averages: after T steps their starting values (mean 0, variance 1, or
+    the statistics a fine-tune starts from) still weigh decay**T in them. Above
+    `BATCH_NORM_LEFT` the run would validate and save statistics that never settled (slim's
+    0.997 keeps 41% of them after 300 steps). Names a decay that keeps at most a tenth of
+    that."""
     steps = steps_per_epoch * config.epochs
-    if not 0.0 <= config.batch_norm_decay < 1.0:  # the builders refuse it
+    decay = config.batch_norm_decay
+    if not 0.0 <= decay < 1.0:  # the builders refuse it
         return
-    horizon = 1.0 / (1.0 - config.batch_norm_decay)
-    if steps >= BATCH_NORM_HORIZONS * horizon:
+    left = decay ** steps
+    if left <= BATCH_NORM_LEFT:
         return
-    fits = max(0.5, math.floor((1.0 - BATCH_NORM_HORIZONS / steps) * 100) / 100)
-    print(f"resnet-tf: warning: batch_norm_decay {config.batch_norm_decay:g} averages the "
-          f"moving statistics over about {horizon:.0f} steps, but this run trains "
-          f"{steps} steps in all ({config.epochs} epochs of {steps_per_epoch}): it would "
-          f"validate and save statistics that never settled. Set batch_norm_decay: {fits:g} "
-          f"(or lower) in the config, or train longer", file=sys.stderr, flush=True)
+    fits = max(0.5, math.floor(100 * (BATCH_NORM_LEFT / 10) ** (1.0 / steps)) / 100)
+    print(f"resnet-tf: warning: batch_norm_decay {decay:g} leaves {left:.0%} of the moving "
+          f"statistics' starting values in them after this run's {steps} steps "
+          f"({config.epochs} epochs of {steps_per_epoch}; they average over about "
+          f"{1.0 / (1.0 - decay):.0f} steps): it would validate and save statistics that "
+          f"never settled. Set batch_norm_decay: {fits:g} (or lower) in the config, or train "
+          "longer", file=sys.stderr, flush=True)
 
 
 def quantization_aware(model, train_data, calibrate: bool, batches: int = 8):

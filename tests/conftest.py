@@ -1,12 +1,12 @@
 """Two tiers, and the trained runs the tests share.
 
 `python -m pytest -q` runs the fast tier: tiny models, in-process calls where the process is not
-what is tested, and at most one training of each shared run per session. Tests marked `large`
+what is tested, and one training of the shared quickstart per session. Tests marked `large`
 (full-width parity up to ResNet-200, fresh installs, every documented command, kills and signals,
 multi-worker, the int8 bound search) run with `--run-large`; `.ci/run` runs both.
 
-Shared runs are trained once per session through the installed command line, as a user trains
-them, and handed out read-only: a test that changes a run works on `copy_run(...)`.
+The shared run is trained once per session through the command line, as a user trains it, and
+handed out read-only: a test that changes it works on `copy_run(...)`.
 """
 
 import os
@@ -54,13 +54,6 @@ def quickstart_run(tmp_path_factory):
     """The README's quickstart, trained once through `resnet-tf train` (real digits, 8
     epochs). Read-only: copy it (`copy_run`) to change it."""
     return _train_once(tmp_path_factory, "quickstart")
-
-
-@pytest.fixture(scope="session")
-def qat_run(tmp_path_factory, quickstart_run):
-    """The README's quantization-aware fine-tune of the quickstart (3 epochs). Read-only."""
-    return _train_once(tmp_path_factory, "qat", "--init-from", quickstart_run,
-                       "--quantization-aware", "--epochs", "3")
 
 
 def copy_run(run, target):
