@@ -123,8 +123,7 @@ def export_model(model, output: str, *, format: str = "saved_model",
                                       calibration, validation, max_accuracy_drop,
                                       quantization_aware, log)
                 write_json(accuracy, os.path.join(target, ACCURACY_FILE))
-                if format == "onnx" and accuracy.get("float_layers"):
-                    # ONNX Runtime would re-quantize the float layers at load without it.
+                if format == "onnx":  # how ONNX Runtime must run the file (export_dir)
                     extra["onnxruntime_session_config"] = dict(ORT_SESSION_CONFIG)
                 extra["quantization"] = accuracy["quantization"]
         if class_names is not None:

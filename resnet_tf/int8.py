@@ -49,27 +49,7 @@ from resnet_tf.units import ResidualUnit
 # (`calibrate_method` by name, `extra_options`); `nncf.quantize` arguments (`preset` by
 # name, `advanced`: fields of `nncf.AdvancedQuantizationParameters`).
 TFLITE_SETTINGS: dict = {}
-ONNX_SETTINGS = {"calibrate_method": "MinMax", "per_channel": True,
-                 "reduce_range": "without VNNI"}
-
-
-def cpu_lacks_vnni() -> bool:
-    """Whether this is an x86 CPU without VNNI (AVX512-VNNI or AVX-VNNI): there ONNX Runtime's
-    u8 x s8 convolutions add pairs of products in int16 (`vpmaddubsw`), which saturates with
-    full 8-bit weights; its documentation advises 7-bit weights (`reduce_range`). Measured on
-    an AVX2-only AMD EPYC (Zen 3): the quickstart's int8 top-1 dropped 0.0724 with 8-bit
-    weights, 0.0056 with 7-bit ones."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return bool(flags) and not {"avx512_vnni", "avx_vnni"} & set(flags)
+ONNX_SETTINGS = {"calibrate_method": "MinMax", "per_channel": True, "reduce_range": False}
 # NNCF's full bias correction, not its fast one: the same graph and speed, a second or so more
 # to quantize, up to 6 images (of 359) better on a CIFAR ResNet-20 where the fast one broke the
 # default bound, one worse on one quickstart run (benchmarks/RESULTS.md).
@@ -236,12 +216,6 @@ class OnnxQuantizer(Quantizer):
         self.cache = os.path.join(staging, "calibration.json")
         settings = dict(ONNX_SETTINGS, **(settings or {}))
         self.method = getattr(quantization.CalibrationMethod, settings.pop("calibrate_method"))
-        if settings["reduce_range"] == "without VNNI":
-            settings["reduce_range"] = cpu_lacks_vnni()
-            if settings["reduce_range"]:
-                print("resnet-tf: int8 onnxruntime: this CPU has no VNNI, where ONNX Runtime's "
-                      "int8 convolutions saturate with 8-bit weights: the weights are quantized "
-                      "to 7 bits (reduce_range)", flush=True)
         self.settings = settings
 
         class Reader(quantization.CalibrationDataReader):
