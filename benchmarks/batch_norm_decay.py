@@ -51,7 +51,7 @@ def main():
             yaml.safe_dump(dict(EXAMPLE, train_data=folder, epochs=args.epochs,
                                 batch_norm_decay=decay), f)
         run = os.path.join(work, f"run-{decay}")
-        done = subprocess.run([sys.executable, "-m", "resnet_tf.cli", "train", "--config",
+        done = subprocess.run([sys.executable, "-m", "resnet_tf_cli", "train", "--config",
                                config, "--model-dir", run], capture_output=True, text=True)
         if done.returncode:
             sys.exit(done.stderr[-2000:])

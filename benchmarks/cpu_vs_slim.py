@@ -25,9 +25,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import resnet_tf  # noqa: E402
-from resnet_tf.benchmark import (  # noqa: E402
-    KERAS_APPLICATIONS, device_description, make_step, time_interleaved, versions)
-from resnet_tf.precision import dtype_policy_scope  # noqa: E402
+from resnet_tf.commands.benchmark import (  # noqa: E402
+    KERAS_APPLICATIONS,
+    device_description,
+    make_step,
+    time_interleaved,
+    versions,
+)
+from resnet_tf.models.precision import dtype_policy_scope  # noqa: E402
 from resnet_tf.utils import write_json  # noqa: E402
 
 

@@ -26,7 +26,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -58,8 +57,8 @@ SETTINGS = {
 
 
 def is_default(fmt, settings) -> bool:
-    """Whether `settings` are what resnet_tf.int8 quantizes with when none are given."""
-    from resnet_tf import int8
+    """Whether `settings` are what resnet_tf.export.int8 quantizes with when none are given."""
+    from resnet_tf.export import int8
 
     defaults = {"tflite": int8.TFLITE_SETTINGS, "onnx": int8.ONNX_SETTINGS,
                 "openvino": int8.OPENVINO_SETTINGS}[fmt]
@@ -76,8 +75,8 @@ MODELS = {
 
 
 def train_run(name, seed, work):
-    from resnet_tf.config import config_from_dict, default_values, load_config
-    from resnet_tf.training import train
+    from resnet_tf.training.config import config_from_dict, default_values, load_config
+    from resnet_tf.training.trainer import train
 
     spec = MODELS[name]
     if spec["config"]:
@@ -96,10 +95,10 @@ def train_run(name, seed, work):
 
 def export_and_measure(source, fmt, settings, calibration, validation, work):
     """The fully int8 file with these settings, its top-1 with its own runtime."""
-    from resnet_tf import int8
-    from resnet_tf.deploy import serving_function, write_serving_saved_model
-    from resnet_tf.evaluate import evaluate
-    from resnet_tf.runtimes import open_runner
+    from resnet_tf.export import int8
+    from resnet_tf.export.deploy import serving_function, write_serving_saved_model
+    from resnet_tf.export.runtimes import open_runner
+    from resnet_tf.training.evaluate import evaluate
 
     staging = tempfile.mkdtemp(dir=work)
     serve = serving_function(source.model, source.prep)
@@ -134,9 +133,9 @@ def time_runners(runners, pixels, rounds=30):
 def bound_cost(name, source, calibration, validation, work, results):
     """The speed a bound costs: each runtime's fully int8 file beside the one `--max-accuracy-
     drop 0` makes (convolutions kept in float until int8 loses nothing), timed interleaved."""
-    from resnet_tf.deploy import export_model
     from resnet_tf.errors import UserError
-    from resnet_tf.runtimes import open_export
+    from resnet_tf.export.deploy import export_model
+    from resnet_tf.export.runtimes import open_export
 
     for fmt in SETTINGS:
         paths = {}
@@ -169,10 +168,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    from resnet_tf.benchmark import machine_description, versions
-    from resnet_tf.deploy import calibration_pixels, export_model
-    from resnet_tf.evaluate import labelled_images
-    from resnet_tf.loading import load_model_source
+    from resnet_tf.commands.benchmark import machine_description, versions
+    from resnet_tf.export.deploy import calibration_pixels, export_model
+    from resnet_tf.training.evaluate import labelled_images
+    from resnet_tf.training.loading import load_model_source
     from resnet_tf.utils import write_json
 
     seeds = [0] if args.quick else [0, 1]
@@ -210,8 +209,8 @@ def main():
             if seed == seeds[0]:
                 bound_cost(name, source, calibration, validation, work, results)
             # Quantization-aware training: 3 epochs from the float run, then each int8 file.
-            from resnet_tf.config import load_config
-            from resnet_tf.training import train
+            from resnet_tf.training.config import load_config
+            from resnet_tf.training.trainer import train
 
             config = load_config(os.path.join(model_dir, "config.yaml"),
                                  quantization_aware=True, init_from=model_dir, epochs=3)

@@ -22,9 +22,9 @@ SCALES = (1.0, 0.1, 0.01)
 
 
 def main():
-    from resnet_tf.benchmark import machine_description, versions
-    from resnet_tf.config import load_config
-    from resnet_tf.training import train
+    from resnet_tf.commands.benchmark import machine_description, versions
+    from resnet_tf.training.config import load_config
+    from resnet_tf.training.trainer import train
     from resnet_tf.utils import write_json
 
     work = tempfile.mkdtemp(prefix="qat-lr-")

@@ -22,7 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from resnet_tf.benchmark import machine_description, run_runtimes_benchmark, versions  # noqa: E402
+from resnet_tf.commands.benchmark import (  # noqa: E402
+    machine_description,
+    run_runtimes_benchmark,
+    versions,
+)
 from resnet_tf.utils import write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,14 +49,14 @@ def speed(model, batch_size, num_batches, burn_in):
 def accuracy():
     import tensorflow as tf
 
-    from resnet_tf import preprocessing
-    from resnet_tf.cli import main as cli
-    from resnet_tf.config import load_config
-    from resnet_tf.data import digits_arrays
-    from resnet_tf.evaluate import evaluate, labelled_images
-    from resnet_tf.loading import load_model_source
-    from resnet_tf.runtimes import keras_runner, open_export
-    from resnet_tf.training import train
+    from resnet_tf.data import preprocessing
+    from resnet_tf.data.datasets import digits_arrays
+    from resnet_tf.export.runtimes import keras_runner, open_export
+    from resnet_tf.training.config import load_config
+    from resnet_tf.training.evaluate import evaluate, labelled_images
+    from resnet_tf.training.loading import load_model_source
+    from resnet_tf.training.trainer import train
+    from resnet_tf_cli import main as cli
 
     work = tempfile.mkdtemp(prefix="runtimes-accuracy-")
     model_dir = os.path.join(work, "quickstart")

@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config, items):
 
 def resnet_tf_command(*args, cwd=ROOT, env=None, timeout=900):
     """`resnet-tf ARGS` in a subprocess (the module form, so the checkout under test runs)."""
-    return subprocess.run([sys.executable, "-m", "resnet_tf.cli", *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "resnet_tf_cli", *map(str, args)], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 

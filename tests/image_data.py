@@ -52,7 +52,7 @@ def write_slim_tfrecord(path, count=8, seed=0, label_base=1):
 def write_digits_folder(root, per_class=None, fmt="png", nested_every=0):
     """scikit-learn's real handwritten digits as an image folder root/<digit>/<i>.<fmt>
     (8x8 RGB); with `nested_every` k, every k-th image of a class goes to <digit>/more/."""
-    from resnet_tf.data import digits_arrays
+    from resnet_tf.data.datasets import digits_arrays
 
     (x_train, y_train), (x_val, y_val) = digits_arrays(0.0, seed=0)
     images, labels = x_train, y_train

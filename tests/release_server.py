@@ -11,7 +11,6 @@ import threading
 import urllib.parse
 
 import numpy as np
-
 from slim_reference import run_slim
 
 RELEASE = "resnet_v2_50_2017_04_14"

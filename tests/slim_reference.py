@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from resnet_tf.slim_variables import slim_variables
+from resnet_tf.slim.variables import slim_variables
 
 
 def import_tf_slim():

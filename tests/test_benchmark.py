@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from resnet_tf import cli
-from resnet_tf.benchmark import Timing, time_run
+import resnet_tf_cli as cli
+from resnet_tf.commands.benchmark import Timing, time_run
 
 STEP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}: step (\d+), duration = \d+\.\d{3}$")
 SUMMARY = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}: (.+) across (\d+) steps, "
@@ -91,7 +91,7 @@ def test_bench_option_errors_are_argparse_errors(capsys):
 WITHOUT_TENSORFLOW = """
 import sys
 sys.modules["tensorflow"] = None
-from resnet_tf.cli import main
+from resnet_tf_cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
+from model_helpers import trainable_count
 
 import resnet_tf
-from model_helpers import trainable_count
-from resnet_tf.cifar import AblationUnit
+from resnet_tf.models.cifar import AblationUnit
 
 
 # [1] Table 6 (0.27M ... 1.7M) and the exact counts with option A and a 10-way fc.

@@ -8,13 +8,17 @@ import sys
 import numpy as np
 import pytest
 
-from resnet_tf import benchmark, cli, config, export_dir, runtimes, training
+import resnet_tf_cli as cli
+from resnet_tf.commands import benchmark
+from resnet_tf.export import export_dir, runtimes
+from resnet_tf.training import config, model_dir
+from resnet_tf.training import trainer as training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def command(*args, cwd=ROOT, env=None, python=sys.executable):
-    return subprocess.run([python, "-m", "resnet_tf.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([python, "-m", "resnet_tf_cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=600, env=env)
 
 
@@ -22,17 +26,17 @@ def test_help_answers_at_once_without_tensorflow():
     result = command("--help")
     assert result.returncode == 0 and result.stderr == ""
     assert "train,export,predict,evaluate,download,bench" in result.stdout.replace(" ", "")
-    probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "resnet_tf.cli", "--help"],
+    probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "resnet_tf_cli", "--help"],
                            capture_output=True, text=True, cwd=ROOT)
     assert not {"tensorflow", "keras", "jax"} & {
         line.split("|")[-1].strip() for line in probe.stderr.splitlines()}
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys; from resnet_tf.cli import build_parser; "
+        [sys.executable, "-c", "import sys; from resnet_tf_cli import build_parser; "
          "sys.argv = ['resnet-tf']; build_parser().parse_args(['export', '--help'])"],
         capture_output=True, text=True, cwd=ROOT)
     assert loaded.returncode == 0
     probe = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "resnet_tf.cli", "bench", "--help"],
+        [sys.executable, "-X", "importtime", "-m", "resnet_tf_cli", "bench", "--help"],
         capture_output=True, text=True, cwd=ROOT)
     imported = {line.split("|")[-1].strip() for line in probe.stderr.splitlines()}
     assert not {"tensorflow", "keras", "jax"} & imported
@@ -40,9 +44,10 @@ def test_help_answers_at_once_without_tensorflow():
 
 def test_the_cli_choices_are_the_modules_choices():
     """The command line offers the modules' own choices (no copies to keep in step)."""
-    assert cli.FORMATS is export_dir.FORMATS and cli.PRECISIONS is export_dir.PRECISIONS
-    assert cli.MODES is benchmark.MODES and cli.COMPARE is benchmark.COMPARE
-    assert cli.DISTRIBUTE is config.DISTRIBUTE and cli.DTYPES is config.DTYPES
+    assert cli.FORMATS == export_dir.FORMATS and cli.PRECISIONS == export_dir.PRECISIONS
+    assert cli.MODES == benchmark.MODES and cli.COMPARE == benchmark.COMPARE
+    assert cli.DISTRIBUTE == config.DISTRIBUTE and cli.DTYPES == config.DTYPES
+    assert cli.CHECKPOINTS == model_dir.CHECKPOINTS
     assert set(runtimes.FORMAT_OF_RUNTIME.values()) == set(export_dir.FORMATS) - {"saved_model"}
 
 
@@ -60,7 +65,7 @@ def test_a_run_prints_no_tensorflow_noise(tmp_path):
 
 CRASH_UNDER_THE_FILTER = r"""
 import os, sys
-from resnet_tf import cli
+import resnet_tf_cli as cli
 with cli.quiet_native_output():
     os.write(2, b"I0000 00:00:1.0 123 cpu_feature_guard.cc:210] chatter\n")
     os.write(2, b"E0000 00:00:1.0 123 cuda_executor.cc:1] failed call to cuInit\n")
@@ -83,6 +88,7 @@ def test_native_chatter_is_dropped_but_a_crash_still_says_why():
 
 def test_user_errors_are_one_sentence(tmp_path, capsys):
     from slim_reference import save_slim_checkpoint
+
     from resnet_tf import resnet_v2_50, slim_variables
 
     model = resnet_v2_50(num_classes=1001)
@@ -120,8 +126,9 @@ def test_user_errors_are_one_sentence(tmp_path, capsys):
 
 def test_truncated_model_files_are_sentences(tmp_path, capsys):
     from image_data import write_image_folder
-    from resnet_tf.config import config_from_dict
-    from resnet_tf.model_dir import ModelDir
+
+    from resnet_tf.training.config import config_from_dict
+    from resnet_tf.training.model_dir import ModelDir
 
     folder = write_image_folder(tmp_path / "images")
     config = config_from_dict(dict(model="resnet_v2_stack", units=[1], base_depth=8,
@@ -232,8 +239,8 @@ def tiny_exports(tmp_path_factory):
     """A small trained-shape model's float32 exports in three formats, and a good image."""
     import tensorflow as tf
 
-    from resnet_tf.deploy import export_model
     from resnet_tf import resnet_v2, resnet_v2_block
+    from resnet_tf.export.deploy import export_model
 
     root = tmp_path_factory.mktemp("exports")
     model = resnet_v2([resnet_v2_block("block1", 2, 1, 1)], num_classes=3,

@@ -5,7 +5,12 @@ import os
 import pytest
 import yaml
 
-from resnet_tf.config import TrainConfig, config_from_dict, default_values, load_config
+from resnet_tf.training.config import (
+    TrainConfig,
+    config_from_dict,
+    default_values,
+    load_config,
+)
 
 CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
 
@@ -84,7 +89,7 @@ def test_model_arguments_the_builder_does_not_take_are_refused(values, message):
 
 
 def test_the_ablation_dropout_rate_reaches_the_model():
-    from resnet_tf.training import build_model
+    from resnet_tf.training.trainer import build_model
 
     config = config_from_dict(dict(dataset="digits", model="cifar_resnet_ablation", depth=8,
                                    shortcut_type="dropout", dropout_rate=0.25, image_size=16))
@@ -132,7 +137,7 @@ def test_configs_that_would_train_something_else_are_refused(tmp_path, text, mes
 
 
 def test_digits_validation_split_zero_means_no_validation():
-    from resnet_tf.data import scan
+    from resnet_tf.data.datasets import scan
 
     assert scan(config_from_dict({"dataset": "digits"})).counts["val"] == 359
     record = scan(config_from_dict({"dataset": "digits", "validation_split": 0.0}))

@@ -4,11 +4,11 @@ import os
 
 import numpy as np
 import pytest
-
 from image_data import write_image_folder, write_slim_tfrecord
-from resnet_tf.config import config_from_dict
-from resnet_tf.data import digits_arrays, list_image_folder, make_datasets
-from resnet_tf.weights import imagenet_class_names
+
+from resnet_tf.data.class_names import imagenet_class_names
+from resnet_tf.data.datasets import digits_arrays, list_image_folder, make_datasets
+from resnet_tf.training.config import config_from_dict
 
 
 def test_imagenet_names_ship_with_slims_background_offset():

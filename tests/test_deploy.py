@@ -8,16 +8,15 @@ import sys
 
 import numpy as np
 import pytest
-
-from conftest import tiered
 import tensorflow as tf
+from conftest import tiered
 
-from resnet_tf import preprocessing
-from resnet_tf.cli import main
-from resnet_tf.data import digits_arrays
-from resnet_tf.deploy import export_model
-from resnet_tf.export_dir import check_output
-from resnet_tf.loading import load_model_dir
+from resnet_tf.data import preprocessing
+from resnet_tf.data.datasets import digits_arrays
+from resnet_tf.export.deploy import export_model
+from resnet_tf.export.export_dir import check_output
+from resnet_tf.training.loading import load_model_dir
+from resnet_tf_cli import main
 
 # Runs an export with its runtime only: no resnet_tf, no TensorFlow for the runtime formats.
 RUN_ALONE = r"""
@@ -171,8 +170,9 @@ def test_evaluate_reproduces_training_and_reads_every_source(quickstart, tmp_pat
 
 @pytest.mark.large
 def test_slim_checkpoint_int8_needs_real_calibration_data(tmp_path, capsys):
-    from slim_reference import save_slim_checkpoint
     from image_data import write_image_folder
+    from slim_reference import save_slim_checkpoint
+
     from resnet_tf import resnet_v2_50, slim_variables
 
     model = resnet_v2_50(num_classes=1001)
@@ -256,8 +256,7 @@ def test_a_mixed_precision_model_exports_as_float32():
     """A model trained under mixed_bfloat16 keeps float32 variables; its exports compute in
     float32 (a copy with float32 policies and the same weights)."""
     from resnet_tf import resnet_v2, resnet_v2_block
-    from resnet_tf.precision import float32_model
-    from resnet_tf.precision import dtype_policy_scope
+    from resnet_tf.models.precision import dtype_policy_scope, float32_model
 
     blocks = [resnet_v2_block("block1", 2, 1, 2)]
     with dtype_policy_scope("mixed_bfloat16"):
@@ -278,7 +277,7 @@ def test_a_mixed_precision_model_exports_as_float32():
 
 def cli_json(*args):
     """`resnet-tf` in a subprocess, as a user runs it."""
-    result = subprocess.run([sys.executable, "-m", "resnet_tf.cli", *args], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "resnet_tf_cli", *args], capture_output=True,
                             text=True, timeout=900)
     assert result.returncode == 0, (args, result.stderr[-3000:])
     return result
@@ -447,10 +446,10 @@ def float_conv_count(fmt, path):
 def test_a_root_convolution_can_be_kept_in_float(tmp_path, fmt):
     """A net with a root block (here the CIFAR ResNet): its first convolution, into which
     OpenVINO folds the input normalization, is found and kept in float like any other."""
-    from resnet_tf import int8
-    from resnet_tf.config import config_from_dict
-    from resnet_tf.deploy import serving_function, write_serving_saved_model
-    from resnet_tf.training import build_model
+    from resnet_tf.export import int8
+    from resnet_tf.export.deploy import serving_function, write_serving_saved_model
+    from resnet_tf.training.config import config_from_dict
+    from resnet_tf.training.trainer import build_model
 
     config = config_from_dict(dict(dataset="digits", image_size=32, preprocessing="cifar",
                                    model="cifar_resnet_v1", depth=8, shortcut="A"))
@@ -479,9 +478,9 @@ def test_a_root_convolution_can_be_kept_in_float(tmp_path, fmt):
 def test_layers_kept_in_float_are_float_in_the_file_and_run(quickstart, tmp_path, fmt):
     """Each runtime's mechanism keeps exactly the named convolutions in float, and the file
     runs with its runtime alone (ONNX with the session config preprocessing.json names)."""
-    from resnet_tf import int8
-    from resnet_tf.deploy import serving_function, write_serving_saved_model
-    from resnet_tf.pixels import EvalPreprocessing
+    from resnet_tf.data.pixels import EvalPreprocessing
+    from resnet_tf.export import int8
+    from resnet_tf.export.deploy import serving_function, write_serving_saved_model
 
     model = quickstart["model"]
     prep = EvalPreprocessing("inception", 16, 1.0)

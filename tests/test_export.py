@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from image_data import write_image_folder
-from resnet_tf import preprocessing
-from resnet_tf.cli import main
-from resnet_tf.config import config_from_dict
-from resnet_tf.deploy import export_saved_model
-from resnet_tf.training import build_model
+
+from resnet_tf.data import preprocessing
+from resnet_tf.export.deploy import export_model
+from resnet_tf.training.config import config_from_dict
+from resnet_tf.training.trainer import build_model
+from resnet_tf_cli import main
 
 SERVE = r"""
 import json, sys
@@ -58,8 +58,9 @@ def trained(tmp_path_factory):
 
 def test_plain_tensorflow_serves_the_same_numbers(trained, capsys):
     model, config, root = trained
-    export = export_saved_model(model, str(root / "export"), config.image_size,
-                                config.central_fraction, ["blue", "green", "red"])
+    export = export_model(model, str(root / "export"), image_size=config.image_size,
+                          central_fraction=config.central_fraction,
+                          class_names=["blue", "green", "red"])
     assert open(os.path.join(export, "assets", "class_names.txt")).read().split() == [
         "blue", "green", "red"]
     rng = np.random.default_rng(1)
@@ -100,20 +101,21 @@ def test_an_existing_export_is_never_clobbered(trained):
     target.mkdir()
     (target / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        export_saved_model(model, str(target), 16)
+        export_model(model, str(target), image_size=16)
     with pytest.raises(ValueError, match="not an earlier export"):  # not even with --overwrite
-        export_saved_model(model, str(target), 16, overwrite=True)
+        export_model(model, str(target), image_size=16, overwrite=True)
     assert (target / "keep.txt").read_text() == "mine"
     earlier = root / "earlier"
-    export_saved_model(model, str(earlier), 16)
+    export_model(model, str(earlier), image_size=16)
     (earlier / "stale.txt").write_text("from the last export")
-    export_saved_model(model, str(earlier), 16, overwrite=True)
+    export_model(model, str(earlier), image_size=16, overwrite=True)
     assert not (earlier / "stale.txt").exists() and (earlier / "saved_model.pb").exists()
     assert not [p for p in os.listdir(root) if p.startswith(".export-")]  # no staging left
 
 
 def test_predict_from_a_slim_checkpoint_names_classes_with_slims_offset(tmp_path, capsys):
     from slim_reference import save_slim_checkpoint
+
     from resnet_tf import resnet_v2_50, slim_variables
 
     model = resnet_v2_50(num_classes=1001)

@@ -1,29 +1,55 @@
-"""The package's layout rules, checked: one-way imports, no private modules of Keras or
-TensorFlow, Keras-only model code, TensorFlow only where its modules are, runtimes lazily."""
+"""The package's layout rules, checked (docs/architecture.md explains them): sub-packages in
+layers that import only downwards, no import cycle, no private modules of Keras or TensorFlow,
+Keras-only model code, TensorFlow only in the modules listed, runtimes lazily, no import hooks."""
 
 import ast
 import os
 import subprocess
 import sys
 
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resnet_tf")
-MODULES = sorted(name[:-3] for name in os.listdir(PACKAGE)
-                 if name.endswith(".py") and name != "__init__.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "resnet_tf")
 
-# The model code: Keras only, on every backend; TensorFlow is never imported, not even lazily.
-MODEL_CODE = ("layers", "units", "resnet_utils", "resnet_v1", "resnet_v2", "cifar",
-              "feature_extraction", "slim_variables", "quantizers", "quantization", "precision",
-              "registry", "pixels", "errors", "utils")
-# TensorFlow's own modules (tf.data, checkpoints, SavedModels, converters).
-TENSORFLOW_MODULES = ("data", "preprocessing", "training", "slim_checkpoint", "deploy", "int8",
-                      "evaluate", "predict")
+# The layers, lowest first: a sub-package imports only from its own layer or lower ones.
+LAYERS = (
+    ("errors", "utils"),  # the shared base
+    ("models",),  # builders, layers, units, dtype policies, the model table (Keras only)
+    ("quantization", "slim", "data"),  # QAT; slim's checkpoints; datasets and the eval recipe
+    ("weights",),  # released weights: download, cache, load
+    ("training",),  # configs, model dirs, the training loop, evaluation
+    ("export",),  # SavedModels, the runtimes' files and runners, the int8 bound search
+    ("commands",),  # what `resnet-tf` runs beyond the above: bench, predict
+)
+# Upward imports allowed, inside functions only: a builder loads `weights=` when given one.
+LAZY_UPWARD = {("models", "weights")}
+# Keras only, on every backend: TensorFlow is never imported, not even lazily.
+KERAS_ONLY = ("errors", "utils", "models", "quantization", "slim.variables", "data.pixels",
+              "data.class_names")
+# The modules that import TensorFlow at their top (tf.data, checkpoints, SavedModels, ...).
+TENSORFLOW_MODULES = ("data.datasets", "data.preprocessing", "training.trainer",
+                      "training.evaluate", "export.deploy", "commands.predict")
 # Runtimes and converters: imported inside the functions that use them, never at the top.
-RUNTIME_PACKAGES = ("ai_edge_litert", "onnxruntime", "onnx", "tf2onnx", "openvino", "nncf")
+RUNTIME_PACKAGES = ("ai_edge_litert", "onnxruntime", "onnx", "tf2onnx", "openvino", "nncf",
+                    "torch", "safetensors", "tf_keras")
+
+
+def _modules():
+    found = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                dotted = os.path.relpath(path, PACKAGE)[:-3].replace(os.sep, ".")
+                found[dotted] = path
+    return found
+
+
+MODULES = _modules()  # "models.units" -> path ("__init__", "models.__init__", ...)
 
 
 def imports(module):
     """(top-level imports, all imports) of a module, as dotted names."""
-    tree = ast.parse(open(os.path.join(PACKAGE, f"{module}.py")).read())
+    tree = ast.parse(open(MODULES[module]).read())
     top, every = set(), set()
     for node in ast.walk(tree):
         names = []
@@ -37,27 +63,52 @@ def imports(module):
     return top, every
 
 
-def test_every_module_is_in_one_of_the_lists():
-    assert set(MODULES) == set(MODEL_CODE) | set(TENSORFLOW_MODULES) | {
-        "loading", "model_dir", "export_dir", "config", "weights", "runtimes", "benchmark",
-        "cli"}
+def _own(name):
+    """The module of resnet_tf that a dotted import names ("models.units"), or None."""
+    if not name.startswith("resnet_tf."):
+        return None
+    parts = name.split(".")[1:]
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in MODULES:
+            return ".".join(parts[:end])
+    return None
 
 
-def test_the_package_docstring_lists_the_same_modules():
-    import re
+def _layer(module):
+    top = module.split(".")[0]
+    return next(i for i, names in enumerate(LAYERS) if top in names)
 
-    import resnet_tf
 
-    text = " ".join(resnet_tf.__doc__.split())
-    model, tensorflow = re.search(r"Model code \((.*?)\) uses only Keras.*?modules \((.*?)\)",
-                                  text).groups()
-    assert sorted(re.findall(r"`(\w+)`", model)) == sorted(set(MODEL_CODE) - {"errors", "utils"})
-    assert sorted(re.findall(r"`(\w+)`", tensorflow)) == sorted(TENSORFLOW_MODULES)
+def _within(module, prefixes):
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_every_module_is_in_a_layer():
+    tops = {module.split(".")[0] for module in MODULES} - {"__init__", "__main__", "cli"}
+    assert tops == {name for names in LAYERS for name in names}
+
+
+def test_sub_packages_import_only_downwards():
+    found = []
+    for module in MODULES:
+        if module.split(".")[0] in ("__init__", "__main__", "cli"):
+            continue
+        top, every = imports(module)
+        for name in every:
+            other = _own(name)
+            if other is None or other.split(".")[0] in ("__init__",):
+                continue
+            if _layer(other) > _layer(module):
+                pair = (module.split(".")[0], other.split(".")[0])
+                if pair in LAZY_UPWARD and name not in top:
+                    continue
+                found.append(f"{module} -> {other}")
+    assert found == []
 
 
 def test_no_import_cycle_among_the_modules():
-    graph = {module: {name.split(".")[1] for name in imports(module)[1]
-                      if name.startswith("resnet_tf.") and name.split(".")[1] in MODULES}
+    graph = {module: {other for name in imports(module)[1] if (other := _own(name))
+                      and other != module and not other.endswith("__init__")}
              for module in MODULES}
     visiting, done = [], set()
 
@@ -79,18 +130,24 @@ def test_no_import_cycle_among_the_modules():
 
 def test_no_module_names_a_private_module_of_keras_or_tensorflow():
     private = ("keras.src", "tf_keras.src", "tensorflow.python")
-    found = [f"{module}: {name}" for module in MODULES + ["__init__"]
+    found = [f"{module}: {name}" for module in MODULES
              for name in imports(module)[1] if name.startswith(private)]
-    found += [f"{module}.py" for module in MODULES
-              if any(p in open(os.path.join(PACKAGE, f"{module}.py")).read() for p in private)]
+    found += [module for module, path in MODULES.items()
+              if any(p in open(path).read() for p in private)]
     assert found == []
 
 
-def test_model_code_never_imports_tensorflow():
-    found = [f"{module}: {name}" for module in MODEL_CODE for name in imports(module)[1]
-             if name.split(".")[0] == "tensorflow" or
-             (name.startswith("resnet_tf.") and name.split(".")[1] in TENSORFLOW_MODULES)]
+def test_keras_only_code_never_imports_tensorflow():
+    found = [f"{module}: {name}" for module in MODULES if _within(module, KERAS_ONLY)
+             for name in imports(module)[1]
+             if name.split(".")[0] == "tensorflow" or _within(_own(name) or "", TENSORFLOW_MODULES)]
     assert found == []
+
+
+def test_only_the_tensorflow_modules_import_it_at_their_top():
+    found = sorted(module for module in MODULES
+                   if any(name.split(".")[0] == "tensorflow" for name in imports(module)[0]))
+    assert found == sorted(TENSORFLOW_MODULES)
 
 
 def test_runtimes_are_imported_lazily():
@@ -102,13 +159,13 @@ def test_runtimes_are_imported_lazily():
 def test_every_module_but_tensorflows_imports_without_tensorflow():
     """With TensorFlow unimportable and Keras on JAX, everything outside TENSORFLOW_MODULES
     imports (the model code, the command line, the runtimes' runners, configs, model dirs)."""
-    names = [m for m in MODULES if m not in TENSORFLOW_MODULES] + ["__init__"]
+    names = sorted(m for m in MODULES if m not in TENSORFLOW_MODULES
+                   and not m.endswith("__main__"))
     code = ("import sys; sys.modules['tensorflow'] = None\n"
-            "import importlib, resnet_tf\n"
+            "import importlib, resnet_tf, resnet_tf_cli\n"
             f"for name in {names!r}:\n"
-            "    importlib.import_module('resnet_tf' if name == '__init__' else "
-            "'resnet_tf.' + name)\n"
-            "resnet_tf.register_layers()\n"
+            "    importlib.import_module('resnet_tf' + ('' if name == '__init__' else '.' + "
+            "name.removesuffix('.__init__')))\n"
             "assert sys.modules['tensorflow'] is None\n"
             "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -116,15 +173,36 @@ def test_every_module_but_tensorflows_imports_without_tensorflow():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
-def test_import_resnet_tf_imports_neither_keras_nor_tensorflow_and_registers_on_keras():
-    code = ("import sys, resnet_tf\n"
-            "assert not {'keras', 'tensorflow'} & set(sys.modules), 'imported too much'\n"
+def test_no_import_hooks_and_the_public_names_are_plain_attributes():
+    """`import resnet_tf` leaves the import system as it was (no finder added to
+    `sys.meta_path`, no module class swapped) and registers the layers itself."""
+    code = ("import sys, types\n"
+            "before = list(sys.meta_path)\n"
+            "import resnet_tf\n"
+            "added = [f for f in sys.meta_path if f not in before and "
+            "type(f).__module__.startswith(('resnet_tf', '__editable__'))]\n"
+            "assert not added, added\n"
+            "assert type(sys.modules['resnet_tf']) is types.ModuleType\n"
             "import keras\n"
             "assert keras.saving.get_registered_object('resnet_tf>Bottleneck') is not None\n"
             "assert callable(resnet_tf.resnet_v2) and callable(resnet_tf.slim_variables)\n"
-            "from resnet_tf.resnet_v1 import BottleneckV1\n"
-            "assert callable(resnet_tf.resnet_v1)\n"
+            "from resnet_tf.models.resnet_v1 import BottleneckV1\n"
+            "assert callable(resnet_tf.resnet_v1) and resnet_tf.Bottleneck.__module__ == "
+            "'resnet_tf.models.resnet_v2'\n"
+            "missing = [n for n in resnet_tf.__all__ if not hasattr(resnet_tf, n)]\n"
+            "assert not missing, missing\n"
             "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_the_command_line_module_imports_no_library_at_its_top():
+    """`resnet-tf --help` answers without Keras: resnet_tf_cli imports resnet_tf only inside
+    the commands."""
+    tree = ast.parse(open(os.path.join(ROOT, "resnet_tf_cli.py")).read())
+    top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = {alias.name for node in top if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module for node in top if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in names if name.split(".")[0] in ("resnet_tf", "keras",
+                                                                   "tensorflow")}

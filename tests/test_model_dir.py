@@ -11,9 +11,9 @@ import sys
 import keras
 import numpy as np
 import pytest
-
 from image_data import write_image_folder
-from resnet_tf.model_dir import ModelDir
+
+from resnet_tf.training.model_dir import ModelDir
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 EPOCHS = 4
@@ -23,8 +23,8 @@ EPOCHS = 4
 KILLER = r"""
 import os, signal, sys
 import keras
-import resnet_tf.model_dir as model_dir
-import resnet_tf.training as training
+import resnet_tf.training.model_dir as model_dir
+import resnet_tf.training.trainer as training
 
 moment, target = sys.argv[1], int(sys.argv[2])
 argv = sys.argv[3:]
@@ -101,7 +101,7 @@ training.build_model = build_model
 model_dir.ModelDir.write_log, model_dir.ModelDir.commit = write_log, commit
 keras.Model.save, keras.Model.save_weights = save, save_weights
 model_dir.write_json = write_json
-from resnet_tf.cli import main
+from resnet_tf_cli import main
 sys.exit(main(argv))
 """
 
@@ -122,7 +122,7 @@ def write_config(path, folder, **extra):
 
 def run(args, killer=None):
     command = [sys.executable, "-c", KILLER, *killer] if killer else [
-        sys.executable, "-m", "resnet_tf.cli"]
+        sys.executable, "-m", "resnet_tf_cli"]
     return subprocess.run(command + list(args), cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
 
@@ -270,7 +270,7 @@ def test_torn_state_and_torn_newest_weights_resume_from_the_epoch_before(images,
 
 def _run_until(args, marker, signal_number, env=None):
     """Starts `resnet-tf train`, sends `signal_number` once `marker` appears on its stdout."""
-    process = subprocess.Popen([sys.executable, "-m", "resnet_tf.cli", *args], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "resnet_tf_cli", *args], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
     seen = []
@@ -350,7 +350,7 @@ def test_train_starts_only_in_an_empty_dir_and_resumes_only_its_own(images, tmp_
     (mine / "training_log.csv").write_text("epoch,loss\n0,1.0\n")
     before = {p.name: p.read_bytes() for p in mine.iterdir()}
     config = write_config(tmp_path / "tiny.yaml", images, epochs=1)
-    result = subprocess.run([sys.executable, "-m", "resnet_tf.cli", "train", "--config", config,
+    result = subprocess.run([sys.executable, "-m", "resnet_tf_cli", "train", "--config", config,
                              "--model-dir", "."], cwd=mine, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 2 and "is not empty and was not written by" in result.stderr
@@ -375,8 +375,8 @@ def test_a_whole_backup_of_another_model_is_named_not_called_torn(images, tmp_pa
     file: the sentence says so, and does not advise deleting the run's state."""
     import keras
 
-    from resnet_tf.config import load_config
-    from resnet_tf.training import build_model
+    from resnet_tf.training.config import load_config
+    from resnet_tf.training.trainer import build_model
 
     config = write_config(tmp_path / "tiny.yaml", images)
     model_dir = str(tmp_path / "run")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from resnet_tf import preprocessing
+from resnet_tf.data import preprocessing
+from resnet_tf.data.pixels import normalize_pixels
 
 
 def slim_preprocess_for_eval(image, height, width, central_fraction=0.875):
@@ -96,5 +97,5 @@ def test_vgg_eval_is_slims_aspect_preserving_resize_and_central_crop():
         # eval_pixels(method="vgg") is the same; the model input subtracts slim's RGB means.
         np.testing.assert_array_equal(preprocessing.eval_pixels(image, 224, None, "vgg"), actual)
         np.testing.assert_allclose(
-            preprocessing.slim_eval_preprocessing(image, 224, None, "vgg"),
+            normalize_pixels(preprocessing.vgg_eval_pixels(tf.constant(image), 224), "vgg"),
             actual - np.array([123.68, 116.78, 103.94], np.float32), rtol=1e-6, atol=1e-4)

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 import resnet_tf
-from resnet_tf.quantization import calibrate, is_quantized, quantize_model, uncalibrated
+from resnet_tf.quantization.qat import (
+    calibrate,
+    is_quantized,
+    quantize_model,
+    uncalibrated,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +63,7 @@ print(json.dumps({"top1": float(np.mean(np.argmax(probabilities, -1) == labels))
 
 
 def command(*args):
-    return subprocess.run([sys.executable, "-m", "resnet_tf.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "resnet_tf_cli", *args], capture_output=True,
                           text=True, timeout=900, cwd=ROOT)
 
 
@@ -90,8 +95,8 @@ def test_a_quantized_model_saves_loads_and_keeps_its_ranges(tmp_path):
 
 def test_an_uncalibrated_quantization_aware_model_is_not_exported(tmp_path):
     """Ranges that saw no data would be written as if trained: one sentence, nothing written."""
-    from resnet_tf.deploy import export_model
     from resnet_tf.errors import UserError
+    from resnet_tf.export.deploy import export_model
 
     output = tmp_path / "int8"
     with pytest.raises(UserError, match=r"activation ranges that saw no data \(.*\); train it"):
@@ -108,7 +113,7 @@ def test_the_activations_land_on_an_8_bit_grid_and_weights_on_the_int8_grid():
     low, high = (float(v) for v in unit.preact_quant.range())
     out = np.asarray(unit.preact_quant(np.linspace(low, high, 1000, dtype=np.float32)))
     assert len(np.unique(out)) <= 256
-    from resnet_tf.quantizers import fake_quant_weights
+    from resnet_tf.models.quantizers import fake_quant_weights
 
     kernel = np.asarray(fake_quant_weights(unit.conv1.inference_kernel()))
     codes = kernel / (np.abs(kernel).max(axis=(0, 1, 2)) / 127)
@@ -143,9 +148,9 @@ def test_quickstart_quantization_aware_training_exports_what_it_trained(tmp_path
     of float; int8 in all three formats with no calibration data; each file at most half its
     float32 export's size; each runtime alone gives the run's val_accuracy within 2 images;
     a larger --epochs resumes; a float32 export of the run is refused."""
-    from resnet_tf import preprocessing
-    from resnet_tf.data import digits_arrays
-    from resnet_tf.pixels import EvalPreprocessing
+    from resnet_tf.data import preprocessing
+    from resnet_tf.data.datasets import digits_arrays
+    from resnet_tf.data.pixels import EvalPreprocessing
 
     float_run, qat_run = str(tmp_path / "float"), str(tmp_path / "qat")
     assert command("train", "--config", "quickstart", "--model-dir", float_run).returncode == 0

@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from release_server import ReleaseProxy, make_release
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +61,8 @@ def without_environment(command):
 def sandbox(tmp_path_factory):
     """A working directory with the files the documents name, and a user's environment."""
     from image_data import write_digits_folder, write_image_folder
-    from resnet_tf.data import digits_arrays
+
+    from resnet_tf.data.datasets import digits_arrays
 
     work = tmp_path_factory.mktemp("user")
     release = make_release(tmp_path_factory.mktemp("release"))
@@ -102,7 +102,7 @@ def test_every_command_runs_as_written(sandbox, document):
         assert command.startswith("resnet-tf "), f"{document}: {command!r} is neither run " \
                                                  "here nor listed in NOT_RUN"
         result = subprocess.run(["bash", "-c", command.replace(
-            "resnet-tf ", f"{shlex.quote(sys.executable)} -m resnet_tf.cli ", 1)],
+            "resnet-tf ", f"{shlex.quote(sys.executable)} -m resnet_tf_cli ", 1)],
             cwd=work, env=env, capture_output=True, text=True, timeout=1200)
         assert result.returncode == 0, (document, command, result.stdout[-2000:],
                                         result.stderr[-3000:])
@@ -137,7 +137,7 @@ def test_the_own_images_example_learns_real_digits(tmp_path):
                 if language == "yaml" and text.startswith("# my_images.yaml"))
     write_digits_folder(tmp_path / "data" / "my_images", per_class=120)
     (tmp_path / "my_images.yaml").write_text(text)
-    result = subprocess.run([sys.executable, "-m", "resnet_tf.cli", "train", "--config",
+    result = subprocess.run([sys.executable, "-m", "resnet_tf_cli", "train", "--config",
                              "my_images.yaml", "--model-dir", "runs/mine"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,9 +1,9 @@
 """slim's resnet_utils tests, ported: hand-computed conv2d_same, subsample, atrous == nominal."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 import resnet_tf
 from resnet_tf import Block, Bottleneck, Conv2DSame, Subsample, stack_blocks_dense
 

@@ -1,9 +1,9 @@
 """ResNet V1 and the basic-unit ResNet-18/34 of [1]: sizes, spec errors."""
 
 import pytest
+from model_helpers import trainable_count
 
 import resnet_tf
-from model_helpers import trainable_count
 
 
 # torchvision's resnet18/34/50 at 1000 classes (its counts are trainable parameters: BN moving

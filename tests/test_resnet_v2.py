@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-
 from conftest import tiered
+from model_helpers import trainable_count
 
 import resnet_tf
-from model_helpers import trainable_count
 from resnet_tf import resnet_v2, resnet_v2_block
 
 # (total weights incl. BN moving statistics, trainable) at 1001 classes.

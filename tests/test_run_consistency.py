@@ -16,8 +16,8 @@ import warnings
 import numpy as np
 import pytest
 import yaml
-
-from conftest import ROOT, copy_run, resnet_tf_command as command, tiered
+from conftest import ROOT, copy_run, tiered
+from conftest import resnet_tf_command as command
 from image_data import write_digits_folder
 
 TINY = dict(model="resnet_v2_stack", units=[1], base_depth=4, block_strides=[1],
@@ -45,7 +45,7 @@ def split_files(run, split):
 def kill_before_the_first_commit(args, run):
     """Starts `resnet-tf train ARGS`, SIGKILLs it as soon as its config.yaml is written (the
     run is then one to resume) and checks that no epoch was committed by then."""
-    process = subprocess.Popen([sys.executable, "-m", "resnet_tf.cli", "train", *args],
+    process = subprocess.Popen([sys.executable, "-m", "resnet_tf_cli", "train", *args],
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     config = os.path.join(run, "config.yaml")
     while not os.path.exists(config):
@@ -112,10 +112,10 @@ def test_a_mirrored_run_reports_the_accuracy_and_loss_of_the_model_it_saved(tmp_
     validate and save one model. The saved model, evaluated alone, gives the logged numbers."""
     import keras
 
-    from resnet_tf.data import make_datasets
-    from resnet_tf.loading import load_model_dir
-    from resnet_tf.model_dir import ModelDir
-    from resnet_tf.training import make_loss
+    from resnet_tf.data.datasets import make_datasets
+    from resnet_tf.training.loading import load_model_dir
+    from resnet_tf.training.model_dir import ModelDir
+    from resnet_tf.training.trainer import make_loss
 
     run = str(tmp_path / "mirrored")
     trained = command("train", "--config", "quickstart", "--model-dir", run, "--epochs", "3",
@@ -163,9 +163,9 @@ def test_a_short_run_names_batch_norm_decay_and_a_value_that_fits(folder_run):
 
 def add_images(folder, count, unreadable=2):
     """`count` more digit images (another seed's order) and `unreadable` broken files."""
-    from resnet_tf.data import digits_arrays
-
     import tensorflow as tf
+
+    from resnet_tf.data.datasets import digits_arrays
 
     (x, y), _ = digits_arrays(0.0, seed=0)
     for i in range(count):
@@ -179,8 +179,8 @@ def add_images(folder, count, unreadable=2):
 def test_an_export_is_scored_on_exactly_the_runs_validation_images(folder_run, tmp_path,
                                                                    capsys):
     """The user's `evaluate --export DIR --model-dir RUN` runs as a command; the steps around
-    it, whose process is not what is tested, run in-process (`resnet_tf.cli.main`)."""
-    from resnet_tf.cli import main
+    it, whose process is not what is tested, run in-process (`resnet_tf_cli.main`)."""
+    from resnet_tf_cli import main
 
     work = tmp_path
     folder = str(shutil.copytree(folder_run["folder"], work / "digits"))
@@ -276,7 +276,7 @@ def test_calibrating_on_fewer_images_than_asked_is_said(quickstart_run, tmp_path
 
 
 def test_a_truncated_openvino_weights_file_is_named(quickstart_run, tmp_path):
-    from resnet_tf.cli import main
+    from resnet_tf_cli import main
 
     export = str(tmp_path / "ov")
     assert main(["export", "--model-dir", quickstart_run, "--output", export,
@@ -291,7 +291,7 @@ def test_a_truncated_openvino_weights_file_is_named(quickstart_run, tmp_path):
 
 def test_keras_runners_name_what_the_model_computes_in():
     from resnet_tf import quantize_model, resnet_v2_stack
-    from resnet_tf.runtimes import keras_runner
+    from resnet_tf.export.runtimes import keras_runner
 
     def tiny(dtype="float32"):
         return resnet_v2_stack(units=[1], base_depth=2, block_strides=[1], num_classes=3,
@@ -306,9 +306,13 @@ def test_the_tflite_bound_search_prints_no_tensorflow_deprecation(quickstart_run
                                                                   capfd):
     """The bound search runs TensorFlow's QuantizationDebugger, which warns that
     tf.lite.Interpreter is deprecated each time; nothing of it reaches the user."""
-    from resnet_tf.deploy import calibration_pixels, serving_function, write_serving_saved_model
-    from resnet_tf.int8 import TFLiteQuantizer, quantizable_layers
-    from resnet_tf.loading import load_model_source
+    from resnet_tf.export.deploy import (
+        calibration_pixels,
+        serving_function,
+        write_serving_saved_model,
+    )
+    from resnet_tf.export.int8 import TFLiteQuantizer, quantizable_layers
+    from resnet_tf.training.loading import load_model_source
 
     source = load_model_source(model_dir=quickstart_run)
     calibration = calibration_pixels(source, count=16)

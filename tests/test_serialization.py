@@ -7,14 +7,13 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 
-
-import keras
 import resnet_tf
 from resnet_tf import Bottleneck, Conv2DSame, Subsample, resnet_v2, resnet_v2_block
-from resnet_tf.cifar import ORDERS, SHORTCUT_TYPES
+from resnet_tf.models.cifar import ORDERS, SHORTCUT_TYPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [resnet_v2_block("block1", base_depth=2, num_units=2, stride=2),
@@ -54,19 +53,25 @@ def run_in_fresh_process(code: str, backend: str = "tensorflow") -> str:
 
 
 def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
+    """A `.keras` file loads in a fresh process after `import resnet_tf`, whichever of Keras
+    and resnet_tf that process imports first (no import hook: importing resnet_tf registers
+    its layers)."""
     model = randomized(resnet_v2(TINY, num_classes=4, output_stride=16, name="resnet_v2_tiny"))
     images = np.random.default_rng(1).uniform(-1, 1, (3, 37, 30, 3)).astype(np.float32)
     np.save(tmp_path / "images.npy", images)
     expected = np.asarray(model(images, training=False))
     model.save(tmp_path / "model.keras")
-    run_in_fresh_process(f"""
-        import numpy as np, keras, resnet_tf  # resnet_tf registers the layers
-        model = keras.saving.load_model({str(tmp_path / 'model.keras')!r})
-        images = np.load({str(tmp_path / 'images.npy')!r})
-        np.save({str(tmp_path / 'out.npy')!r}, np.asarray(model(images, training=False)))
-        print(model.name)
-    """)
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+    for order in ("keras, resnet_tf", "resnet_tf, keras"):
+        run_in_fresh_process(f"""
+            import numpy as np
+            import {order}
+            model = keras.saving.load_model({str(tmp_path / 'model.keras')!r})
+            images = np.load({str(tmp_path / 'images.npy')!r})
+            np.save({str(tmp_path / 'out.npy')!r}, np.asarray(model(images, training=False)))
+            print(model.name)
+        """)
+        np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5,
+                                   atol=1e-6)
 
 
 @pytest.mark.large
@@ -130,3 +135,15 @@ def test_keras_round_trip(tmp_path, build):
     # Every variable has a slim name, and end points work for every family.
     assert len(resnet_tf.slim_variables(model)) == len(model.weights)
     assert f"{model.name}/logits" in resnet_tf.end_points(model)(images)
+
+
+@pytest.mark.parametrize("name", ["resnet_v2_tiny", "resnet_v2_tiny_qat", "cifar_ablation_tiny"])
+def test_keras_files_written_before_the_layout_change_load(name):
+    """Files saved by resnet_tf 0.1.0's flat layout (their configs name `resnet_tf.units`,
+    `resnet_tf.quantizers`, ...) load and give the outputs they gave then."""
+    data = os.path.join(ROOT, "tests", "data")
+    model = keras.saving.load_model(os.path.join(data, f"{name}_0.1.0.keras"))
+    images = np.load(os.path.join(data, "images_32px.npy"))
+    np.testing.assert_allclose(np.asarray(model(images, training=False)),
+                               np.load(os.path.join(data, f"{name}_0.1.0_outputs.npy")),
+                               rtol=1e-5, atol=1e-6)

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from slim_reference import random_slim_values, save_slim_checkpoint
 
 import resnet_tf
 from resnet_tf import resnet_v2, resnet_v2_block
-from slim_reference import random_slim_values, save_slim_checkpoint
 
 TINY = [resnet_v2_block("block1", base_depth=2, num_units=2, stride=2),
         resnet_v2_block("block2", base_depth=4, num_units=1, stride=1)]

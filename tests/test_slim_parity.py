@@ -9,12 +9,12 @@ import itertools
 
 import numpy as np
 import pytest
-
 from conftest import PAIRWISE_PARITY, tiered
-import resnet_tf
-from resnet_tf.precision import dtype_policy_scope
-from resnet_tf.resnet_utils import RESNET_UNITS as RESNET_V2_UNITS
 from slim_reference import relative_error, run_slim
+
+import resnet_tf
+from resnet_tf.models.precision import dtype_policy_scope
+from resnet_tf.models.resnet_utils import RESNET_UNITS as RESNET_V2_UNITS
 
 TOLERANCE = 2e-4
 # research/slim's end points that the pip tf-slim predates.

@@ -6,12 +6,12 @@ import itertools
 
 import numpy as np
 import pytest
-
 from conftest import PAIRWISE_PARITY, tiered
-import resnet_tf
-from resnet_tf.resnet_utils import RESNET_UNITS as RESNET_V1_UNITS
 from slim_reference import run_slim
 from test_slim_parity import assert_matches_slim, float64_end_points
+
+import resnet_tf
+from resnet_tf.models.resnet_utils import RESNET_UNITS as RESNET_V1_UNITS
 
 TINY_BLOCKS = [
     resnet_tf.resnet_v1_block("block1", base_depth=4, num_units=2, stride=2),

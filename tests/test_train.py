@@ -9,10 +9,10 @@ import sys
 import keras
 import numpy as np
 import pytest
-
 from image_data import write_image_folder
-from resnet_tf.config import config_from_dict
-from resnet_tf.training import ModelDir, build_model, train
+
+from resnet_tf.training.config import config_from_dict
+from resnet_tf.training.trainer import ModelDir, build_model, train
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
@@ -21,7 +21,7 @@ TINY_MODEL = dict(model="resnet_v2_stack", units=[1, 1], base_depth=8, include_r
 
 
 def cli(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "resnet_tf.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "resnet_tf_cli", *args], cwd=ROOT,
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -72,6 +72,7 @@ def test_mixed_precision_trains(tmp_path, dtype):
 
 def test_finetune_starts_from_a_slim_checkpoint(tmp_path):
     from slim_reference import random_slim_values, save_slim_checkpoint
+
     from resnet_tf import slim_variables
 
     folder = write_image_folder(tmp_path / "images")
@@ -149,7 +150,7 @@ def run_two_workers(model_dir, epochs):
         env = dict(os.environ, TF_CONFIG=json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}}))
         workers.append(subprocess.Popen(
-            [sys.executable, "-m", "resnet_tf.cli", "train", "--config", QUICKSTART,
+            [sys.executable, "-m", "resnet_tf_cli", "train", "--config", QUICKSTART,
              "--model-dir", model_dir, "--epochs", str(epochs), "--distribute", "multiworker"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [w.communicate(timeout=600)[0] for w in workers]
@@ -189,7 +190,7 @@ def test_cifar_ablation_model_trains_from_a_config(tmp_path):
 
 
 def test_every_ablation_config_builds(tmp_path):
-    from resnet_tf.config import load_config
+    from resnet_tf.training.config import load_config
 
     configs = sorted(f for f in os.listdir(os.path.join(ROOT, "configs"))
                      if f.startswith("cifar10_ablation_"))
@@ -207,7 +208,7 @@ def test_every_ablation_config_builds(tmp_path):
 
 
 def command(*args, cwd=ROOT, env=None):
-    return subprocess.run([sys.executable, "-m", "resnet_tf.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "resnet_tf_cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, **(env or {})))
 
@@ -354,7 +355,7 @@ def test_mirrored_replicas_with_a_partial_last_batch(tmp_path):
 LOAD_AND_LIST_POLICIES = r"""
 import json, sys
 import keras, resnet_tf
-from resnet_tf.precision import all_layers
+from resnet_tf.models.precision import all_layers
 model = keras.saving.load_model(sys.argv[1], compile=False)
 print(json.dumps({"global": keras.config.dtype_policy().name,
                   "policies": [[layer.name, layer.dtype_policy.name]
@@ -403,10 +404,10 @@ def test_mixed_precision_quickstart_trains_resumes_evaluates_exports(tmp_path, d
                            str(tmp_path / f"{fmt}-{precision}"), "--format", fmt,
                            "--precision", precision)
         assert exported.returncode == 0, (fmt, exported.stderr[-3000:])
-    from resnet_tf.data import digits_arrays
-    from resnet_tf.runtimes import open_export
-    from resnet_tf import preprocessing
-    from resnet_tf.pixels import EvalPreprocessing
+    from resnet_tf.data import preprocessing
+    from resnet_tf.data.datasets import digits_arrays
+    from resnet_tf.data.pixels import EvalPreprocessing
+    from resnet_tf.export.runtimes import open_export
 
     x_val = digits_arrays(0.2, 0)[1][0][:64]
     saved, _, _ = open_export(str(tmp_path / "saved_model-float32"))
@@ -419,7 +420,7 @@ def test_mixed_precision_quickstart_trains_resumes_evaluates_exports(tmp_path, d
 def test_a_cifar_preprocessing_run_is_evaluated_and_exported_as_it_was_validated(tmp_path):
     """`preprocessing: cifar` validates on whole images (no crop): evaluate --model-dir, and a
     TFLite export run by LiteRT, give training's own val_accuracy."""
-    from resnet_tf.data import digits_arrays
+    from resnet_tf.data.datasets import digits_arrays
 
     config = write_yaml(tmp_path / "c.yaml", dataset="digits", image_size=32,
                         preprocessing="cifar", model="cifar_resnet_v2", depth=11,
@@ -448,8 +449,8 @@ def test_the_multi_worker_step_scales_the_loss_under_mixed_float16(tmp_path):
     the same step in float32 does; unscaled, the update would be divided by the loss scale."""
     import tensorflow as tf
 
-    from resnet_tf.data import make_datasets
-    from resnet_tf.training import MultiWorkerLoop, make_loss, make_optimizer
+    from resnet_tf.data.datasets import make_datasets
+    from resnet_tf.training.trainer import MultiWorkerLoop, make_loss, make_optimizer
 
     folder = write_image_folder(tmp_path / "images")
     updates = {}
@@ -474,7 +475,7 @@ def test_the_multi_worker_step_scales_the_loss_under_mixed_float16(tmp_path):
 
 
 def test_the_multi_worker_loop_averages_batch_norm_statistics_only(tmp_path):
-    from resnet_tf.training import batch_norm_statistics
+    from resnet_tf.training.trainer import batch_norm_statistics
 
     config = config_from_dict(dict(model="cifar_resnet_ablation", depth=8,
                                    shortcut_type="dropout", dataset="digits", image_size=16))
@@ -492,7 +493,7 @@ def test_init_from_starts_from_another_runs_best_model(tmp_path):
     folder = write_image_folder(tmp_path / "images")
     first = str(tmp_path / "first")
     train(tiny_config(folder, epochs=2), first, verbose=0)
-    from resnet_tf.loading import load_model_dir
+    from resnet_tf.training.loading import load_model_dir
 
     best, _, _ = load_model_dir(first, "best")
     second = tiny_config(folder, init_from=first, learning_rate=1e-9, optimizer="sgd",
@@ -511,7 +512,7 @@ def test_a_quantization_aware_fine_tune_starts_at_a_fraction_of_the_learning_rat
     """From trained weights, QAT trains at learning_rate x qat_learning_rate_scale (at the
     full rate one of three quickstart seeds ended 1.4 points under its float run); from
     scratch, or without QAT, the rate is the config's."""
-    from resnet_tf.training import learning_rate_schedule
+    from resnet_tf.training.trainer import learning_rate_schedule
 
     def first_rate(**values):
         extra = {"boundaries_epochs": [1]} if schedule == "piecewise" else {}

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from model_helpers import trainable_count
 
 import resnet_tf
-from model_helpers import trainable_count
-from resnet_tf.resnet_utils import resnet_arg_scope
-from resnet_tf.units import make_shortcut
+from resnet_tf.models.resnet_utils import resnet_arg_scope
+from resnet_tf.models.units import make_shortcut
 
 
 def test_shortcut_options():

@@ -1,26 +1,21 @@
 """weights="imagenet" / URL / PATH: slim's release layout, made from TF-slim's own graph (random
 values, legacy single-file checkpoint), served from 127.0.0.1; never the internet."""
 
-import functools
-import http.server
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
-import threading
-import urllib.parse
 
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import resnet_tf
-from resnet_tf import weights as weights_lib
-from resnet_tf.cli import main
 from release_server import RELEASE, ReleaseProxy, Server, make_release
 from slim_reference import relative_error
+
+import resnet_tf
+from resnet_tf.weights import slim as weights_lib
+from resnet_tf_cli import main
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +53,7 @@ def python(code, env, timeout=600):
 
 
 def resnet_tf_command(*args, env, cwd=None):
-    return subprocess.run([sys.executable, "-m", "resnet_tf.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "resnet_tf_cli", *args], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=600)
 
 
@@ -243,8 +238,9 @@ def test_v1_weights_take_vgg_preprocessing(tmp_path):
     """slim's V1 releases expect VGG preprocessing at 224 px: the model source records it,
     and the exports carry it."""
     from slim_reference import save_slim_checkpoint
-    from resnet_tf.loading import load_model_source
-    from resnet_tf.runtimes import open_export
+
+    from resnet_tf.export.runtimes import open_export
+    from resnet_tf.training.loading import load_model_source
 
     model = resnet_tf.resnet_v1_50(num_classes=1000)
     values = {n: np.asarray(v) for n, v in resnet_tf.slim_variables(model).items()}
@@ -258,7 +254,7 @@ def test_v1_weights_take_vgg_preprocessing(tmp_path):
     runner, info, names = open_export(str(tmp_path / "e"))
     assert (info["preprocessing"], info["mean_rgb"], info["resize_side"]) == (
         "vgg", [123.68, 116.78, 103.94], 256)
-    from resnet_tf import preprocessing
+    from resnet_tf.data import preprocessing
 
     pixels = preprocessing.vgg_eval_pixels(tf.constant(image), 224).numpy()
     expected = tf.nn.softmax(source.model(pixels[None] - np.array([123.68, 116.78, 103.94]),

@@ -1,0 +1,93 @@
+"""How raw pixels become a model's input: the facts every part shares, with no TensorFlow.
+
+A model trained by `resnet-tf train`, and slim's V2 releases, take "inception" inputs: RGB
+scaled to [-1, 1] by slim's `(x / 255 - 0.5) * 2`. slim's V1 releases take "vgg" inputs: RGB
+0..255 minus the ImageNet means, no scaling. At evaluation an image is first cropped and resized
+to the model's size; `EvalPreprocessing` says how, and it is the one recipe that training's
+validation, `evaluate`, `predict`, `export` (its preprocessing.json) and int8 calibration share.
+
+The TensorFlow implementation of the crops and resizes is `resnet_tf.data.preprocessing`;
+`normalize_pixels` uses `keras.ops` (any backend, and inside the exported graphs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from resnet_tf.errors import UserError
+from resnet_tf.utils import check_positive_int
+
+PREPROCESSINGS = ("inception", "vgg")
+EVAL_CENTRAL_FRACTION = 0.875  # slim's inception eval crop
+VGG_MEAN_RGB = (123.68, 116.78, 103.94)
+VGG_RESIZE_SIDE = 256  # slim's vgg_preprocessing._RESIZE_SIDE_MIN: the eval resize at 224 px
+VGG_IMAGE_SIZE = 224
+
+
+def normalize_pixels(pixels, preprocessing: str = "inception"):
+    """Raw float 0..255 pixels `[..., 3]` -> model input, with `keras.ops`. "inception" is
+    exactly slim's `(x / 255 - 0.5) * 2`; "vgg" subtracts the RGB means."""
+    from keras import ops
+
+    if preprocessing == "vgg":
+        return ops.subtract(pixels, ops.cast(ops.convert_to_tensor(VGG_MEAN_RGB), pixels.dtype))
+    check_preprocessing(preprocessing)
+    return ops.multiply(ops.subtract(ops.divide(pixels, 255.0), 0.5), 2.0)
+
+
+def check_preprocessing(preprocessing: str) -> None:
+    if preprocessing not in PREPROCESSINGS:
+        raise UserError(f"preprocessing must be one of {list(PREPROCESSINGS)}. "
+                        f"Received: preprocessing={preprocessing!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPreprocessing:
+    """slim's evaluation crop and resize for one model, then its normalisation.
+
+    method "inception": the central `central_fraction` of each side (None or 1.0: the whole
+        image), a bilinear resize (TF 1 `resize_bilinear`, no half-pixel centres) to
+        `image_size`, then `normalize_pixels(x, "inception")`.
+    method "vgg": the smaller side resized to `resize_side` keeping the aspect ratio, the
+        central `image_size` square, then the RGB means subtracted. slim evaluates its V1
+        releases at 224 px from a 256 px side; at other sizes the side scales with the size
+        (`round(image_size * 256 / 224)`) unless given.
+    """
+
+    method: str = "inception"
+    image_size: int = 224
+    central_fraction: float | None = EVAL_CENTRAL_FRACTION
+    resize_side: int | None = None
+
+    def __post_init__(self):
+        check_preprocessing(self.method)
+        check_positive_int("image_size", self.image_size)
+        if self.method == "vgg":
+            if self.resize_side is None:
+                object.__setattr__(self, "resize_side", round(
+                    self.image_size * VGG_RESIZE_SIDE / VGG_IMAGE_SIZE))
+            check_positive_int("resize_side", self.resize_side)
+            if self.resize_side < self.image_size:
+                raise UserError(f"resize_side must be at least image_size. Received: "
+                                f"resize_side={self.resize_side}, image_size={self.image_size}")
+            object.__setattr__(self, "central_fraction", None)
+        else:
+            if self.central_fraction is not None and not 0.0 < self.central_fraction <= 1.0:
+                raise UserError(f"central_fraction must be in (0, 1] or None. "
+                                f"Received: central_fraction={self.central_fraction}")
+            object.__setattr__(self, "resize_side", None)
+
+    def info(self) -> dict:
+        """The fields preprocessing.json records."""
+        info = {"preprocessing": self.method, "image_size": self.image_size}
+        if self.method == "vgg":
+            info.update(resize_side=self.resize_side, mean_rgb=list(VGG_MEAN_RGB))
+        else:
+            info.update(central_fraction=self.central_fraction)
+        return info
+
+    @classmethod
+    def from_info(cls, info: dict) -> "EvalPreprocessing":
+        return cls(method=info.get("preprocessing", "inception"), image_size=info["image_size"],
+                   central_fraction=info.get("central_fraction"),
+                   resize_side=info.get("resize_side"))

@@ -1,0 +1,142 @@
+"""ResNet V1 (post-activation) as TF-slim's `nets/resnet_v1.py` builds it, and the basic-unit
+ResNet-18/34 of [1], in Keras 3.
+
+    model = resnet_v1_50(num_classes=1000)     # slim's resnet_v1_50, loads slim's V1 checkpoints
+    model = resnet_v1_18(num_classes=1000)     # [1]'s ResNet-18, option B: torchvision's sizes
+
+slim's V1 differs from V2 in the unit (`bottleneck_v1`: conv-BN-ReLU, the sum then ReLU) and the
+root (conv1 has batch norm and ReLU); there is no `postnorm`. Only `keras.layers` / `keras.ops`.
+
+References:
+  [1] Kaiming He, Xiangyu Zhang, Shaoqing Ren, Jian Sun. Deep Residual Learning for Image
+      Recognition. arXiv:1512.03385
+"""
+
+from __future__ import annotations
+
+import keras
+
+from resnet_tf.models.layers import PACKAGE, Conv2DSame
+from resnet_tf.models.precision import dtype_policy
+from resnet_tf.models.resnet_utils import (
+    Block,
+    bottleneck_block,
+    resnet_arg_scope,
+    resnet_blocks,
+    resnet_factory,
+    resnet_model,
+)
+from resnet_tf.models.units import ResidualUnit
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BottleneckV1(ResidualUnit):
+    """slim's `bottleneck` (v1), [1] Fig. 5 right / [2] Fig. 1(a):
+
+        shortcut = subsample(x, stride) if depth == depth_in, else conv 1x1 / stride + BN
+        residual = conv1 1x1 (BN, ReLU) -> conv2 3x3 conv2d_same, stride, rate (BN, ReLU)
+                   -> conv3 1x1 (BN)
+        output   = relu(shortcut + residual)
+    """
+
+    slim_scope = "bottleneck_v1"
+    unit_arg_names = ("depth", "depth_bottleneck", "stride")
+    expansion = 4  # resnet_v1_block: depth = 4 * depth_bottleneck
+
+    def _make_layers(self):
+        bn = dict(self.layer_scope, use_batch_norm=True)
+        return [
+            ("conv1", Conv2DSame(self.depth_bottleneck, 1, activation="relu", name="conv1", **bn)),
+            ("conv2", Conv2DSame(self.depth_bottleneck, 3, stride=self.stride, rate=self.rate,
+                                 activation="relu", name="conv2", **bn)),
+            ("conv3", Conv2DSame(self.depth, 1, name="conv3", **bn)),
+        ]
+
+    def _residual(self, branch, training):
+        conv1 = self._conv(self.conv1, branch, training)
+        conv2 = self._conv(self.conv2, conv1, training, self.conv1)
+        conv3 = self._conv(self.conv3, conv2, training, self.conv2)
+        return conv3, {"conv1": conv1, "conv2": conv2, "conv3": conv3}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BasicBlockV1(ResidualUnit):
+    """[1]'s basic unit (Fig. 2), post-activation:
+
+        residual = conv1 3x3, stride (BN, ReLU) -> conv2 3x3 (BN)
+        output   = relu(shortcut + residual)        (shortcut: options A, B, C)
+    """
+
+    slim_scope = "basic_v1"
+    unit_arg_names = ("depth", "stride")
+
+    def _make_layers(self):
+        bn = dict(self.layer_scope, use_batch_norm=True)
+        return [
+            ("conv1", Conv2DSame(self.depth, 3, stride=self.stride, rate=self.rate,
+                                 activation="relu", name="conv1", **bn)),
+            ("conv2", Conv2DSame(self.depth, 3, rate=self.rate, name="conv2", **bn)),
+        ]
+
+    def _residual(self, branch, training):
+        conv1 = self._conv(self.conv1, branch, training)
+        conv2 = self._conv(self.conv2, conv1, training, self.conv1)
+        return conv2, {"conv1": conv1, "conv2": conv2}
+
+
+def bottleneck(inputs, depth, depth_bottleneck, stride, rate=1, name=None, **arg_scope):
+    """slim's `resnet_v1.bottleneck(inputs, depth, depth_bottleneck, stride, rate)`."""
+    return BottleneckV1(depth, stride, rate, depth_bottleneck=depth_bottleneck, name=name,
+                        **arg_scope)(inputs)
+
+
+bottleneck.layer_class = BottleneckV1
+
+
+def resnet_v1_block(scope: str, base_depth: int, num_units: int, stride: int) -> Block:
+    """slim's helper: `num_units` bottleneck_v1 units of depth 4 * base_depth, stride in the last."""
+    return bottleneck_block(scope, BottleneckV1, base_depth, num_units, stride)
+
+
+def resnet_v1_blocks(depth: int, base_depth: int = 64) -> list[Block]:
+    """The four blocks of ResNet-`depth` V1 (basic units for 18 and 34, bottlenecks otherwise)."""
+    return resnet_blocks(depth, BottleneckV1, BasicBlockV1, base_depth, family="V1")
+
+
+def resnet_v1(
+    blocks,
+    num_classes: int | None = None,
+    global_pool: bool = True,
+    output_stride: int | None = None,
+    include_root_block: bool = True,
+    spatial_squeeze: bool = True,
+    input_shape=None,
+    name: str = "resnet_v1",
+    weight_decay: float = 1e-4,
+    batch_norm_decay: float = 0.997,
+    batch_norm_epsilon: float = 1e-5,
+    batch_norm_scale: bool = True,
+    dtype=None,
+) -> keras.Model:
+    """slim's `resnet_v1` generator: root conv1 7x7/2 with BN and ReLU, 3x3/2 max-pool, the
+    blocks, `pool5`, `logits`. Arguments as `resnet_v2` (there is no `postnorm`)."""
+    arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
+                                 batch_norm_scale)
+    policy = dtype_policy(dtype)
+    root = None
+    if include_root_block:
+        root = [Conv2DSame(64, 7, stride=2, use_batch_norm=True, activation="relu",
+                           name="conv1", dtype=policy, **arg_scope),
+                keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1",
+                                          dtype=policy)]
+    return resnet_model(blocks, root=root, num_classes=num_classes, global_pool=global_pool,
+                        output_stride=output_stride, spatial_squeeze=spatial_squeeze,
+                        input_shape=input_shape, name=name, arg_scope=arg_scope, dtype=policy)
+
+
+resnet_v1_18 = resnet_factory("v1", 18, resnet_v1, resnet_v1_blocks)
+resnet_v1_34 = resnet_factory("v1", 34, resnet_v1, resnet_v1_blocks)
+resnet_v1_50 = resnet_factory("v1", 50, resnet_v1, resnet_v1_blocks)
+resnet_v1_101 = resnet_factory("v1", 101, resnet_v1, resnet_v1_blocks)
+resnet_v1_152 = resnet_factory("v1", 152, resnet_v1, resnet_v1_blocks)
+resnet_v1_200 = resnet_factory("v1", 200, resnet_v1, resnet_v1_blocks)

@@ -1,0 +1,138 @@
+"""Loading the models that `predict`, `evaluate` and `export` work on: a `resnet-tf train` model
+dir, a slim checkpoint, or slim's released weights, each with how its images are prepared.
+
+    source = load_model_source(model_dir="runs/quickstart")
+    source = load_model_source(weights="imagenet", model_name="resnet_v2_50")
+    source.model, source.prep, source.class_names
+
+A model dir's images are prepared as its training validated them (`TrainConfig.
+eval_preprocessing`); a slim checkpoint's as slim evaluates its family (`weights.
+slim_conventions`: V1 VGG at 224 px, V2 Inception at 299 px).
+
+Keras; TensorFlow only through the slim checkpoint reader, when one is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import keras
+
+from resnet_tf.data.pixels import EvalPreprocessing
+from resnet_tf.errors import MissingPathError, UserError
+from resnet_tf.training.model_dir import CHECKPOINTS, ModelDir, readable_keras_file
+from resnet_tf.utils import read_class_names
+
+
+@dataclasses.dataclass
+class ModelSource:
+    """A Keras model to export, predict with or evaluate, and how its inputs are prepared."""
+
+    model: keras.Model
+    prep: EvalPreprocessing
+    class_names: list | None
+    model_dir: ModelDir | None = None  # a model dir's records (config, data)
+    config: object = None  # the TrainConfig of a model dir
+
+
+def load_model_source(model_dir=None, slim_checkpoint=None, weights=None,
+                      model_name="resnet_v2_50", num_classes=None, image_size=None,
+                      checkpoint="final", moving_averages=False) -> ModelSource:
+    """The model of a `resnet-tf train` model dir (`checkpoint`: final, last or best), or a
+    registry model loaded strictly from a slim checkpoint or `weights` ("imagenet", a URL or a
+    path), with the preprocessing and image size slim evaluates that family at unless
+    `image_size`; `num_classes` defaults to slim's releases' (1000 for V1, 1001 for V2)."""
+    if sum(source is not None for source in (model_dir, slim_checkpoint, weights)) != 1:
+        raise UserError("give exactly one of model_dir, slim_checkpoint and weights")
+    if model_dir is not None:
+        if image_size is not None:
+            raise UserError(f"a model dir's model takes the image size it was trained at "
+                            f"(its config's image_size); leave out --image-size. Received: "
+                            f"image_size={image_size}")
+        if moving_averages:
+            raise UserError("moving averages are for slim checkpoints; a model dir has none")
+        model, config, names = load_model_dir(model_dir, checkpoint)
+        return ModelSource(model, config.eval_preprocessing(), names, ModelDir(model_dir),
+                           config)
+    if checkpoint != "final":
+        raise UserError(f"--checkpoint {checkpoint} picks a model dir's checkpoint; it does "
+                        "not apply to a slim checkpoint or weights")
+    from resnet_tf.data.class_names import default_class_names
+    from resnet_tf.models.registry import create_model
+    from resnet_tf.weights.slim import slim_conventions
+
+    conventions = slim_conventions(model_name)
+    num_classes = conventions.num_classes if num_classes is None else num_classes
+    if weights is not None:
+        if moving_averages:
+            raise UserError("--moving-averages is for --slim-checkpoint (slim's released "
+                            "weights hold no moving averages)")
+        model = create_model(model_name, num_classes=num_classes, weights=weights)
+    else:
+        from resnet_tf.slim.checkpoint import load_slim_checkpoint
+
+        model = create_model(model_name, num_classes=num_classes)
+        load_slim_checkpoint(model, slim_checkpoint, moving_averages=moving_averages)
+    return ModelSource(model, conventions.eval_preprocessing(image_size),
+                       default_class_names(num_classes))
+
+
+def load_model_dir(model_dir: str, checkpoint: str = "final"):
+    """(model, config, class names) of a `resnet-tf train` model dir.
+
+    `checkpoint`: "final" is model.keras, written when a run finishes (a run that was
+    interrupted has none yet: then the last epoch's checkpoint is used); "last" and "best" are
+    checkpoints/last.keras and checkpoints/best.keras (best val_accuracy).
+    """
+    from resnet_tf.training.config import load_config
+
+    path = model_dir_checkpoint(model_dir, checkpoint)
+    paths = ModelDir(model_dir)
+    config = load_config(paths.config)
+    model = load_keras_file(path)
+    names = read_class_names(paths.class_names) if os.path.isfile(paths.class_names) else None
+    return model, config, names
+
+
+def model_dir_checkpoint(model_dir: str, checkpoint: str = "final") -> str:
+    """The .keras file of a model dir that `load_model_dir(model_dir, checkpoint)` loads."""
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"checkpoint must be one of {list(CHECKPOINTS)}. "
+                        f"Received: checkpoint={checkpoint!r}")
+    paths = ModelDir(model_dir)
+    if not os.path.isdir(model_dir) or not os.path.isfile(paths.config):
+        raise MissingPathError(f"No trained model in {model_dir!r} (no config.yaml: run "
+                               "`resnet-tf train` first)")
+    path = {"final": paths.model, "last": paths.last, "best": paths.best}[checkpoint]
+    if checkpoint == "final" and not os.path.isfile(path) and os.path.isfile(paths.last):
+        print(f"resnet-tf: {paths.model} is not written yet (the run did not finish); using "
+              f"the last epoch's checkpoint {paths.last}", file=sys.stderr)
+        path = paths.last
+    if not os.path.isfile(path):
+        if checkpoint == "best" and paths.completed_epochs() and \
+                not any("val_accuracy" in row for row in paths.completed_epochs()):
+            raise MissingPathError(f"{model_dir!r} has no best checkpoint: the best is chosen "
+                                   "by val_accuracy, and this run has no validation data; use "
+                                   "--checkpoint final or last")
+        raise MissingPathError(f"No trained model in {model_dir!r} (expected {path}; run "
+                               "`resnet-tf train` first)")
+    return path
+
+
+def load_keras_file(path: str) -> keras.Model:
+    """`keras.saving.load_model(path)`, with a sentence for a torn file (naming the other
+    checkpoints) and for a whole file Keras cannot load (naming Keras' reason)."""
+    import resnet_tf  # noqa: F401  (registers resnet_tf's layers for deserialisation)
+
+    if not readable_keras_file(path):
+        raise UserError(f"{path!r} cannot be read as a .keras model: it is truncated or "
+                        "corrupt; use another --checkpoint (last, best) or train again")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, TypeError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        raise UserError(f"{path!r} is a whole .keras file that this Keras "
+                        f"({keras.__version__}) cannot load: {type(error).__name__}: "
+                        f"{reason}") from None
