@@ -33,6 +33,7 @@ DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
 FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 PRECISIONS = ("float32", "float16", "int8")
 CHECKPOINTS = ("final", "last", "best")
+WEIGHT_SOURCES = ("imagenet", "torchvision", "timm", "keras")  # resnet_tf.weights.sources.NAMED
 
 
 def UserError(message: str) -> Exception:  # noqa: N802 (raised like the class it returns)
@@ -222,9 +223,11 @@ def _add_source_arguments(parser, what, export=False, export_on_model_dir=False)
                             if export_on_model_dir else ""))
     source.add_argument("--slim-checkpoint", metavar="CKPT",
                         help="a slim checkpoint (with --model and --num-classes)")
-    source.add_argument("--weights", metavar="imagenet|URL|PATH",
-                        help="with --model: slim's released ImageNet weights (downloaded once, "
-                             "then cached), or a release-style tarball or checkpoint")
+    source.add_argument("--weights", metavar="SOURCE|URL|PATH",
+                        help="with --model: released ImageNet weights, downloaded once, then "
+                             "cached: imagenet (slim's), torchvision, timm or keras "
+                             "(keras.applications'); or a URL or path of such a file (a slim "
+                             "tarball or checkpoint, .pth, .safetensors, .h5)")
     if export or export_on_model_dir:
         (group if export_on_model_dir else source).add_argument(
             "--export", metavar="EXPORT",
@@ -496,18 +499,32 @@ def run_evaluate(args):
 def add_download_parser(subparsers, common):
     parser = subparsers.add_parser(
         "download", parents=[common],
-        help="fill the cache with slim's released ImageNet weights (e.g. before going offline)",
-        description="Downloads slim's released checkpoint for --model once into the directory "
-                    "Keras caches downloads in ($KERAS_HOME/resnet_tf/, default "
-                    "~/.keras/resnet_tf/) and unpacks it; `--weights imagenet` and "
-                    "`weights=\"imagenet\"` then need no network.")
-    parser.add_argument("--model", required=True, type=_model_name("resnet_tf.weights.slim", "RELEASES"),
+        help="fill the cache with released ImageNet weights (e.g. before going offline)",
+        description="Downloads released weights for --model once into the directory Keras "
+                    "caches downloads in ($KERAS_HOME/resnet_tf/, default ~/.keras/resnet_tf/) "
+                    "(slim's tarballs are unpacked); `--weights SOURCE` and "
+                    "`weights=\"SOURCE\"` then need no network.")
+    parser.add_argument("--model", required=True,
+                        type=_model_name("resnet_tf.models.registry", "NAMED_MODELS"),
                         metavar="NAME", help="a model with released weights, e.g. resnet_v2_50 "
                                              "(docs/models.md lists them)")
+    parser.add_argument("--weights", choices=WEIGHT_SOURCES, default="imagenet",
+                        help="whose weights: imagenet (slim's releases, the default), "
+                             "torchvision, timm or keras (keras.applications')")
     parser.set_defaults(handler=run_download)
 
 
 def run_download(args):
+    if args.weights != "imagenet":
+        from resnet_tf.weights.sources import download, published
+
+        entry = published(args.weights, args.model)
+        path = download(args.weights, args.model)
+        prep = entry.preprocessing
+        print(f"{args.model}: {args.weights}'s {entry.name} (ImageNet top-1 {entry.top1} % as "
+              f"{args.weights} publishes it; {prep.method} preprocessing, {prep.image_size} "
+              f"px) at {path}")
+        return 0
     from resnet_tf.weights.slim import download, release_of
 
     release = release_of(args.model)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from image_data import write_image_folder
 
+from resnet_tf.models.precision import all_layers
 from resnet_tf.training.config import config_from_dict
 from resnet_tf.training.trainer import ModelDir, build_model, train
 
@@ -484,8 +485,7 @@ def test_the_multi_worker_loop_averages_batch_norm_statistics_only(tmp_path):
     names = {v.path.split("/")[-1] for v in statistics}
     assert names == {"moving_mean", "moving_variance"}
     assert len(statistics) == 2 * sum(isinstance(layer, keras.layers.BatchNormalization)
-                                      for layer in __import__("resnet_tf").precision
-                                      .all_layers(model))
+                                      for layer in all_layers(model))
     assert len(model.non_trainable_variables) > len(statistics)  # the dropouts' seeds are left
 
 

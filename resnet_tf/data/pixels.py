@@ -2,7 +2,10 @@
 
 A model trained by `resnet-tf train`, and slim's V2 releases, take "inception" inputs: RGB
 scaled to [-1, 1] by slim's `(x / 255 - 0.5) * 2`. slim's V1 releases take "vgg" inputs: RGB
-0..255 minus the ImageNet means, no scaling. At evaluation an image is first cropped and resized
+0..255 minus the ImageNet means, no scaling. Weights from other sources (`resnet_tf.weights`)
+take theirs: "torchvision" (torchvision's and timm's: `(x / 255 - mean) / std`), "caffe"
+(keras.applications' ResNet V1: BGR 0..255 minus the BGR means); keras.applications' ResNetV2
+takes "inception"'s. At evaluation an image is first cropped and resized
 to the model's size; `EvalPreprocessing` says how, and it is the one recipe that training's
 validation, `evaluate`, `predict`, `export` (its preprocessing.json) and int8 calibration share.
 
@@ -17,20 +20,35 @@ import dataclasses
 from resnet_tf.errors import UserError
 from resnet_tf.utils import check_positive_int
 
-PREPROCESSINGS = ("inception", "vgg")
+PREPROCESSINGS = ("inception", "vgg", "torchvision", "caffe")
+# The methods that resize the smaller side to `resize_side`, then take the central square.
+SIDE_CROPS = ("vgg", "torchvision", "caffe")
 EVAL_CENTRAL_FRACTION = 0.875  # slim's inception eval crop
 VGG_MEAN_RGB = (123.68, 116.78, 103.94)
+TORCHVISION_MEAN_RGB = (0.485, 0.456, 0.406)  # of pixels / 255
+TORCHVISION_STD_RGB = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications.imagenet_utils, "caffe"
 VGG_RESIZE_SIDE = 256  # slim's vgg_preprocessing._RESIZE_SIDE_MIN: the eval resize at 224 px
 VGG_IMAGE_SIZE = 224
 
 
 def normalize_pixels(pixels, preprocessing: str = "inception"):
-    """Raw float 0..255 pixels `[..., 3]` -> model input, with `keras.ops`. "inception" is
-    exactly slim's `(x / 255 - 0.5) * 2`; "vgg" subtracts the RGB means."""
+    """Raw float 0..255 RGB pixels `[..., 3]` -> model input, with `keras.ops`. "inception"
+    is exactly slim's `(x / 255 - 0.5) * 2`; "vgg" subtracts the RGB means; "torchvision"
+    is `(x / 255 - mean) / std`; "caffe" reverses the channels to BGR and subtracts the BGR
+    means (keras.applications' `preprocess_input` for ResNet V1)."""
     from keras import ops
 
+    def constant(values):
+        return ops.cast(ops.convert_to_tensor(values), pixels.dtype)
+
     if preprocessing == "vgg":
-        return ops.subtract(pixels, ops.cast(ops.convert_to_tensor(VGG_MEAN_RGB), pixels.dtype))
+        return ops.subtract(pixels, constant(VGG_MEAN_RGB))
+    if preprocessing == "torchvision":
+        return ops.divide(ops.subtract(ops.divide(pixels, 255.0), constant(TORCHVISION_MEAN_RGB)),
+                          constant(TORCHVISION_STD_RGB))
+    if preprocessing == "caffe":
+        return ops.subtract(ops.flip(pixels, axis=-1), constant(CAFFE_MEAN_BGR))
     check_preprocessing(preprocessing)
     return ops.multiply(ops.subtract(ops.divide(pixels, 255.0), 0.5), 2.0)
 
@@ -52,6 +70,8 @@ class EvalPreprocessing:
         central `image_size` square, then the RGB means subtracted. slim evaluates its V1
         releases at 224 px from a 256 px side; at other sizes the side scales with the size
         (`round(image_size * 256 / 224)`) unless given.
+    methods "torchvision" and "caffe": the same crop (`SIDE_CROPS`), then their own
+        normalisation (`normalize_pixels`); each source's side is in `resnet_tf.weights`.
     """
 
     method: str = "inception"
@@ -62,7 +82,7 @@ class EvalPreprocessing:
     def __post_init__(self):
         check_preprocessing(self.method)
         check_positive_int("image_size", self.image_size)
-        if self.method == "vgg":
+        if self.method in SIDE_CROPS:
             if self.resize_side is None:
                 object.__setattr__(self, "resize_side", round(
                     self.image_size * VGG_RESIZE_SIDE / VGG_IMAGE_SIZE))
@@ -82,6 +102,11 @@ class EvalPreprocessing:
         info = {"preprocessing": self.method, "image_size": self.image_size}
         if self.method == "vgg":
             info.update(resize_side=self.resize_side, mean_rgb=list(VGG_MEAN_RGB))
+        elif self.method == "torchvision":
+            info.update(resize_side=self.resize_side, mean_rgb=list(TORCHVISION_MEAN_RGB),
+                        std_rgb=list(TORCHVISION_STD_RGB))
+        elif self.method == "caffe":
+            info.update(resize_side=self.resize_side, mean_bgr=list(CAFFE_MEAN_BGR))
         else:
             info.update(central_fraction=self.central_fraction)
         return info

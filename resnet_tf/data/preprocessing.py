@@ -25,6 +25,8 @@ import tensorflow as tf
 
 from resnet_tf.data.pixels import (
     EVAL_CENTRAL_FRACTION,
+    PREPROCESSINGS,
+    SIDE_CROPS,
     VGG_RESIZE_SIDE,
     normalize_pixels,
 )
@@ -139,12 +141,14 @@ def eval_pixels(image, size, central_fraction=EVAL_CENTRAL_FRACTION, method="inc
 
     method "inception": the central `central_fraction` of each side, bilinear resize;
     `scale_to_signed_unit(eval_pixels(x, s, f) / 255)` is `preprocess_for_eval(x, s, s, f)` up to
-    float rounding. method "vgg": `vgg_eval_pixels` (slim's V1 checkpoints).
+    float rounding. methods "vgg" (slim's V1 checkpoints), "torchvision" and "caffe":
+    `vgg_eval_pixels` (the smaller side resized to `resize_side`, the central square).
     """
-    if method == "vgg":
+    if method in SIDE_CROPS:
         return vgg_eval_pixels(image, size, resize_side)
     if method != "inception":
-        raise UserError(f"method must be 'inception' or 'vgg'. Received: method={method!r}")
+        raise UserError(f"method must be one of {list(PREPROCESSINGS)}. "
+                        f"Received: method={method!r}")
     _check_size(size, size)
     image = _to_unit_float(image)
     image = central_crop(image, central_fraction)
@@ -160,8 +164,8 @@ def prepare_pixels(image, prep):
 def prepare_input(image, prep):
     """The model input of `prep`: `prepare_pixels`, then its normalisation (exactly slim's
     `preprocess_for_eval` for "inception", up to float rounding)."""
-    if prep.method == "vgg":
-        return normalize_pixels(prepare_pixels(image, prep), "vgg")
+    if prep.method != "inception":
+        return normalize_pixels(prepare_pixels(image, prep), prep.method)
     return preprocess_for_eval(image, prep.image_size, prep.image_size, prep.central_fraction)
 
 

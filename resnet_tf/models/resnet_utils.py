@@ -162,6 +162,61 @@ RESNET_UNITS = {
 BASIC_DEPTHS = (18, 34)
 BLOCK_STRIDES = (2, 2, 2, 1)
 
+# Where the layers sit in the ResNets of other weight sources (`resnet_tf.weights`), each the
+# same network as slim's given its layout:
+#   "slim"         slim's: a bottleneck block's stride in its last unit, a V1 unit's on its 3x3
+#                  convolution; the root's 3x3/2 max-pool pads "SAME" (0 before, 1 after at
+#                  even sizes).
+#   "torchvision"  torchvision's and timm's: a bottleneck block's stride in its first unit (the
+#                  blocks stride 1, 2, 2, 2), on the 3x3 ("ResNet V1.5"); the max-pool pads 1 on
+#                  every side (with zeros: its input is a ReLU's, so as PyTorch's -inf).
+#   "keras"        keras.applications': V1 as "torchvision" but the stride on the first 1x1;
+#                  V2 as slim; the max-pool pads 1 on every side with zeros; batch norm's
+#                  epsilon 1.001e-5.
+LAYOUTS = ("slim", "torchvision", "keras")
+KERAS_BATCH_NORM_EPSILON = 1.001e-5
+
+
+def check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise UserError(f"layout must be one of {list(LAYOUTS)}. Received: layout={layout!r}")
+
+
+def layout_epsilon(layout: str, epsilon):
+    """Batch norm's epsilon: `epsilon`, or by default slim's 1e-5 (keras.applications'
+    1.001e-5 under its layout)."""
+    if epsilon is not None:
+        return epsilon
+    return KERAS_BATCH_NORM_EPSILON if layout == "keras" else 1e-5
+
+
+def root_pool(layout: str, dtype) -> list:
+    """The root's 3x3/2 max-pool ("pool1") as `layout` pads it."""
+    check_layout(layout)
+    if layout == "slim":
+        return [keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1",
+                                          dtype=dtype)]
+    return [keras.layers.ZeroPadding2D(1, name="pool1_pad", dtype=dtype),
+            keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="pool1", dtype=dtype)]
+
+
+def first_unit_strides(blocks, **unit_args) -> list:
+    """`blocks` with each block's stride moved from its last unit to the first unit of the
+    next block (slim's 2, 2, 2, 1 become 1, 2, 2, 2), as torchvision and keras.applications
+    place it; `unit_args` are given to every unit (e.g. `stride_in="conv1"`)."""
+    if all(unit["stride"] == 1 for block in blocks for unit in block.args[1:]):
+        return list(blocks)  # already there (e.g. [1]'s basic blocks)
+    strides = [1] + [max(unit["stride"] for unit in block.args) for block in blocks[:-1]]
+    moved = []
+    for block, stride in zip(blocks, strides):
+        args = [dict(unit, stride=1) for unit in block.args]
+        args[0] = dict(args[0], stride=stride)
+        unit_fn = functools.partial(unit_class(block.unit_fn), **{
+            **(block.unit_fn.keywords if isinstance(block.unit_fn, functools.partial) else {}),
+            **unit_args}) if unit_args else block.unit_fn
+        moved.append(Block(block.scope, unit_fn, args))
+    return moved
+
 
 def bottleneck_block(scope: str, unit_fn, base_depth: int, num_units: int, stride: int) -> Block:
     """slim's `resnet_v1_block` / `resnet_v2_block` for any bottleneck unit: `num_units` units of
@@ -341,18 +396,18 @@ def resnet_model(blocks, *, root=None, postnorm=False, num_classes=None, global_
         return keras.Model(images, net, name=name)
 
 
-def build_with_weights(model_name: str, weights, num_classes, build) -> keras.Model:
-    """`build()`, then `weights` loaded into it: None (random init), "imagenet" (slim's release
-    for `model_name`), a URL or a path (`resnet_tf.weights.slim`, which needs TensorFlow and is
-    imported only here). `num_classes` is checked against the release before anything is built
-    or downloaded."""
+def build_with_weights(model_name: str, weights, num_classes, layout, build) -> keras.Model:
+    """`build(layout)`, then `weights` loaded into it: None (random init, `layout` or slim's),
+    or a name or file `resnet_tf.weights` knows (slim's releases, torchvision's, timm's,
+    keras.applications'), which sets the layout the weights need. `num_classes` is checked
+    against the weights before anything is built or downloaded."""
     if weights is None:
-        return build()
-    from resnet_tf.weights.slim import check_weights_arguments, load_weights
+        return build(layout or "slim")
+    from resnet_tf.weights.sources import resolve_weights
 
-    check_weights_arguments(model_name, weights, num_classes)
-    model = build()
-    load_weights(model, weights, model_name)
+    source = resolve_weights(model_name, weights, num_classes, layout)
+    model = build(source.layout)
+    source.load(model)
     return model
 
 
@@ -362,17 +417,22 @@ def resnet_factory(family: str, depth: int, generator, blocks_fn):
     model_name = f"resnet_{family}_{depth}"
 
     def build(num_classes=None, global_pool=True, output_stride=None, spatial_squeeze=True,
-              input_shape=None, name=model_name, weights=None, dtype=None, **arg_scope):
-        return build_with_weights(model_name, weights, num_classes, lambda: generator(
-            blocks_fn(depth), num_classes=num_classes, global_pool=global_pool,
-            output_stride=output_stride, include_root_block=True,
-            spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name, dtype=dtype,
-            **arg_scope))
+              input_shape=None, name=model_name, weights=None, dtype=None, layout=None,
+              **arg_scope):
+        if layout is not None:
+            check_layout(layout)
+        return build_with_weights(model_name, weights, num_classes, layout, lambda layout: (
+            generator(blocks_fn(depth), num_classes=num_classes, global_pool=global_pool,
+                      output_stride=output_stride, include_root_block=True,
+                      spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name,
+                      dtype=dtype, layout=layout, **arg_scope)))
 
     kind = "basic" if depth in BASIC_DEPTHS else "bottleneck"
     build.__name__ = build.__qualname__ = model_name
     build.__doc__ = (f"ResNet-{depth} {family.upper()} (blocks of {RESNET_UNITS[depth]} {kind} "
                      f"units). See `resnet_{family}` for the arguments; `weights`: None, "
-                     "\"imagenet\" (slim's release), a URL or a path (`resnet_tf.weights.slim`); "
+                     "\"imagenet\" (slim's release), \"torchvision\", \"timm\", \"keras\", or a "
+                     "URL or path of such a file (`resnet_tf.weights`), which sets `layout`; "
+                     "`layout`: where the layers sit (`LAYOUTS`; default \"slim\"); "
                      "`dtype`: the Keras dtype policy (None: the global one).")
     return build

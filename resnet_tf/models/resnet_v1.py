@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import keras
 
+from resnet_tf.errors import UserError
 from resnet_tf.models.layers import PACKAGE, Conv2DSame
 from resnet_tf.models.precision import dtype_policy
 from resnet_tf.models.resnet_utils import (
     Block,
     bottleneck_block,
+    check_layout,
+    first_unit_strides,
+    layout_epsilon,
     resnet_arg_scope,
     resnet_blocks,
     resnet_factory,
     resnet_model,
+    root_pool,
 )
 from resnet_tf.models.units import ResidualUnit
 
@@ -42,15 +47,33 @@ class BottleneckV1(ResidualUnit):
     slim_scope = "bottleneck_v1"
     unit_arg_names = ("depth", "depth_bottleneck", "stride")
     expansion = 4  # resnet_v1_block: depth = 4 * depth_bottleneck
+    STRIDE_IN = ("conv2", "conv1")
+
+    def __init__(self, depth, depth_bottleneck=None, stride=1, stride_in="conv2", **kwargs):
+        """`stride_in`: the convolution that strides, "conv2" (the 3x3: slim's, torchvision's
+        "V1.5") or "conv1" (the first 1x1: keras.applications' and [1]'s original)."""
+        if stride_in not in self.STRIDE_IN:
+            raise UserError(f"stride_in must be one of {list(self.STRIDE_IN)}. "
+                            f"Received: stride_in={stride_in!r}")
+        self.stride_in = stride_in
+        super().__init__(depth, stride=stride, depth_bottleneck=depth_bottleneck, **kwargs)
 
     def _make_layers(self):
         bn = dict(self.layer_scope, use_batch_norm=True)
+        strides = {"conv1": 1, "conv2": 1, self.stride_in: self.stride}
         return [
-            ("conv1", Conv2DSame(self.depth_bottleneck, 1, activation="relu", name="conv1", **bn)),
-            ("conv2", Conv2DSame(self.depth_bottleneck, 3, stride=self.stride, rate=self.rate,
-                                 activation="relu", name="conv2", **bn)),
+            ("conv1", Conv2DSame(self.depth_bottleneck, 1, stride=strides["conv1"],
+                                 activation="relu", name="conv1", **bn)),
+            ("conv2", Conv2DSame(self.depth_bottleneck, 3, stride=strides["conv2"],
+                                 rate=self.rate, activation="relu", name="conv2", **bn)),
             ("conv3", Conv2DSame(self.depth, 1, name="conv3", **bn)),
         ]
+
+    def get_config(self):
+        config = super().get_config()
+        if self.stride_in != "conv2":  # files without it are slim's layout
+            config.update(stride_in=self.stride_in)
+        return config
 
     def _residual(self, branch, training):
         conv1 = self._conv(self.conv1, branch, training)
@@ -114,21 +137,26 @@ def resnet_v1(
     name: str = "resnet_v1",
     weight_decay: float = 1e-4,
     batch_norm_decay: float = 0.997,
-    batch_norm_epsilon: float = 1e-5,
+    batch_norm_epsilon: float | None = None,
     batch_norm_scale: bool = True,
     dtype=None,
+    layout: str = "slim",
 ) -> keras.Model:
     """slim's `resnet_v1` generator: root conv1 7x7/2 with BN and ReLU, 3x3/2 max-pool, the
-    blocks, `pool5`, `logits`. Arguments as `resnet_v2` (there is no `postnorm`)."""
-    arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
-                                 batch_norm_scale)
+    blocks, `pool5`, `logits`. Arguments as `resnet_v2` (there is no `postnorm`); under
+    `layout` "torchvision" or "keras" a bottleneck block's stride moves to its first unit
+    (`resnet_utils.LAYOUTS`), on the first 1x1 for "keras"."""
+    check_layout(layout)
+    if layout != "slim":
+        blocks = first_unit_strides(blocks, **({"stride_in": "conv1"} if layout == "keras"
+                                                else {}))
+    arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay,
+                                 layout_epsilon(layout, batch_norm_epsilon), batch_norm_scale)
     policy = dtype_policy(dtype)
     root = None
     if include_root_block:
         root = [Conv2DSame(64, 7, stride=2, use_batch_norm=True, activation="relu",
-                           name="conv1", dtype=policy, **arg_scope),
-                keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1",
-                                          dtype=policy)]
+                           name="conv1", dtype=policy, **arg_scope)] + root_pool(layout, policy)
     return resnet_model(blocks, root=root, num_classes=num_classes, global_pool=global_pool,
                         output_stride=output_stride, spatial_squeeze=spatial_squeeze,
                         input_shape=input_shape, name=name, arg_scope=arg_scope, dtype=policy)

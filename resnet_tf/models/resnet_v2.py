@@ -28,10 +28,14 @@ from resnet_tf.models.precision import dtype_policy
 from resnet_tf.models.resnet_utils import (
     Block,
     bottleneck_block,
+    check_layout,
+    first_unit_strides,
+    layout_epsilon,
     resnet_arg_scope,
     resnet_blocks,
     resnet_factory,
     resnet_model,
+    root_pool,
 )
 from resnet_tf.models.units import ResidualUnit
 
@@ -137,9 +141,10 @@ def resnet_v2(
     name: str = "resnet_v2",
     weight_decay: float = 1e-4,
     batch_norm_decay: float = 0.997,
-    batch_norm_epsilon: float = 1e-5,
+    batch_norm_epsilon: float | None = None,
     batch_norm_scale: bool = True,
     dtype=None,
+    layout: str = "slim",
 ) -> keras.Model:
     """slim's `resnet_v2` generator: a functional Keras model over any list of `Block`s.
 
@@ -156,19 +161,25 @@ def resnet_v2(
         `global_pool` when there are classes.
       input_shape: `(height, width, channels)`; default `(None, None, 3)`, any image size.
       name: the model's name, which is also the slim scope of its variables.
-      weight_decay, batch_norm_*: `resnet_arg_scope` semantics and defaults.
+      weight_decay, batch_norm_*: `resnet_arg_scope` semantics and defaults (epsilon: 1e-5,
+        keras.applications' 1.001e-5 under its layout).
       dtype: the Keras dtype policy of every layer ("float32", "mixed_bfloat16", ...); None:
         the global policy. Under a mixed policy the head computes in float32.
+      layout: where the layers sit (`resnet_utils.LAYOUTS`): "slim"; "keras" (keras.
+        applications' ResNetV2: the max-pool pads 1 on every side with zeros); "torchvision"
+        (also the strides in each block's first unit).
     """
-    arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay, batch_norm_epsilon,
-                                 batch_norm_scale)
+    check_layout(layout)
+    if layout == "torchvision":
+        blocks = first_unit_strides(blocks)
+    arg_scope = resnet_arg_scope(weight_decay, batch_norm_decay,
+                                 layout_epsilon(layout, batch_norm_epsilon), batch_norm_scale)
     policy = dtype_policy(dtype)
     root = None
     if include_root_block:
-        root = [Conv2DSame(64, 7, stride=2, name="conv1", dtype=policy, **arg_scope),
-                # TF 'SAME': on even sizes 0 pad before, 1 after; keras.applications pads 1+1.
-                keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1",
-                                          dtype=policy)]
+        # "slim": TF 'SAME', on even sizes 0 pad before, 1 after; the others pad 1 + 1.
+        root = [Conv2DSame(64, 7, stride=2, name="conv1", dtype=policy, **arg_scope)] + \
+            root_pool(layout, policy)
     # Pre-activation units leave their output un-normalised: a final BN + ReLU ([2] appendix).
     return resnet_model(blocks, root=root, postnorm=True, num_classes=num_classes,
                         global_pool=global_pool, output_stride=output_stride,

@@ -41,9 +41,11 @@ def load_model_source(model_dir=None, slim_checkpoint=None, weights=None,
                       model_name="resnet_v2_50", num_classes=None, image_size=None,
                       checkpoint="final", moving_averages=False) -> ModelSource:
     """The model of a `resnet-tf train` model dir (`checkpoint`: final, last or best), or a
-    registry model loaded strictly from a slim checkpoint or `weights` ("imagenet", a URL or a
-    path), with the preprocessing and image size slim evaluates that family at unless
-    `image_size`; `num_classes` defaults to slim's releases' (1000 for V1, 1001 for V2)."""
+    registry model loaded strictly from a slim checkpoint or `weights` ("imagenet",
+    "torchvision", "timm", "keras", a URL or a path: `resnet_tf.weights.sources`), with the
+    preprocessing and image size its source evaluates at (slim: its family's) unless
+    `image_size`; `num_classes` defaults to the weights' (slim's releases: 1000 for V1, 1001
+    for V2)."""
     if sum(source is not None for source in (model_dir, slim_checkpoint, weights)) != 1:
         raise UserError("give exactly one of model_dir, slim_checkpoint and weights")
     if model_dir is not None:
@@ -63,18 +65,25 @@ def load_model_source(model_dir=None, slim_checkpoint=None, weights=None,
     from resnet_tf.models.registry import create_model
     from resnet_tf.weights.slim import slim_conventions
 
-    conventions = slim_conventions(model_name)
-    num_classes = conventions.num_classes if num_classes is None else num_classes
     if weights is not None:
         if moving_averages:
-            raise UserError("--moving-averages is for --slim-checkpoint (slim's released "
-                            "weights hold no moving averages)")
-        model = create_model(model_name, num_classes=num_classes, weights=weights)
-    else:
-        from resnet_tf.slim.checkpoint import load_slim_checkpoint
+            raise UserError("--moving-averages is for --slim-checkpoint (released weights "
+                            "hold no moving averages)")
+        from resnet_tf.weights.sources import resolve_weights
 
-        model = create_model(model_name, num_classes=num_classes)
-        load_slim_checkpoint(model, slim_checkpoint, moving_averages=moving_averages)
+        resolved = resolve_weights(model_name, weights, num_classes)
+        num_classes = resolved.num_classes if num_classes is None else num_classes
+        model = create_model(model_name, num_classes=num_classes, weights=resolved)
+        prep = resolved.preprocessing
+        if image_size is not None:
+            prep = dataclasses.replace(prep, image_size=image_size, resize_side=None)
+        return ModelSource(model, prep, default_class_names(num_classes))
+    from resnet_tf.slim.checkpoint import load_slim_checkpoint
+
+    conventions = slim_conventions(model_name)
+    num_classes = conventions.num_classes if num_classes is None else num_classes
+    model = create_model(model_name, num_classes=num_classes)
+    load_slim_checkpoint(model, slim_checkpoint, moving_averages=moving_averages)
     return ModelSource(model, conventions.eval_preprocessing(image_size),
                        default_class_names(num_classes))
 

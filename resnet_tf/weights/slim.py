@@ -228,7 +228,14 @@ def _cache_lock():
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _from_url(url: str, fname: str, checkpoint_name: str):
+def cached_download(url: str, fname: str, file_hash: str | None = None):
+    """(path, its cache entries) of a single file downloaded once into the cache under
+    `fname` (weights of other sources: `weights.sources`), checked against `file_hash` (MD5
+    or SHA-256) where given; the same lock and offline sentence as slim's releases."""
+    return _from_url(url, fname, None, file_hash)
+
+
+def _from_url(url: str, fname: str, checkpoint_name: str | None, file_hash=None):
     """(checkpoint path, its cache entries) for a download, cached under `fname`."""
     import keras
 
@@ -241,7 +248,7 @@ def _from_url(url: str, fname: str, checkpoint_name: str):
             fresh = not os.path.exists(cached)
             try:
                 path = keras.utils.get_file(fname=fname, origin=url, cache_dir=cache_root(),
-                                            cache_subdir=CACHE_SUBDIR)
+                                            cache_subdir=CACHE_SUBDIR, file_hash=file_hash)
             except Exception as error:  # noqa: BLE001  (get_file raises plain Exception)
                 raise UserError(
                     f"Could not download {url} ({_reason(error)}). On a machine without "

@@ -1,0 +1,456 @@
+"""Every source of weights `weights=` takes, in one call, proven equal to the source's own code.
+
+    resnet_v1_50(num_classes=1000, weights="torchvision")   # IMAGENET1K_V2, 80.86 % (theirs)
+    resnet_v1_50(num_classes=1000, weights="timm")          # resnet50.a1_in1k
+    resnet_v2_50(num_classes=1000, weights="keras")         # keras.applications' ResNet50V2
+    resnet_v2_50(num_classes=1001, weights="imagenet")      # slim's release (`weights.slim`)
+    resnet_v1_50(weights="/path/or/https/url/of/a/file.h5")  # recognised by its contents
+
+Each source's ResNets are slim's networks given the right layout (`models.resnet_utils.LAYOUTS`):
+torchvision and timm put a block's stride in its first unit on the 3x3 ("V1.5"), keras'
+ResNet V1 on the first 1x1, and both pad the root max-pool 1 + 1. The builder builds that
+layout, so the model's `.keras` file and exports record it. Weights load strictly: every
+variable of the model from the file, every tensor of the file used, shapes equal; keras'
+convolution biases before a batch norm are folded into its moving mean (exact in inference).
+
+Files: torchvision's `.pth` (read with PyTorch's `torch.load(weights_only=True)`, which unpickles
+no code; without PyTorch such a file is refused with what to install), timm's `.safetensors`
+(read with `safetensors`, no PyTorch), keras.applications' `.h5` (h5py: what tf_keras' and
+Keras 2's `save_weights` write, or a whole-model `.h5`). Downloads go into Keras' cache like
+slim's releases (`weights.slim`: one lock, the same offline sentence).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import re
+import urllib.parse
+
+import numpy as np
+
+from resnet_tf.data.pixels import EvalPreprocessing
+from resnet_tf.errors import MissingPathError, UserError
+
+NAMED = ("imagenet", "torchvision", "timm", "keras")
+TORCHVISION_URL = "https://download.pytorch.org/models/{file}"
+TIMM_URL = "https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
+KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/{file}"
+# The depth of a ResNet from its units per block, and whether it is a bottleneck one.
+DEPTHS = {((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50,
+          ((3, 4, 23, 3), True): 101, ((3, 8, 36, 3), True): 152, ((3, 24, 36, 3), True): 200}
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """Named weights of a source for one builder: where they are and what their makers say."""
+
+    source: str  # "torchvision" | "timm" | "keras"
+    model: str  # the builder, e.g. "resnet_v1_50"
+    name: str  # the source's own name, e.g. "ResNet50_Weights.IMAGENET1K_V2"
+    url: str
+    top1: float | None  # ImageNet-1k top-1 (%) as the source publishes it
+    preprocessing: EvalPreprocessing
+    file_hash: str | None = None  # keras.utils.get_file's check, where the source gives one
+
+    @property
+    def fname(self) -> str:
+        return f"{self.source}-{self.name.replace('/', '-')}-" + os.path.basename(
+            urllib.parse.urlparse(self.url).path)
+
+
+def _torchvision(depth, file, version, top1, resize_side):
+    return Published("torchvision", f"resnet_v1_{depth}", f"ResNet{depth}_Weights.{version}",
+                     TORCHVISION_URL.format(file=file), top1,
+                     EvalPreprocessing("torchvision", 224, resize_side=resize_side))
+
+
+def _timm(depth, name, top1):
+    # timm's test recipe for these (pretrained_cfg test_input_size, test_crop_pct), at which
+    # its results table measures top-1: 288 px, the whole smaller side (crop 1.0), bicubic.
+    return Published("timm", f"resnet_v1_{depth}", name, TIMM_URL.format(name=name), top1,
+                     EvalPreprocessing("torchvision", 288, resize_side=288))
+
+
+def _keras(model, file, file_hash, top1):
+    prep = (EvalPreprocessing("caffe", 224, resize_side=256) if "v1" in model
+            else EvalPreprocessing("inception", 224, central_fraction=None))
+    return Published("keras", model, os.path.splitext(file)[0], KERAS_URL.format(file=file),
+                     top1, prep, file_hash)
+
+
+PUBLISHED: dict = {}  # source -> {builder name: Published}
+for _p in (
+        # torchvision's ResNet*_Weights.DEFAULT: IMAGENET1K_V2 where it exists, else V1.
+        _torchvision(18, "resnet18-f37072fd.pth", "IMAGENET1K_V1", 69.758, 256),
+        _torchvision(34, "resnet34-b627a593.pth", "IMAGENET1K_V1", 73.314, 256),
+        _torchvision(50, "resnet50-11ad3fa6.pth", "IMAGENET1K_V2", 80.858, 232),
+        _torchvision(101, "resnet101-cd907fc2.pth", "IMAGENET1K_V2", 81.886, 232),
+        _torchvision(152, "resnet152-f82ba261.pth", "IMAGENET1K_V2", 82.284, 232),
+        # timm's ResNet-strikes-back weights (arXiv:2110.00476, procedure A1 / A1h).
+        _timm(18, "resnet18.a1_in1k", 73.158),
+        _timm(34, "resnet34.a1_in1k", 77.918),
+        _timm(50, "resnet50.a1_in1k", 81.214),
+        _timm(101, "resnet101.a1h_in1k", 82.778),
+        _timm(152, "resnet152.a1h_in1k", 83.450),
+        # keras.applications' ResNet50/101/152 (V1) and ResNet50V2/101V2/152V2.
+        _keras("resnet_v1_50", "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+               "2cb95161c43110f7111970584f804107", 74.9),
+        _keras("resnet_v1_101", "resnet101_weights_tf_dim_ordering_tf_kernels.h5",
+               "f1aeb4b969a6efcfb50fad2f0c20cfc5", 76.4),
+        _keras("resnet_v1_152", "resnet152_weights_tf_dim_ordering_tf_kernels.h5",
+               "100835be76be38e30d865e96f2aaae62", 76.6),
+        _keras("resnet_v2_50", "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5",
+               "3ef43a0b657b3be2300d5770ece849e0", 76.0),
+        _keras("resnet_v2_101", "resnet101v2_weights_tf_dim_ordering_tf_kernels.h5",
+               "6343647c601c52e1368623803854d971", 77.2),
+        _keras("resnet_v2_152", "resnet152v2_weights_tf_dim_ordering_tf_kernels.h5",
+               "a49b44d1979771252814e80f8ec446f9", 78.0)):
+    PUBLISHED.setdefault(_p.source, {})[_p.model] = _p
+del _p
+
+
+@dataclasses.dataclass(frozen=True)
+class Weights:
+    """Weights for a builder, resolved before it builds: the layout they need, their classes,
+    how their images are prepared, and how to load them into the built model."""
+
+    source: str  # "slim" | "torchvision" | "timm" | "keras"
+    layout: str
+    num_classes: int
+    preprocessing: EvalPreprocessing
+    description: str
+    arrays: dict | None = None  # slim name (below the model's scope) -> array; None: slim's
+    weights: object = None  # slim's `weights` argument
+    model_name: str | None = None  # slim's: the checkpoint's scope
+
+    def load(self, model) -> list:
+        if self.source == "slim":
+            from resnet_tf.weights.slim import load_weights
+
+            return load_weights(model, self.weights, self.model_name)
+        return assign_strictly(model, self.arrays, self.description)
+
+
+def resolve_weights(model_name: str, weights, num_classes, layout=None) -> Weights:
+    """What `weights` names for builder `model_name`: slim's release ("imagenet") or any slim
+    checkpoint, a source's named weights ("torchvision", "timm", "keras"), or a file (a path or
+    a URL) of any of them, recognised by its contents. Checks `num_classes` and `layout`
+    against them before anything is built."""
+    if isinstance(weights, Weights):
+        resolved = weights
+    elif isinstance(weights, str) and weights in NAMED:
+        resolved = _named(model_name, weights)
+    else:
+        resolved = _from_file(model_name, weights)
+    if resolved.source == "slim":
+        from resnet_tf.weights.slim import check_weights_arguments
+
+        check_weights_arguments(model_name, resolved.weights, num_classes)
+    if resolved.source != "slim" and num_classes not in (None, resolved.num_classes):
+        raise UserError(f"{resolved.description} has {resolved.num_classes} classes; "
+                        f"num_classes must be {resolved.num_classes} or None (no head). "
+                        f"Received: num_classes={num_classes}")
+    if resolved.source != "slim" and num_classes is None:
+        resolved = dataclasses.replace(resolved, arrays={
+            name: value for name, value in resolved.arrays.items()
+            if not name.startswith("logits/")})
+    if layout is not None and layout != resolved.layout:
+        raise UserError(f"{resolved.description} needs layout={resolved.layout!r}; leave "
+                        f"layout out or pass that. Received: layout={layout!r}")
+    return resolved
+
+
+def published(source: str, model_name: str) -> Published:
+    if model_name not in PUBLISHED[source]:
+        raise UserError(f"{source} publishes no weights for {model_name}; weights="
+                        f"{source!r} is available for {sorted(PUBLISHED[source])}")
+    return PUBLISHED[source][model_name]
+
+
+def download(source: str, model_name: str) -> str:
+    """The cached file of a source's named weights (`resnet-tf download --source`)."""
+    from resnet_tf.weights.slim import cached_download
+
+    entry = published(source, model_name)
+    return cached_download(entry.url, entry.fname, entry.file_hash)[0]
+
+
+def _named(model_name: str, source: str) -> Weights:
+    if source == "imagenet":
+        return _slim(model_name, "imagenet")
+    entry = published(source, model_name)
+    path = download(source, model_name)
+    resolved = _read(model_name, path, f"{source}'s {entry.name} ({path})")
+    return dataclasses.replace(resolved, source=source, preprocessing=entry.preprocessing)
+
+
+def _slim(model_name: str, weights) -> Weights:
+    from resnet_tf.weights.slim import slim_conventions
+
+    conventions = slim_conventions(model_name)
+    return Weights("slim", "slim", conventions.num_classes, conventions.eval_preprocessing(),
+                   f"slim's weights {weights!r}", weights=weights, model_name=model_name)
+
+
+def _from_file(model_name: str, weights) -> Weights:
+    """A URL or a path: downloaded once into the cache (a URL), then read by its contents."""
+    from resnet_tf.weights.slim import cached_download
+
+    weights = os.fspath(weights)
+    is_url = urllib.parse.urlparse(weights).scheme in ("http", "https", "ftp")
+    name = os.path.basename(urllib.parse.urlparse(weights).path) if is_url else weights
+    if not name.endswith((".h5", ".hdf5", ".pth", ".pt", ".bin", ".safetensors")):
+        return _slim(model_name, weights)  # slim's tarballs, checkpoints and dirs
+    if is_url:
+        path = cached_download(weights, os.path.basename(name) or "weights", None)[0]
+    else:
+        path = weights
+        if not os.path.isfile(path):
+            raise MissingPathError(f"weights={weights!r} is not an existing file")
+    return _read(model_name, path, repr(weights))
+
+
+def _read(model_name: str, path: str, what: str) -> Weights:
+    kind = file_kind(path)
+    if kind == "hdf5":
+        return _from_keras(model_name, read_keras_h5(path, what), what)
+    if kind in ("safetensors", "torch"):
+        state = read_safetensors(path) if kind == "safetensors" else read_torch(path, what)
+        return _from_torch(model_name, state, what, "timm" if kind == "safetensors"
+                           else "torchvision")
+    raise UserError(f"weights {what} is neither a keras.applications .h5 file, a torchvision "
+                    ".pth file nor a timm .safetensors file (its first bytes are "
+                    f"{open(path, 'rb').read(8)!r})")
+
+
+def file_kind(path: str) -> str | None:
+    """"hdf5", "safetensors", "torch" (a zip of PyTorch's format) or None, from the bytes."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "hdf5"
+    if head.startswith(b"PK\x03\x04"):
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{":  # a little-endian header size, then its JSON
+        return "safetensors"
+    if head[:1] == b"\x80":  # PyTorch's legacy (pickle) format
+        return "torch"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Readers: a file -> {name: array}
+
+
+def read_safetensors(path: str) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(path)
+
+
+def read_torch(path: str, what: str) -> dict:
+    try:
+        import torch
+    except ImportError:
+        raise UserError(f"weights {what} is a PyTorch .pth file, which only PyTorch reads "
+                        "safely: pip install torch (CPU is enough), or give the source's "
+                        ".safetensors file, which needs no PyTorch") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  (torch raises many kinds for a bad file)
+        raise UserError(f"weights {what} cannot be read by torch.load(weights_only=True): "
+                        f"{str(error).splitlines()[0][:200]}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"],
+                                                                        dict):
+        state = state["state_dict"]
+    return {key: value.detach().float().numpy() if value.is_floating_point()
+            else value.numpy() for key, value in state.items() if hasattr(value, "numpy")}
+
+
+def read_keras_h5(path: str, what: str) -> dict:
+    """{layer name: [arrays in the layer's weight order]} of a legacy Keras `.h5` (weights, or a
+    whole model's `model_weights`)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            if "layer_names" not in group.attrs:
+                raise UserError(f"weights {what} is an HDF5 file but not a Keras .h5 weights "
+                                "file (no layer_names)")
+            layers = {}
+            for layer in group.attrs["layer_names"]:
+                layer = layer.decode() if isinstance(layer, bytes) else layer
+                names = [n.decode() if isinstance(n, bytes) else n
+                         for n in group[layer].attrs.get("weight_names", [])]
+                if names:
+                    layers[layer] = [np.asarray(group[layer][n]) for n in names]
+            return layers
+    except OSError as error:
+        raise UserError(f"weights {what} cannot be read as HDF5 ({error})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Mappings: a source's names -> slim's (below the model's scope)
+
+
+def _check_model(model_name, family, depth, what, holds):
+    wanted = f"resnet_{family}_{depth}"
+    if model_name != wanted:
+        raise UserError(f"weights {what} hold {holds}: build it with {wanted}, not "
+                        f"{model_name}")
+
+
+def _bn(prefix, gamma, beta, mean, variance, out, bias=None):
+    """A batch norm's four arrays; a convolution's `bias` before it folds into its mean."""
+    out[f"{prefix}/gamma"] = gamma
+    out[f"{prefix}/beta"] = beta
+    out[f"{prefix}/moving_mean"] = mean if bias is None else mean - bias
+    out[f"{prefix}/moving_variance"] = variance
+
+
+def _from_torch(model_name: str, state: dict, what: str, source: str) -> Weights:
+    """torchvision's / timm's ResNet state dict (their keys are the same) in slim's names."""
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    units = collections.defaultdict(set)
+    for key in state:
+        match = re.match(r"layer(\d)\.(\d+)\.", key)
+        if match:
+            units[int(match.group(1))].add(int(match.group(2)))
+    bottleneck = any(".conv3." in key for key in state)
+    counts = tuple(len(units[i]) for i in (1, 2, 3, 4))
+    depth = DEPTHS.get((counts, bottleneck))
+    if depth is None or "conv1.weight" not in state:
+        raise UserError(f"weights {what} do not hold a torchvision-style ResNet (units per "
+                        f"stage {counts}; keys such as {sorted(state)[:4]})")
+    classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
+    _check_model(model_name, "v1", depth, what,
+                 f"a {source} ResNet-{depth} ({classes or 'no'} classes)")
+    unit = "bottleneck_v1" if bottleneck else "basic_v1"
+    out, used = {}, set()
+
+    def take(key):
+        used.add(key)
+        return state[key]
+
+    def conv(key, name):
+        out[f"{name}/weights"] = np.transpose(take(f"{key}.weight"), (2, 3, 1, 0))
+
+    def bn(key, name):
+        _bn(f"{name}/BatchNorm", take(f"{key}.weight"), take(f"{key}.bias"),
+            take(f"{key}.running_mean"), take(f"{key}.running_var"), out)
+
+    conv("conv1", "conv1")
+    bn("bn1", "conv1")
+    for stage in (1, 2, 3, 4):
+        for index in sorted(units[stage]):
+            key, name = f"layer{stage}.{index}", f"block{stage}/unit_{index + 1}/{unit}"
+            for k in (1, 2, 3) if bottleneck else (1, 2):
+                conv(f"{key}.conv{k}", f"{name}/conv{k}")
+                bn(f"{key}.bn{k}", f"{name}/conv{k}")
+            if f"{key}.downsample.0.weight" in state:
+                conv(f"{key}.downsample.0", f"{name}/shortcut")
+                bn(f"{key}.downsample.1", f"{name}/shortcut")
+    if classes:
+        out["logits/weights"] = take("fc.weight").T[None, None]
+        out["logits/biases"] = take("fc.bias")
+    unused = sorted(set(state) - used)
+    if unused:
+        raise UserError(f"weights {what} hold tensors a torchvision ResNet-{depth} has not "
+                        f"({len(unused)}: {', '.join(unused[:5])}); it is another network")
+    prep = EvalPreprocessing("torchvision", 224, resize_side=256)
+    return Weights(source, "torchvision", classes or 0, prep, f"weights {what}", out)
+
+
+def _from_keras(model_name: str, layers: dict, what: str) -> Weights:
+    """keras.applications' ResNet / ResNetV2 weights (layer names conv2_block1_1_conv, ...)."""
+    v2 = any(name.endswith("_preact_bn") for name in layers)
+    units = collections.defaultdict(set)
+    for name in layers:
+        match = re.match(r"conv(\d)_block(\d+)_", name)
+        if match:
+            units[int(match.group(1))].add(int(match.group(2)))
+    counts = tuple(len(units[i]) for i in (2, 3, 4, 5))
+    depth = DEPTHS.get((counts, True))
+    if depth is None or "conv1_conv" not in layers:
+        raise UserError(f"weights {what} do not hold a keras.applications ResNet (blocks per "
+                        f"stage {counts}; layers such as {sorted(layers)[:4]})")
+    classes = int(layers["predictions"][0].shape[-1]) if "predictions" in layers else None
+    family = "v2" if v2 else "v1"
+    _check_model(model_name, family, depth, what, f"a keras.applications ResNet{depth}"
+                 f"{'V2' if v2 else ''} ({classes or 'no'} classes)")
+    out, used = {}, set()
+
+    def take(layer):
+        used.add(layer)
+        return layers[layer]
+
+    if v2:
+        kernel, bias = take("conv1_conv")
+        out["conv1/weights"], out["conv1/biases"] = kernel, bias
+        _bn("postnorm", *take("post_bn"), out)
+    else:
+        kernel, bias = take("conv1_conv")
+        out["conv1/weights"] = kernel
+        _bn("conv1/BatchNorm", *take("conv1_bn"), out, bias=bias)
+    unit = "bottleneck_v2" if v2 else "bottleneck_v1"
+    for stage in (2, 3, 4, 5):
+        for index in sorted(units[stage]):
+            key, name = f"conv{stage}_block{index}", f"block{stage - 1}/unit_{index}/{unit}"
+            if v2:
+                _bn(f"{name}/preact", *take(f"{key}_preact_bn"), out)
+                for k in (1, 2):
+                    (out[f"{name}/conv{k}/weights"],) = take(f"{key}_{k}_conv")
+                    _bn(f"{name}/conv{k}/BatchNorm", *take(f"{key}_{k}_bn"), out)
+                for k, scope in ((3, "conv3"), (0, "shortcut")):
+                    if f"{key}_{k}_conv" in layers:
+                        kernel, bias = take(f"{key}_{k}_conv")
+                        out[f"{name}/{scope}/weights"], out[f"{name}/{scope}/biases"] = (
+                            kernel, bias)
+            else:
+                for k, scope in ((0, "shortcut"), (1, "conv1"), (2, "conv2"), (3, "conv3")):
+                    if f"{key}_{k}_conv" in layers:
+                        kernel, bias = take(f"{key}_{k}_conv")
+                        out[f"{name}/{scope}/weights"] = kernel
+                        _bn(f"{name}/{scope}/BatchNorm", *take(f"{key}_{k}_bn"), out,
+                            bias=bias)
+    if classes:
+        kernel, bias = take("predictions")
+        out["logits/weights"], out["logits/biases"] = kernel[None, None], bias
+    unused = sorted(set(layers) - used)
+    if unused:
+        raise UserError(f"weights {what} hold layers a keras.applications ResNet{depth} has "
+                        f"not ({len(unused)}: {', '.join(unused[:5])}); it is another network")
+    prep = (EvalPreprocessing("inception", 224, central_fraction=None) if v2 else
+            EvalPreprocessing("caffe", 224, resize_side=256))
+    return Weights("keras", "keras", classes or 0, prep, f"weights {what}", out)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def assign_strictly(model, arrays: dict, what: str) -> list:
+    """Assigns `arrays` (slim names below the model's scope) to the model's variables: all of
+    them or none, every array used, shapes equal; a `UserError` names what does not fit."""
+    from resnet_tf.slim.variables import slim_variables
+
+    scope = model.name
+    targets = {name[len(scope) + 1:]: variable
+               for name, variable in slim_variables(model, scope).items()}
+    missing = sorted(set(targets) - set(arrays))
+    unused = sorted(set(arrays) - set(targets))
+    misshapen = [f"{name} (file {tuple(arrays[name].shape)}, model "
+                 f"{tuple(targets[name].shape)})" for name in sorted(set(targets) & set(arrays))
+                 if tuple(arrays[name].shape) != tuple(targets[name].shape)]
+    if missing or unused or misshapen:
+        problems = [f"{len(items)} {kind}: {', '.join(items[:5])}" for kind, items in (
+            ("missing from the file", missing), ("in the file but not in the model", unused),
+            ("with another shape", misshapen)) if items]
+        raise UserError(f"{what} do not fit model {model.name!r}: " + "; ".join(problems)
+                        + ". No weight was changed.")
+    for name, variable in targets.items():
+        variable.assign(np.asarray(arrays[name]).astype(variable.dtype))
+    return sorted(targets)

@@ -1,0 +1,81 @@
+"""Writes tests/data/sources/*.npz: the logits torchvision's and timm's own ResNet code gives on
+random weights (`source_weights.torch_state`, from a seed) and random inputs, so that the fast
+tier proves parity with them without PyTorch. Run where PyTorch, torchvision and timm are
+installed (`pip install -e ".[torch]"`):
+
+    python tests/make_source_outputs.py
+
+Each file holds `logits` [2, 1000] for one case: the source, the depth, the image size and the
+output stride (16: torchvision's `replace_stride_with_dilation=[False, False, True]`, timm's
+`output_stride=16`).
+"""
+
+import importlib.util
+import os
+import sys
+import types
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from source_weights import DATA, images, torch_state  # noqa: E402
+
+CASES = [("torchvision", 18, 224, None), ("torchvision", 50, 224, None),
+         ("torchvision", 50, 225, 16), ("timm", 50, 224, None), ("timm", 34, 161, None)]
+
+
+def import_torchvision():
+    """torchvision's Python code. PyPI's Linux torchvision wheels link CUDA's torch, whose
+    C++ ops (NMS, RoIAlign: not used by ResNet) fail to register beside a CPU-only torch; then
+    the package is imported without running its `__init__`."""
+    try:
+        import torchvision
+        return torchvision
+    except (RuntimeError, OSError):
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        spec = importlib.util.find_spec("torchvision")
+        package = types.ModuleType("torchvision")
+        package.__path__, package.__spec__ = list(spec.submodule_search_locations), spec
+        sys.modules["torchvision"] = package
+        import torchvision.models  # noqa: F401
+        return package
+
+
+def source_model(source, depth, output_stride):
+    import_torchvision()
+    if source == "torchvision":
+        from torchvision.models import resnet
+
+        dilation = [False, False, output_stride == 16]
+        return getattr(resnet, f"resnet{depth}")(replace_stride_with_dilation=dilation)
+    import timm
+
+    return timm.create_model(f"resnet{depth}", pretrained=False, **(
+        {"output_stride": output_stride} if output_stride else {}))
+
+
+def source_logits(source, depth, size, output_stride, seed=0):
+    import torch
+
+    model = source_model(source, depth, output_stride)
+    state = {k: torch.from_numpy(v) for k, v in torch_state(depth, seed).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (
+        missing, unexpected)
+    model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(images(size).transpose(0, 3, 1, 2).copy())
+        return model(x).numpy()
+
+
+def case_path(source, depth, size, output_stride):
+    return os.path.join(DATA, f"{source}_resnet{depth}_{size}px_os{output_stride or 32}.npz")
+
+
+if __name__ == "__main__":
+    os.makedirs(DATA, exist_ok=True)
+    for case in CASES:
+        logits = source_logits(*case)
+        np.savez_compressed(case_path(*case), logits=logits.astype(np.float32))
+        print(case_path(*case), logits.shape, float(np.abs(logits).max()))

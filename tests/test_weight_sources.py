@@ -1,0 +1,192 @@
+"""Weights from keras.applications, torchvision and timm in slim's models, equal to the
+sources' own code: keras.applications live through tf_keras (its `.h5` served on 127.0.0.1),
+torchvision and timm against the logits their own code gave on the same random weights
+(tests/data/sources, written by tests/make_source_outputs.py) and, where PyTorch is installed,
+live in the large tier."""
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiered
+from release_server import Server
+from source_weights import (
+    images,
+    keras_applications_h5,
+    relative_error,
+    torch_state,
+    write_safetensors,
+)
+
+import resnet_tf
+from resnet_tf.errors import UserError
+from resnet_tf.weights import sources
+
+TOLERANCE = 1e-4  # max |ours - theirs| / max |theirs|, the issue's bound
+
+
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    return tmp_path / "keras_home"
+
+
+def _builder(family, depth):
+    return getattr(resnet_tf, f"resnet_{family}_{depth}")
+
+
+@pytest.mark.parametrize("name, family, depth", tiered([
+    ("ResNet50V2", "v2", 50), ("ResNet50", "v1", 50), ("ResNet101V2", "v2", 101),
+    ("ResNet101", "v1", 101), ("ResNet152V2", "v2", 152), ("ResNet152", "v1", 152)],
+    fast=[("ResNet50V2", "v2", 50), ("ResNet50", "v1", 50)]))
+def test_keras_applications_h5_over_a_url_gives_keras_logits(tmp_path, keras_home, name, family,
+                                                             depth):
+    served = tmp_path / "served"
+    served.mkdir()
+    reference = keras_applications_h5(name, served / f"{name.lower()}.h5")
+    server = Server(served)
+    model = _builder(family, depth)(num_classes=1000, weights=f"{server.url}/{name.lower()}.h5")
+    for size in (224, 161):  # an odd size: the padding of every strided layer shows
+        x = images(size)
+        assert relative_error(model.predict(x, verbose=0),
+                              reference.predict(x, verbose=0)) <= TOLERANCE
+    assert server.requests == [f"/{name.lower()}.h5"]
+    again = _builder(family, depth)(num_classes=1000, weights=f"{server.url}/{name.lower()}.h5")
+    assert server.requests == [f"/{name.lower()}.h5"]  # cached: no second download
+    np.testing.assert_array_equal(again.get_weights()[0], model.get_weights()[0])
+
+
+CASES = [("torchvision", 18, 224, None), ("torchvision", 50, 224, None),
+         ("torchvision", 50, 225, 16), ("timm", 50, 224, None), ("timm", 34, 161, None)]
+
+
+@pytest.mark.parametrize("source, depth, size, output_stride", CASES)
+def test_torch_state_dicts_give_the_sources_stored_logits(tmp_path, source, depth, size,
+                                                          output_stride):
+    """torchvision's and timm's keys in a safetensors file (what timm publishes) give the
+    logits their own code gave on the same weights (no PyTorch needed here)."""
+    from make_source_outputs import case_path
+
+    path = write_safetensors(torch_state(depth), tmp_path / "model.safetensors")
+    model = resnet_tf.create_model(f"resnet_v1_{depth}", num_classes=1000, weights=str(path),
+                                   output_stride=output_stride)
+    expected = np.load(case_path(source, depth, size, output_stride))["logits"]
+    assert relative_error(model.predict(images(size), verbose=0), expected) <= TOLERANCE
+
+
+def test_the_layout_is_in_the_model_and_its_keras_file(tmp_path):
+    path = write_safetensors(torch_state(18), tmp_path / "model.safetensors")
+    model = resnet_tf.resnet_v1_18(num_classes=1000, weights=str(path), input_shape=(64, 64, 3))
+    assert [layer.name for layer in model.layers[:4]] == ["images", "conv1", "pool1_pad", "pool1"]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    x = images(64)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-6, atol=1e-6)
+    features = resnet_tf.resnet_v1_18(weights=str(path))  # no head: every other variable
+    assert features.output_shape == (None, 1, 1, 512)
+
+
+def test_files_that_fit_no_builder_or_another_are_refused_in_one_sentence(tmp_path):
+    path = write_safetensors(torch_state(34), tmp_path / "model.safetensors")
+    with pytest.raises(UserError, match="ResNet-34.*build it with resnet_v1_34, not resnet_v1_50"):
+        resnet_tf.resnet_v1_50(num_classes=1000, weights=str(path))
+    with pytest.raises(UserError, match="has 1000 classes; num_classes must be 1000 or None"):
+        resnet_tf.resnet_v1_34(num_classes=10, weights=str(path))
+    with pytest.raises(UserError, match="needs layout='torchvision'"):
+        resnet_tf.resnet_v1_34(num_classes=1000, weights=str(path), layout="keras")
+    with pytest.raises(UserError, match="layout must be one of"):
+        resnet_tf.resnet_v1_34(layout="caffe")
+    state = dict(torch_state(34), **{"extra.weight": np.zeros(3, np.float32)})
+    other = write_safetensors(state, tmp_path / "other.safetensors")
+    with pytest.raises(UserError, match="hold tensors a torchvision ResNet-34 has not"):
+        resnet_tf.resnet_v1_34(num_classes=1000, weights=str(other))
+    (tmp_path / "junk.h5").write_bytes(b"not a file of any kind")
+    with pytest.raises(UserError, match="neither a keras.applications .h5 file"):
+        resnet_tf.resnet_v1_34(weights=str(tmp_path / "junk.h5"))
+
+
+def test_a_pth_file_without_pytorch_is_refused_saying_what_to_install(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    with zipfile.ZipFile(path, "w") as archive:  # PyTorch's format: a zip holding a pickle
+        archive.writestr("archive/data.pkl", b"\x80\x02cos\nsystem\n.")
+    code = ("import sys\n"
+            "class NoTorch:  # as on a machine without PyTorch\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'torch':\n"
+            "            raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "import resnet_tf\n"
+            "from resnet_tf.errors import UserError\n"
+            "try:\n"
+            f"    resnet_tf.resnet_v1_18(weights={str(path)!r})\n"
+            "except UserError as error:\n"
+            "    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert "pip install torch" in result.stdout and "safetensors" in result.stdout, (
+        result.stdout + result.stderr[-2000:])
+
+
+def test_named_weights_come_from_the_cache_offline(keras_home, tmp_path):
+    """weights="timm" reads timm's file from Keras' cache where it was placed by hand (the
+    offline route the download error names); the model then prepares images as timm does."""
+    entry = sources.published("timm", "resnet_v1_34")
+    cache = keras_home / "resnet_tf"
+    cache.mkdir(parents=True)
+    write_safetensors(torch_state(34), cache / entry.fname)
+    model = resnet_tf.resnet_v1_34(num_classes=1000, weights="timm")
+    expected = np.load(os.path.join(os.path.dirname(__file__), "data", "sources",
+                                    "timm_resnet34_161px_os32.npz"))["logits"]
+    assert relative_error(model.predict(images(161), verbose=0), expected) <= TOLERANCE
+    resolved = sources.resolve_weights("resnet_v1_34", "timm", None)
+    assert resolved.preprocessing.info()["preprocessing"] == "torchvision"
+    assert resolved.preprocessing.image_size == 288
+    with pytest.raises(UserError, match="keras publishes no weights for resnet_v1_18"):
+        resnet_tf.resnet_v1_18(weights="keras")
+
+
+def test_every_published_weight_names_a_builder_of_the_model_table():
+    from resnet_tf.models.registry import MODEL_NAMES
+    from resnet_tf.weights.slim import RELEASES
+
+    for source, entries in sources.PUBLISHED.items():
+        assert set(entries) <= set(MODEL_NAMES), source
+    assert set(RELEASES) <= set(MODEL_NAMES)
+
+
+# --------------------------------------------------------------------------------------------
+# Live against PyTorch (large: where torch, torchvision and timm are installed)
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("source, depth, size, output_stride", [
+    ("torchvision", 18, 224, None), ("torchvision", 34, 225, None),
+    ("torchvision", 50, 225, 16), ("torchvision", 101, 224, None),
+    ("torchvision", 152, 225, 16), ("timm", 50, 224, None), ("timm", 101, 225, 16)])
+def test_pth_files_give_the_sources_own_logits(tmp_path, source, depth, size, output_stride):
+    torch = pytest.importorskip("torch")
+    from make_source_outputs import source_logits
+
+    expected = source_logits(source, depth, size, output_stride)
+    path = tmp_path / f"resnet{depth}.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in torch_state(depth).items()}, path)
+    model = resnet_tf.create_model(f"resnet_v1_{depth}", num_classes=1000, weights=str(path),
+                                   output_stride=output_stride)
+    assert relative_error(model.predict(images(size), verbose=0), expected) <= TOLERANCE
+
+
+@pytest.mark.large
+def test_the_stored_logits_are_what_the_sources_give_now():
+    """tests/data/sources is what torchvision's and timm's installed code computes."""
+    pytest.importorskip("torch")
+    from make_source_outputs import CASES as STORED
+    from make_source_outputs import case_path, source_logits
+
+    for case in STORED:
+        np.testing.assert_allclose(np.load(case_path(*case))["logits"], source_logits(*case),
+                                   rtol=1e-4, atol=1e-4)
