@@ -64,7 +64,8 @@ CASES = [("torchvision", 18, 224, None), ("torchvision", 50, 224, None),
          ("torchvision", 50, 225, 16), ("timm", 50, 224, None), ("timm", 34, 161, None)]
 
 
-@pytest.mark.parametrize("source, depth, size, output_stride", CASES)
+@pytest.mark.parametrize("source, depth, size, output_stride", tiered(
+    CASES, fast=[("torchvision", 50, 225, 16), ("timm", 34, 161, None)]))
 def test_torch_state_dicts_give_the_sources_stored_logits(tmp_path, source, depth, size,
                                                           output_stride):
     """torchvision's and timm's keys in a safetensors file (what timm publishes) give the
