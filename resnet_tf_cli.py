@@ -363,6 +363,7 @@ def run_export(args):
     _ensure_tensorflow_backend("resnet-tf export")
     source = _load_source(args)
     from resnet_tf.export.deploy import (
+        Int8Options,
         calibration_pixels,
         export_model,
         validation_images,
@@ -382,10 +383,11 @@ def run_export(args):
                                              args.calibration_images or 300)
             print(f"Calibrating int8 on {len(calibration)} images")
         validation = validation_images(source, args.validation_data)
-    path = export_model(source.model, args.output, format=args.format, precision=args.precision,
-                        prep=source.prep, class_names=source.class_names,
-                        calibration=calibration, validation=validation,
-                        max_accuracy_drop=args.max_accuracy_drop, overwrite=args.overwrite)
+    quantization = (Int8Options(calibration, validation, args.max_accuracy_drop)
+                    if args.precision == "int8" else None)
+    path = export_model(source.model, args.output, source.prep, format=args.format,
+                        precision=args.precision, class_names=source.class_names,
+                        quantization=quantization, overwrite=args.overwrite)
     print(f"Exported {source.model.name} ({args.format}, {args.precision}, "
           f"{source.prep.image_size}x{source.prep.image_size} inputs) to {path}")
     return 0

@@ -57,11 +57,10 @@ SETTINGS = {
 
 
 def is_default(fmt, settings) -> bool:
-    """Whether `settings` are what resnet_tf.export.int8 quantizes with when none are given."""
-    from resnet_tf.export import int8
+    """Whether `settings` are what the format's quantizer uses when none are given."""
+    from resnet_tf.export.formats import FORMATS
 
-    defaults = {"tflite": int8.TFLITE_SETTINGS, "onnx": int8.ONNX_SETTINGS,
-                "openvino": int8.OPENVINO_SETTINGS}[fmt]
+    defaults = FORMATS[fmt].SETTINGS
     return dict(defaults, **settings) == defaults
 
 
@@ -95,8 +94,8 @@ def train_run(name, seed, work):
 
 def export_and_measure(source, fmt, settings, calibration, validation, work):
     """The fully int8 file with these settings, its top-1 with its own runtime."""
-    from resnet_tf.export import int8
     from resnet_tf.export.deploy import serving_function, write_serving_saved_model
+    from resnet_tf.export.formats import FORMATS
     from resnet_tf.export.runtimes import open_runner
     from resnet_tf.training.evaluate import evaluate
 
@@ -104,8 +103,8 @@ def export_and_measure(source, fmt, settings, calibration, validation, work):
     serve = serving_function(source.model, source.prep)
     saved_model = os.path.join(staging, "saved_model")
     write_serving_saved_model(serve, source.model, saved_model)
-    quantizer = int8.make_quantizer(fmt, source.model, serve, saved_model, calibration,
-                                    staging, settings)
+    quantizer = FORMATS[fmt].make_quantizer(source.model, serve, saved_model, calibration,
+                                            staging, settings)
     target = os.path.join(staging, "int8")
     os.makedirs(target)
     began = time.perf_counter()
@@ -134,7 +133,7 @@ def bound_cost(name, source, calibration, validation, work, results):
     """The speed a bound costs: each runtime's fully int8 file beside the one `--max-accuracy-
     drop 0` makes (convolutions kept in float until int8 loses nothing), timed interleaved."""
     from resnet_tf.errors import UserError
-    from resnet_tf.export.deploy import export_model
+    from resnet_tf.export.deploy import Int8Options, export_model
     from resnet_tf.export.runtimes import open_export
 
     for fmt in SETTINGS:
@@ -142,10 +141,10 @@ def bound_cost(name, source, calibration, validation, work, results):
         for label, bound in (("fully int8", None), ("bounded (drop <= 0)", 0.0)):
             path = os.path.join(work, f"{name}-{fmt}-{'full' if bound is None else 'bounded'}")
             try:
-                export_model(source.model, path, format=fmt, precision="int8", prep=source.prep,
-                             calibration=calibration, validation=validation,
-                             max_accuracy_drop=bound if bound is not None else 0.999,
-                             log=lambda *a: None)
+                export_model(source.model, path, source.prep, format=fmt, precision="int8",
+                             log=lambda *a: None, quantization=Int8Options(
+                                 calibration=calibration, validation=validation,
+                                 max_accuracy_drop=bound if bound is not None else 0.999))
             except UserError as error:
                 print(f"  {fmt:9s} {label}: {error}", flush=True)
                 continue
@@ -169,7 +168,7 @@ def main():
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     from resnet_tf.commands.benchmark import machine_description, versions
-    from resnet_tf.export.deploy import calibration_pixels, export_model
+    from resnet_tf.export.deploy import Int8Options, calibration_pixels, export_model
     from resnet_tf.training.evaluate import labelled_images
     from resnet_tf.training.loading import load_model_source
     from resnet_tf.utils import write_json
@@ -219,8 +218,9 @@ def main():
             qat_source = load_model_source(model_dir=qat_dir)
             for fmt in SETTINGS:
                 output = os.path.join(work, f"{name}-{seed}-qat-{fmt}")
-                export_model(qat_source.model, output, format=fmt, precision="int8",
-                             prep=qat_source.prep, validation=validation, log=lambda *a: None)
+                export_model(qat_source.model, output, qat_source.prep, format=fmt,
+                             precision="int8", log=lambda *a: None,
+                             quantization=Int8Options(validation=validation))
                 with open(os.path.join(output, "accuracy.json")) as f:
                     top1 = json.load(f)["top1"]
                 results.append({"model": name, "seed": seed, "format": fmt,

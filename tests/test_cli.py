@@ -10,6 +10,7 @@ import pytest
 
 import resnet_tf_cli as cli
 from resnet_tf.commands import benchmark
+from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.export import export_dir, runtimes
 from resnet_tf.training import config, model_dir
 from resnet_tf.training import trainer as training
@@ -250,8 +251,8 @@ def tiny_exports(tmp_path_factory):
                       include_root_block=False, input_shape=(8, 8, 3))
     exports = {}
     for fmt in ("saved_model", "onnx", "openvino", "tflite"):
-        exports[fmt] = export_model(model, str(root / fmt), format=fmt, image_size=8,
-                                    class_names=["a", "b", "c"])
+        exports[fmt] = export_model(model, str(root / fmt), EvalPreprocessing("inception", 8),
+                                    format=fmt, class_names=["a", "b", "c"])
     image = root / "good.png"
     image.write_bytes(tf.io.encode_png(np.full((10, 12, 3), 90, np.uint8)).numpy())
     return root, exports, str(image)

@@ -13,7 +13,8 @@ from conftest import tiered
 
 from resnet_tf.data import preprocessing
 from resnet_tf.data.datasets import digits_arrays
-from resnet_tf.export.deploy import export_model
+from resnet_tf.data.pixels import EvalPreprocessing
+from resnet_tf.export.deploy import Int8Options, export_model
 from resnet_tf.export.export_dir import check_output
 from resnet_tf.training.loading import load_model_dir
 from resnet_tf_cli import main
@@ -148,8 +149,8 @@ def test_evaluate_reproduces_training_and_reads_every_source(quickstart, tmp_pat
     # The same numbers through a float32 export and its runtime, with the config named.
     export = str(quickstart["root"] / "onnx-float32")
     if not os.path.isdir(export):
-        export_model(quickstart["model"], export, format="onnx", image_size=16,
-                     central_fraction=1.0, class_names=[str(i) for i in range(10)])
+        export_model(quickstart["model"], export, EvalPreprocessing("inception", 16, 1.0),
+                     format="onnx", class_names=[str(i) for i in range(10)])
     assert main(["evaluate", "--export", export, "--config", "quickstart", "--json",
                  str(report)]) == 0
     assert json.loads(report.read_text())["top1"] == pytest.approx(result["top1"], abs=1e-6)
@@ -188,8 +189,8 @@ def test_slim_checkpoint_int8_needs_real_calibration_data(tmp_path, capsys):
     assert "Calibrating int8 on 6 images" in capsys.readouterr().out
     # The Python API refuses int8 without calibration images too.
     with pytest.raises(ValueError, match="never calibrates on random data"):
-        export_model(model, str(tmp_path / "r"), format="onnx", precision="int8",
-                     image_size=32)
+        export_model(model, str(tmp_path / "r"), EvalPreprocessing("inception", 32), format="onnx",
+                     precision="int8")
 
 
 def test_unsupported_and_missing_runtimes_are_one_sentence(quickstart, tmp_path, capsys,
@@ -239,8 +240,8 @@ def test_overwrite_replaces_only_an_earlier_export(quickstart, tmp_path, capsys)
 def test_predict_with_a_runtime_export(quickstart, tmp_path, capsys):
     export = str(quickstart["root"] / "tflite-float32")
     if not os.path.isdir(export):
-        export_model(quickstart["model"], export, format="tflite", image_size=16,
-                     central_fraction=1.0, class_names=[str(i) for i in range(10)])
+        export_model(quickstart["model"], export, EvalPreprocessing("inception", 16, 1.0),
+                     format="tflite", class_names=[str(i) for i in range(10)])
     image = tmp_path / "digit.png"
     x_val = digits_arrays(0.2, 0)[1][0]
     image.write_bytes(tf.io.encode_png(x_val[0]).numpy())
@@ -367,8 +368,9 @@ def test_int8_without_labelled_images_says_its_accuracy_was_not_measured(quickst
 
     calibration = write_image_folder(tmp_path / "calib", per_class=3,
                                      classes={str(d): (d * 20, 0, 0) for d in range(10)})
-    export_model(quickstart["model"], str(tmp_path / "e"), format="onnx", precision="int8",
-                 image_size=16, central_fraction=1.0, calibration=quickstart["pixels"][:32])
+    export_model(quickstart["model"], str(tmp_path / "e"), EvalPreprocessing("inception", 16, 1.0),
+                 format="onnx", precision="int8",
+                 quantization=Int8Options(calibration=quickstart["pixels"][:32]))
     assert "int8 accuracy not measured" in capsys.readouterr().out
     assert json.load(open(tmp_path / "e" / "accuracy.json"))["measured"] is False
     # --validation-data: a folder named as the model's classes.
@@ -389,8 +391,9 @@ def test_bench_times_exports_beside_each_other(quickstart, tmp_path, capsys):
     exports = []
     for fmt in ("tflite", "onnx"):
         path = str(tmp_path / fmt)
-        export_model(quickstart["model"], path, format=fmt, precision="int8", image_size=16,
-                     central_fraction=1.0, calibration=quickstart["pixels"][:64])
+        export_model(quickstart["model"], path, EvalPreprocessing("inception", 16, 1.0),
+                     format=fmt, precision="int8",
+                     quantization=Int8Options(calibration=quickstart["pixels"][:64]))
         exports.append(path)
     assert main(["bench", "--exports", ",".join(exports), "--num-batches", "3", "--burn-in", "1",
                  "--batch-size", "4", "--json", str(tmp_path / "b.json")]) == 0
@@ -408,12 +411,15 @@ import json, sys
 import numpy as np
 fmt, path = sys.argv[1:3]
 if fmt == "tflite":
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    it = Interpreter(model_path=path + "/model.tflite", experimental_op_resolver_type=(
-        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
-    convs = [op for op in it._get_ops_details() if op["op_name"] == "CONV_2D"]
-    kinds = [tensors[op["inputs"][1]]["dtype"].__name__ for op in convs]
+    from ai_edge_litert import schema_py_generated as schema  # the file's flatbuffer schema
+    model = schema.Model.GetRootAs(open(path + "/model.tflite", "rb").read(), 0)
+    graph = model.Subgraphs(0)
+    ops = [graph.Operators(i) for i in range(graph.OperatorsLength())]
+    convs = [op for op in ops if max(model.OperatorCodes(op.OpcodeIndex()).BuiltinCode(),
+             model.OperatorCodes(op.OpcodeIndex()).DeprecatedBuiltinCode())
+             == schema.BuiltinOperator.CONV_2D]
+    names = {v: k.lower() for k, v in vars(schema.TensorType).items() if k.isupper()}
+    kinds = [names[graph.Tensors(op.Inputs(1)).Type()] for op in convs]
 elif fmt == "onnx":
     import onnx
     graph = onnx.load(path + "/model.onnx").graph
@@ -446,8 +452,8 @@ def float_conv_count(fmt, path):
 def test_a_root_convolution_can_be_kept_in_float(tmp_path, fmt):
     """A net with a root block (here the CIFAR ResNet): its first convolution, into which
     OpenVINO folds the input normalization, is found and kept in float like any other."""
-    from resnet_tf.export import int8
     from resnet_tf.export.deploy import serving_function, write_serving_saved_model
+    from resnet_tf.export.formats import FORMATS
     from resnet_tf.training.config import config_from_dict
     from resnet_tf.training.trainer import build_model
 
@@ -462,8 +468,8 @@ def test_a_root_convolution_can_be_kept_in_float(tmp_path, fmt):
     serve = serving_function(model, prep)
     write_serving_saved_model(serve, model, str(tmp_path / "sm"))
     pixels = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
-    quantizer = int8.make_quantizer(fmt, model, serve, str(tmp_path / "sm"), pixels,
-                                    str(tmp_path))
+    quantizer = FORMATS[fmt].make_quantizer(model, serve, str(tmp_path / "sm"), pixels,
+                                            str(tmp_path))
     counts = {}
     for name, layers in (("full", []), ("kept", ["conv1"])):
         os.makedirs(tmp_path / name)
@@ -479,15 +485,15 @@ def test_layers_kept_in_float_are_float_in_the_file_and_run(quickstart, tmp_path
     """Each runtime's mechanism keeps exactly the named convolutions in float, and the file
     runs with its runtime alone (ONNX with the session config preprocessing.json names)."""
     from resnet_tf.data.pixels import EvalPreprocessing
-    from resnet_tf.export import int8
     from resnet_tf.export.deploy import serving_function, write_serving_saved_model
+    from resnet_tf.export.formats import FORMATS
 
     model = quickstart["model"]
     prep = EvalPreprocessing("inception", 16, 1.0)
     serve = serving_function(model, prep)
     write_serving_saved_model(serve, model, str(tmp_path / "sm"))
-    quantizer = int8.make_quantizer(fmt, model, serve, str(tmp_path / "sm"),
-                                    quickstart["pixels"][:64], str(tmp_path))
+    quantizer = FORMATS[fmt].make_quantizer(model, serve, str(tmp_path / "sm"),
+                                            quickstart["pixels"][:64], str(tmp_path))
     counts = {}
     for name, layers in (("full", []), ("kept", KEPT_FLOAT)):
         os.makedirs(tmp_path / name)
@@ -497,7 +503,7 @@ def test_layers_kept_in_float_are_float_in_the_file_and_run(quickstart, tmp_path
     assert counts["kept"] - counts["full"] == len(KEPT_FLOAT), counts
     # The exported dir (through export_model's bound) runs alone with its own contract.
     output = str(tmp_path / "bounded")
-    export_model(model, output, format=fmt, precision="int8", image_size=16,
-                 central_fraction=1.0, calibration=quickstart["pixels"][:64])
+    export_model(model, output, EvalPreprocessing("inception", 16, 1.0), format=fmt,
+                 precision="int8", quantization=Int8Options(calibration=quickstart["pixels"][:64]))
     served = run_alone(fmt, output, quickstart["root"] / "pixels.npy")
     assert served["imported"] == []

@@ -11,6 +11,7 @@ import tensorflow as tf
 from image_data import write_image_folder
 
 from resnet_tf.data import preprocessing
+from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.export.deploy import export_model
 from resnet_tf.training.config import config_from_dict
 from resnet_tf.training.trainer import build_model
@@ -58,8 +59,8 @@ def trained(tmp_path_factory):
 
 def test_plain_tensorflow_serves_the_same_numbers(trained, capsys):
     model, config, root = trained
-    export = export_model(model, str(root / "export"), image_size=config.image_size,
-                          central_fraction=config.central_fraction,
+    export = export_model(model, str(root / "export"),
+                          EvalPreprocessing("inception", config.image_size, config.central_fraction),
                           class_names=["blue", "green", "red"])
     assert open(os.path.join(export, "assets", "class_names.txt")).read().split() == [
         "blue", "green", "red"]
@@ -101,14 +102,14 @@ def test_an_existing_export_is_never_clobbered(trained):
     target.mkdir()
     (target / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        export_model(model, str(target), image_size=16)
+        export_model(model, str(target), EvalPreprocessing("inception", 16))
     with pytest.raises(ValueError, match="not an earlier export"):  # not even with --overwrite
-        export_model(model, str(target), image_size=16, overwrite=True)
+        export_model(model, str(target), EvalPreprocessing("inception", 16), overwrite=True)
     assert (target / "keep.txt").read_text() == "mine"
     earlier = root / "earlier"
-    export_model(model, str(earlier), image_size=16)
+    export_model(model, str(earlier), EvalPreprocessing("inception", 16))
     (earlier / "stale.txt").write_text("from the last export")
-    export_model(model, str(earlier), image_size=16, overwrite=True)
+    export_model(model, str(earlier), EvalPreprocessing("inception", 16), overwrite=True)
     assert not (earlier / "stale.txt").exists() and (earlier / "saved_model.pb").exists()
     assert not [p for p in os.listdir(root) if p.startswith(".export-")]  # no staging left
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import resnet_tf
+from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.quantization.qat import (
     calibrate,
     is_quantized,
@@ -101,7 +102,7 @@ def test_an_uncalibrated_quantization_aware_model_is_not_exported(tmp_path):
     output = tmp_path / "int8"
     with pytest.raises(UserError, match=r"activation ranges that saw no data \(.*\); train it"):
         export_model(quantize_model(tiny(input_shape=(16, 16, 3))), str(output),
-                     format="tflite", precision="int8", image_size=16)
+                     EvalPreprocessing("inception", 16), format="tflite", precision="int8")
     assert not output.exists()
 
 

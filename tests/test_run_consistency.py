@@ -311,7 +311,8 @@ def test_the_tflite_bound_search_prints_no_tensorflow_deprecation(quickstart_run
         serving_function,
         write_serving_saved_model,
     )
-    from resnet_tf.export.int8 import TFLiteQuantizer, quantizable_layers
+    from resnet_tf.export.formats.tflite import TFLiteQuantizer
+    from resnet_tf.export.int8 import quantizable_layers
     from resnet_tf.training.loading import load_model_source
 
     source = load_model_source(model_dir=quickstart_run)

@@ -325,12 +325,10 @@ def runtime_runners(model_name, specs, image_size, num_classes, workdir, log=pri
 
 
 def _converted_runner(model, runtime, precision, image_size, workdir, log):
-    from resnet_tf.export.deploy import export_model
-    from resnet_tf.export.runtimes import (
-        FORMAT_OF_RUNTIME,
-        open_export,
-        openvino_runner,
-    )
+    from resnet_tf.data.pixels import EvalPreprocessing
+    from resnet_tf.export.deploy import Int8Options, export_model
+    from resnet_tf.export.formats import FORMATS
+    from resnet_tf.export.runtimes import FORMAT_OF_RUNTIME, open_export
 
     format = FORMAT_OF_RUNTIME[runtime]
     stored = "float32" if precision == "bfloat16" else precision  # bf16: OpenVINO's arithmetic
@@ -344,11 +342,12 @@ def _converted_runner(model, runtime, precision, image_size, workdir, log):
             calibration = np.random.default_rng(1).uniform(
                 0, 255, (RANDOM_CALIBRATION_IMAGES, image_size, image_size, 3)).astype(np.float32)
         began = time.perf_counter()
-        export_model(model, path, format=format, precision=stored, image_size=image_size,
-                     central_fraction=1.0, calibration=calibration)
+        export_model(model, path, EvalPreprocessing("inception", image_size, 1.0),
+                     format=format, precision=stored,
+                     quantization=Int8Options(calibration) if stored == "int8" else None)
         log(f"converted to {format} {stored} in {time.perf_counter() - began:.1f} s")
     if precision == "bfloat16":
-        return openvino_runner(os.path.join(path, "model.xml"), "bfloat16")
+        return FORMATS[format].open_runner(path, "bfloat16")
     return open_export(path)[0]
 
 

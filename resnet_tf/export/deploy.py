@@ -1,28 +1,29 @@
 """`resnet-tf export`: a model written in the file format of an inference runtime.
 
-    export_model(model, "exports/digits-int8", format="onnx", precision="int8",
-                 image_size=16, calibration=pixels)
+    export_model(model, "exports/digits-int8", EvalPreprocessing("inception", 16),
+                 format="onnx", precision="int8", quantization=Int8Options(pixels))
 
-The formats, the files and the input contract are `export_dir`'s. Every format is made from the
-same float32 model (`precision.float32_model`: a mixed-precision model's float32 copy, same
-weights), so every file computes what the contract says:
+Each format is a module of its own (`export.formats`: its files, converters, quantizers and
+runner); the export dir's layout and contract are `export_dir`'s and `contract`'s. Every
+format is made from the same float32 model (`precision.float32_model`: a mixed-precision
+model's float32 copy, same weights), so every file computes what the contract says:
 
   saved_model  Keras' `ExportArchive`: `serving_default(images)` takes float32 `[N, H, W, 3]`
                raw 0..255 pixels of any size and crops, resizes and normalises itself;
                `serving_bytes(image_bytes)` takes encoded images. Both return
                `probabilities` and `classes`.
-  tflite, onnx, openvino   converted from one serving function: raw 0..255 pixels
-               `[N, S, S, 3]` already cropped and resized -> `probabilities`.
+  tflite, onnx, openvino   converted from one serving function (`serving_function`): raw
+               0..255 pixels `[N, S, S, 3]` already cropped and resized -> `probabilities`.
 
 Precisions:
   float32  float32 weights and arithmetic everywhere (OpenVINO's `save_model` would compress
            weights to float16 unless told not to: it is told not to).
   float16  float16 weights (TFLite: dequantized at load; OpenVINO: compressed IR). ONNX is not
-           offered in float16 (`export_dir.UNSUPPORTED`).
+           offered in float16 (its module's `UNSUPPORTED`).
   int8     full integer quantization, per-channel weights, int8 activations, float32 input and
            output (quantize and dequantize run inside): calibrated on real images
-           (`calibration`: raw pixels as the contract says), or, for a quantization-aware
-           model, from the ranges it trained (`resnet_tf.quantization.qat`).
+           (`Int8Options.calibration`: raw pixels as the contract says), or, for a
+           quantization-aware model, from the ranges it trained (`resnet_tf.quantization.qat`).
 
 TensorFlow and the runtimes' converters; each converter is imported only when its format is
 asked for, and a missing one is a one-line error naming the `deploy` extra.
@@ -30,6 +31,7 @@ asked for, and a missing one is a one-line error naming the `deploy` extra.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -39,107 +41,90 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from resnet_tf.data import preprocessing
-from resnet_tf.data.pixels import (
-    EVAL_CENTRAL_FRACTION,
-    EvalPreprocessing,
-    normalize_pixels,
-)
+from resnet_tf.data.pixels import EvalPreprocessing, normalize_pixels
 from resnet_tf.errors import UserError, require
 from resnet_tf.export import int8
+from resnet_tf.export.contract import INPUT_NAME, OUTPUT_NAME
 from resnet_tf.export.export_dir import (
     ACCURACY_FILE,
-    INPUT_NAME,
-    ORT_SESSION_CONFIG,
-    OUTPUT_NAME,
     PREPROCESSING_FILE,
-    RUNTIME_OF_FORMAT,
     check_format,
     check_output,
     class_names_path,
     preprocessing_info,
 )
+from resnet_tf.export.formats import FORMATS
 from resnet_tf.models.precision import float32_model
 from resnet_tf.utils import write_class_names, write_json
 
-CONVERTERS = {"tflite": [("tensorflow", "TensorFlow Lite's converter")],
-              "onnx": [("tf2onnx", "tf2onnx (the ONNX converter)"),
-                       ("onnxruntime", "ONNX Runtime")],
-              "openvino": [("openvino", "OpenVINO")]}
+
+@dataclasses.dataclass(frozen=True)
+class Int8Options:
+    """How an int8 export is calibrated, measured and bounded.
+
+    calibration: float32 `[K, S, S, 3]` raw 0..255 pixels of real images, prepared as the
+      export's `prep` says (required for post-training quantization; a quantization-aware
+      model needs none).
+    validation: labelled images (`evaluate.LabelledImages`, never the calibration images): the
+      int8 file is evaluated with its own runtime beside the float32 model, and accuracy.json
+      records both.
+    max_accuracy_drop: bounds the top-1 drop (default 0.01 with validation images): the most
+      sensitive convolutions are kept in float, one at a time, until the drop is within it, or
+      the export is refused and nothing written (`int8.bounded`).
+    """
+
+    calibration: np.ndarray | None = None
+    validation: object = None
+    max_accuracy_drop: float | None = None
 
 
-def export_model(model, output: str, *, format: str = "saved_model",
-                 precision: str = "float32", prep: EvalPreprocessing | None = None,
-                 image_size: int | None = None, central_fraction=EVAL_CENTRAL_FRACTION,
-                 preprocessing: str = "inception", class_names=None, calibration=None,
-                 validation=None, max_accuracy_drop: float | None = None,
-                 overwrite: bool = False, log=print) -> str:
-    """Writes `model` to the export dir `output` in `format` and `precision`.
-
-    How images are prepared: `prep` (a `pixels.EvalPreprocessing`), or `image_size`,
-    `central_fraction` and `preprocessing` ("inception": scaling to [-1, 1] inside; "vgg":
-    slim's V1 checkpoints, RGB means subtracted inside).
-
-    int8: `calibration` (required unless the model is quantization-aware): float32
-    `[K, S, S, 3]` raw 0..255 pixels of real images, prepared as the contract says.
-    `validation` (an `evaluate.LabelledImages`, never the calibration images): the int8 file is
-    evaluated with its own runtime, beside the float32 model, and accuracy.json records both;
-    `max_accuracy_drop` (default 0.01 with validation images) then bounds the top-1 drop: the
-    most sensitive convolutions are kept in float, one at a time, until the drop is within it,
-    or the export is refused and nothing written (`int8.bounded`).
+def export_model(model, output: str, prep: EvalPreprocessing, *, format: str = "saved_model",
+                 precision: str = "float32", class_names=None,
+                 quantization: Int8Options | None = None, overwrite: bool = False,
+                 log=print) -> str:
+    """Writes `model` to the export dir `output` in `format` and `precision`, its images
+    prepared as `prep` says (`pixels.EvalPreprocessing`); int8 as `quantization` says.
 
     The export is assembled in a staging dir beside `output` and moved into place whole: a
     failure leaves `output` as it was.
     """
-    from resnet_tf.quantization.qat import is_quantized, uncalibrated
+    from resnet_tf.quantization.qat import is_quantized
 
     check_format(format, precision)
     output = check_output(output, overwrite)
-    if prep is None:
-        if image_size is None:
-            raise UserError("export_model needs prep= or image_size=")
-        prep = EvalPreprocessing(preprocessing, image_size, central_fraction)
+    if not isinstance(prep, EvalPreprocessing):
+        raise UserError(f"prep must be a pixels.EvalPreprocessing. Received: prep={prep!r}")
     num_classes = int(model.output_shape[-1])
     if class_names is not None and len(class_names) != num_classes:
         raise UserError(f"{len(class_names)} class names for a model with {num_classes} "
                         "classes")
     quantization_aware = is_quantized(model)
-    check_int8_arguments(precision, quantization_aware, calibration, validation,
-                         max_accuracy_drop)
-    unset = uncalibrated(model) if quantization_aware else []
-    if unset:
-        raise UserError(f"the quantization-aware model has activation ranges that saw no data "
-                        f"({', '.join(unset[:3])}, ...); train it, or set them "
-                        "with resnet_tf.calibrate, before exporting")
+    options = check_int8_options(precision, quantization_aware, quantization or Int8Options(),
+                                 model, prep)
+    module = FORMATS[format]
+    converters = module.CONVERTERS
     if precision == "int8" and not quantization_aware:
-        calibration = check_calibration(calibration, prep.image_size)
-    if max_accuracy_drop is None and validation is not None and not quantization_aware:
-        max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP
-    for module, what in CONVERTERS.get(format, []):  # before any work: one-line errors
-        require(module, what)
-    if format == "openvino" and precision == "int8" and not quantization_aware:
-        require("nncf", "NNCF (OpenVINO's quantizer)")
+        converters += getattr(module, "POST_TRAINING_CONVERTERS", ())
+    for name, what in converters:  # before any work: one-line errors
+        require(name, what)
     model = float32_model(model)
 
     def write(target, staging):
         extra = {}
-        if format == "saved_model":
-            write_saved_model(model, target, prep)
+        if not module.FROM_SERVING_FUNCTION:
+            module.write_model(model, target, prep)
         else:
             os.makedirs(target)
             serve = serving_function(model, prep)
             saved_model = os.path.join(staging, "saved_model")
             write_serving_saved_model(serve, model, saved_model)
             if precision != "int8":
-                FLOAT_CONVERTERS[format](serve, saved_model, target, precision)
+                module.write_float(serve, saved_model, target, precision)
             else:
-                accuracy = write_int8(model, format, prep, serve, saved_model, target, staging,
-                                      calibration, validation, max_accuracy_drop,
-                                      quantization_aware, log)
+                accuracy = write_int8(model, module, prep, serve, saved_model, target, staging,
+                                      options, quantization_aware, log)
                 write_json(accuracy, os.path.join(target, ACCURACY_FILE))
-                if format == "onnx":  # how ONNX Runtime must run the file (export_dir)
-                    extra["onnxruntime_session_config"] = dict(ORT_SESSION_CONFIG)
-                extra["quantization"] = accuracy["quantization"]
+                extra.update(module.int8_info(), quantization=accuracy["quantization"])
         if class_names is not None:
             write_class_names(class_names_path(target, format), class_names)
         write_json(preprocessing_info(format, precision, prep, num_classes, **extra),
@@ -151,8 +136,15 @@ def export_model(model, output: str, *, format: str = "saved_model",
 DEFAULT_MAX_ACCURACY_DROP = 0.01
 
 
-def check_int8_arguments(precision, quantization_aware, calibration, validation,
-                         max_accuracy_drop) -> None:
+def check_int8_options(precision, quantization_aware, options: Int8Options, model,
+                       prep) -> Int8Options:
+    """The options checked against the precision and the model, before any work: the
+    calibration pixels' shape, the bound's range and that it has images to be measured on;
+    the default bound where validation images are given."""
+    from resnet_tf.quantization.qat import uncalibrated
+
+    calibration, validation, max_accuracy_drop = (options.calibration, options.validation,
+                                                  options.max_accuracy_drop)
     if quantization_aware and precision != "int8":
         raise UserError("the model is quantization-aware: it trained its int8 form, which only "
                         "--precision int8 exports (a float file of it would simulate int8 in "
@@ -165,10 +157,18 @@ def check_int8_arguments(precision, quantization_aware, calibration, validation,
             if value is not None:
                 raise UserError(f"{name} are for --precision int8. Received: precision "
                                 f"{precision}")
-    if quantization_aware and max_accuracy_drop is not None:
-        raise UserError("max_accuracy_drop bounds post-training quantization; a "
-                        "quantization-aware model is exported as it trained (accuracy.json "
-                        "still records its accuracy)")
+        return options
+    if quantization_aware:
+        if max_accuracy_drop is not None:
+            raise UserError("max_accuracy_drop bounds post-training quantization; a "
+                            "quantization-aware model is exported as it trained (accuracy.json "
+                            "still records its accuracy)")
+        unset = uncalibrated(model)
+        if unset:
+            raise UserError(f"the quantization-aware model has activation ranges that saw no "
+                            f"data ({', '.join(unset[:3])}, ...); train it, or set them with "
+                            "resnet_tf.calibrate, before exporting")
+        return options
     if max_accuracy_drop is not None:
         if not 0.0 <= max_accuracy_drop < 1.0:
             raise UserError(f"max_accuracy_drop must be in [0, 1). Received: "
@@ -177,73 +177,102 @@ def check_int8_arguments(precision, quantization_aware, calibration, validation,
             raise UserError("max_accuracy_drop needs labelled images to measure the drop on: "
                             "export from a model dir with validation images, or give "
                             "--validation-data DIR")
+    elif validation is not None:
+        max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP
+    return Int8Options(check_calibration(calibration, prep.image_size), validation,
+                       max_accuracy_drop)
 
 
-def write_int8(model, format, prep, serve, saved_model, target, staging, calibration,
-               validation, max_accuracy_drop, quantization_aware, log) -> dict:
-    """Writes the int8 file into `target` and returns accuracy.json: measured on `validation`
-    with the file's own runtime beside the float32 (or the quantization-aware Keras) model,
-    and for post-training quantization bounded by `max_accuracy_drop`."""
-    from resnet_tf.export.runtimes import keras_runner, open_runner
-    from resnet_tf.training.evaluate import evaluate
-
-    runtime = RUNTIME_OF_FORMAT[format]
+def write_int8(model, module, prep, serve, saved_model, target, staging,
+               options: Int8Options, quantization_aware, log) -> dict:
+    """Writes the int8 file of the format `module` into `target` and returns accuracy.json:
+    measured on the validation images with the file's own runtime beside the float32 (or the
+    quantization-aware Keras) model, and for post-training quantization bounded."""
     if quantization_aware:
-        int8.quantization_aware_file(format, serve, saved_model, target)
+        module.write_quantization_aware(serve, saved_model, target)
         accuracy = {"quantization": "quantization-aware", "float_layers": [],
                     "calibration_images": 0}
-        if validation is not None:
-            reference = evaluate(keras_runner(model, prep=prep), validation, progress=False)
-            measured = evaluate(open_runner(format, target, "int8", prep), validation,
-                                progress=False)
-            accuracy.update(_accuracy(measured, reference, "quantization-aware Keras model"))
-        return _report_int8(dict(accuracy, runtime=runtime), log)
-
-    quantizer = int8.make_quantizer(format, model, serve, saved_model, calibration, staging)
-    accuracy = {"quantization": "post-training", "calibration_images": len(calibration)}
-    if validation is None:
+        if options.validation is not None:
+            accuracy.update(_measure(model, module, target, prep, options.validation,
+                                     "quantization-aware Keras model"))
+        return _report_int8(dict(accuracy, runtime=module.RUNTIME), log)
+    quantizer = module.make_quantizer(model, serve, saved_model, options.calibration, staging)
+    accuracy = {"quantization": "post-training",
+                "calibration_images": len(options.calibration)}
+    if options.validation is None:
         quantizer.write([], target)
-        return _report_int8(dict(accuracy, float_layers=[], runtime=runtime), log)
-    reference = evaluate(keras_runner(model, prep=prep), validation, progress=False)
-    measured, written = {}, []
+        return _report_int8(dict(accuracy, float_layers=[], runtime=module.RUNTIME), log)
+    search = _BoundSearch(model, module, quantizer, prep, options, staging, log)
+    layers, _, history = int8.bounded(search.drop, search.ranking, options.max_accuracy_drop)
+    chosen = search.chosen()
+    for name in os.listdir(chosen):  # the last measured is the one chosen
+        os.replace(os.path.join(chosen, name), os.path.join(target, name))
+    accuracy.update(_accuracy(search.measured[tuple(layers)], search.reference,
+                              "float32 Keras model"),
+                    float_layers=list(layers), max_accuracy_drop=options.max_accuracy_drop,
+                    search=[{"float_layers": len(entry), "drop": round(d, 6)}
+                            for entry, d in history], runtime=module.RUNTIME)
+    return _report_int8(accuracy, log)
 
-    def run_candidate(layers, measure, keep=False):
+
+def _measure(model, module, path, prep, validation, what) -> dict:
+    """accuracy.json's measured part: the int8 file at `path` beside the Keras model."""
+    from resnet_tf.export.runtimes import keras_runner
+    from resnet_tf.training.evaluate import evaluate
+
+    reference = evaluate(keras_runner(model, prep=prep), validation, progress=False)
+    measured = evaluate(module.open_runner(path, "int8", prep), validation, progress=False)
+    return _accuracy(measured, reference, what)
+
+
+class _BoundSearch:
+    """What `int8.bounded` asks of a post-training export: the top-1 drop of an int8 file with
+    some layers in float (`drop`), and the layers ranked by how much each helps (`ranking`).
+    Candidate files are written into `staging`; the last one measured is kept (`chosen`)."""
+
+    def __init__(self, model, module, quantizer, prep, options, staging, log):
+        from resnet_tf.export.runtimes import keras_runner
+        from resnet_tf.training.evaluate import evaluate
+
+        self.model, self.module, self.quantizer, self.prep = model, module, quantizer, prep
+        self.options, self.staging, self.log = options, staging, log
+        self.evaluate = lambda runner: evaluate(runner, options.validation, progress=False)
+        self.keras = keras_runner(model, prep=prep)
+        self.reference = self.evaluate(self.keras)
+        self.measured, self.written = {}, 0
+
+    def _candidate(self, layers, measure, keep=False):
         """Writes the int8 file with `layers` in float into staging, returns (its dir, what
         `measure` says of its runner); the file is removed after unless `keep`."""
-        path = os.path.join(staging, f"candidate-{len(written)}")
+        path = os.path.join(self.staging, f"candidate-{self.written}")
         os.makedirs(path)
-        quantizer.write(list(layers), path)
-        written.append(path)
-        value = measure(open_runner(format, path, "int8", prep))
+        self.quantizer.write(list(layers), path)
+        self.written += 1
+        value = measure(self.module.open_runner(path, "int8", self.prep))
         if not keep:
             shutil.rmtree(path, ignore_errors=True)
         return path, value
 
-    def drop(layers):
+    def drop(self, layers):
         """The top-1 drop with `layers` in float; its file is kept until a later one is."""
-        previous = measured.get("path")
-        measured["path"], measured[tuple(layers)] = run_candidate(
-            layers, lambda runner: evaluate(runner, validation, progress=False), keep=True)
+        previous = self.measured.get("path")
+        self.measured["path"], self.measured[tuple(layers)] = self._candidate(
+            layers, self.evaluate, keep=True)
         if previous:
             shutil.rmtree(previous, ignore_errors=True)
-        return reference["top1"] - measured[tuple(layers)]["top1"]
+        return self.reference["top1"] - self.measured[tuple(layers)]["top1"]
 
-    def ranking():
-        float_probabilities = keras_runner(model, prep=prep)(calibration)
-        log(f"int8 {runtime}: ranking {len(int8.quantizable_layers(model))} convolutions by "
-            "how much keeping each in float helps (on the calibration images)")
-        return int8.rank_by_sensitivity(int8.quantizable_layers(model), lambda layers: (
-            run_candidate(layers, lambda runner: int8.mean_kl(float_probabilities,
-                                                              runner(calibration)))[1]))
+    def ranking(self):
+        calibration = self.options.calibration
+        float_probabilities = self.keras(calibration)
+        candidates = int8.quantizable_layers(self.model)
+        self.log(f"int8 {self.module.RUNTIME}: ranking {len(candidates)} convolutions by how "
+                 "much keeping each in float helps (on the calibration images)")
+        return int8.rank_by_sensitivity(candidates, lambda layers: self._candidate(
+            layers, lambda runner: int8.mean_kl(float_probabilities, runner(calibration)))[1])
 
-    layers, _, history = int8.bounded(drop, ranking, max_accuracy_drop)
-    for name in os.listdir(measured["path"]):  # the last measured is the one chosen
-        os.replace(os.path.join(measured["path"], name), os.path.join(target, name))
-    accuracy.update(_accuracy(measured[tuple(layers)], reference, "float32 Keras model"),
-                    float_layers=list(layers), max_accuracy_drop=max_accuracy_drop,
-                    search=[{"float_layers": len(entry), "drop": round(d, 6)}
-                            for entry, d in history], runtime=runtime)
-    return _report_int8(accuracy, log)
+    def chosen(self) -> str:
+        return self.measured["path"]
 
 
 def _accuracy(measured, reference, what) -> dict:
@@ -354,38 +383,6 @@ def check_calibration(calibration, image_size):
 # The SavedModel (preprocessing inside)
 
 
-def write_saved_model(model, target: str, prep: EvalPreprocessing) -> None:
-    """Writes the SavedModel with `serving_default` (raw pixels of any size) and
-    `serving_bytes` (encoded images) to the new dir `target`."""
-
-    def classify(inputs):
-        logits = tf.cast(model(inputs, training=False), tf.float32)
-        probabilities = tf.nn.softmax(logits, axis=-1)
-        return {OUTPUT_NAME: probabilities, "classes": tf.argmax(probabilities, axis=-1)}
-
-    def serve_images(images):
-        if prep.method == "inception":  # floats in [0, 1], as slim's preprocessing takes them
-            images = preprocessing.scale_pixels(images)
-        return classify(preprocessing.prepare_input(images, prep))
-
-    def serve_bytes(image_bytes):
-        def one(encoded):
-            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-            return preprocessing.prepare_input(image, prep)
-
-        images = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec(
-            [prep.image_size, prep.image_size, 3], tf.float32))
-        return classify(images)
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", serve_images, input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
-    archive.add_endpoint("serving_bytes", serve_bytes, input_signature=[
-        tf.TensorSpec([None], tf.string, name="image_bytes")])
-    archive.write_out(target, verbose=False)
-
-
 # --------------------------------------------------------------------------------------------
 # The serving function every runtime format is converted from
 
@@ -416,37 +413,3 @@ def write_serving_saved_model(serve, model, path) -> None:
     archive.write_out(path, verbose=False)
 
 
-# --------------------------------------------------------------------------------------------
-# float32 and float16 files (int8: `int8`)
-
-
-def float_tflite(serve, saved_model, target, precision):
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model,
-                                                         signature_keys=["serving_default"])
-    # Built-in ops only (no Flex / SELECT_TF_OPS): the file runs with the LiteRT interpreter alone.
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if precision == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    with open(os.path.join(target, "model.tflite"), "wb") as f:
-        f.write(converter.convert())
-
-
-def float_onnx(serve, saved_model, target, precision):
-    import onnx
-    import tf2onnx
-
-    converted, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature,
-                                                 opset=int8.ONNX_OPSET)
-    onnx.save(int8.stable_names(converted), os.path.join(target, "model.onnx"))
-
-
-def float_openvino(serve, saved_model, target, precision):
-    import openvino as ov
-
-    # save_model compresses float weights to float16 by default: only for --precision float16.
-    ov.save_model(ov.convert_model(saved_model), os.path.join(target, "model.xml"),
-                  compress_to_fp16=precision == "float16")
-
-
-FLOAT_CONVERTERS = {"tflite": float_tflite, "onnx": float_onnx, "openvino": float_openvino}

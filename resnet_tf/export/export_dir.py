@@ -15,8 +15,9 @@ The three runtime formats share one contract: input `images`, float32 `[N, S, S,
 RGB pixels already cropped and resized to the model's size S as `preprocessing.json` says; the
 normalisation is inside. Output `probabilities`, float32 `[N, C]`. The batch is dynamic.
 
-This module owns those names; it needs neither TensorFlow nor a runtime (`runtimes` reads
-export dirs with it), and `deploy` writes them.
+This module owns the dir's layout (each format's files are its module's, `export.formats`);
+it needs neither TensorFlow nor a runtime (`runtimes` reads export dirs with it), and `deploy`
+writes them.
 """
 
 from __future__ import annotations
@@ -25,43 +26,22 @@ import os
 
 from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, PathExistsError, UserError
+from resnet_tf.export.contract import INPUT_NAME, OUTPUT_NAME
+from resnet_tf.export.formats import FORMATS as FORMAT_MODULES
 from resnet_tf.training.model_dir import is_model_dir
 from resnet_tf.utils import read_class_names, read_json
 
-FORMATS = ("saved_model", "tflite", "onnx", "openvino")
+FORMATS = tuple(FORMAT_MODULES)
 # The runtime that runs each format (`runtimes`).
-RUNTIME_OF_FORMAT = {"saved_model": "saved_model", "tflite": "tflite", "onnx": "onnxruntime",
-                     "openvino": "openvino"}
+RUNTIME_OF_FORMAT = {name: module.RUNTIME for name, module in FORMAT_MODULES.items()}
 PRECISIONS = ("float32", "float16", "int8")
-MODEL_FILES = {
-    "saved_model": ("saved_model.pb",),
-    "tflite": ("model.tflite",),
-    "onnx": ("model.onnx",),
-    "openvino": ("model.xml", "model.bin"),
-}
+MODEL_FILES = {name: module.FILES for name, module in FORMAT_MODULES.items()}
 PREPROCESSING_FILE = "preprocessing.json"
 CLASS_NAMES_FILE = "class_names.txt"
 ACCURACY_FILE = "accuracy.json"
-INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
-# The ONNX Runtime session config an int8 ONNX file runs with; its preprocessing.json carries it
-# as `onnxruntime_session_config`. Layers kept in float stay float (otherwise ORT re-quantizes
-# them per tensor at load). On x86 CPUs without VNNI, ORT's u8 x s8 convolutions add pairs of
-# products in int16, which saturates with 8-bit weights: `x64quantprecision` makes it multiply
-# u8 x u8 instead (slower there, no effect where VNNI is). On an AVX2-only AMD EPYC (Zen 3) the
-# quickstart's int8 top-1 was 0.8997 without it and 0.9777 with it (float32: 0.9721).
-ORT_SESSION_CONFIG = {"optimization.disable_specified_optimizers": "WeightBiasQuantization",
-                      "session.x64quantprecision": "1"}
-
-UNSUPPORTED = {
-    ("saved_model", "float16"): "the SavedModel export keeps the model's float32 weights; "
-                                "choose --format tflite or openvino for float16 weights",
-    ("saved_model", "int8"): "the SavedModel export keeps the model's float32 weights; "
-                             "choose --format tflite, onnx or openvino for int8",
-    ("onnx", "float16"): "ONNX Runtime's CPU provider has no float16 convolutions, so a float16 "
-                         "ONNX file runs slower than float32; use --precision float32 or int8, "
-                         "or --format tflite or openvino for float16 weights",
-}
+# What each format refuses to be written in, and why (the format modules' `UNSUPPORTED`).
+UNSUPPORTED = {(name, precision): why for name, module in FORMAT_MODULES.items()
+               for precision, why in module.UNSUPPORTED.items()}
 
 
 def check_format(format: str, precision: str) -> None:
