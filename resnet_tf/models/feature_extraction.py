@@ -1,13 +1,13 @@
 """`end_points(model)`: slim's end points of a resnet_tf model, as a functional Keras model, and
 `block_info(model)`: each block's output stride and channels.
 
-slim collects end points in a graph collection while it builds; here `end_points` applies the
-model's own layers again, in order, to a new input, asking each residual unit for its inner end
-points (`return_end_points=True`), and returns a functional `keras.Model` whose output is the
-dict of them. It shares the model's layers, and so its weights; it saves to and loads from
-`.keras` files like any functional model; it works on a model loaded from a `.keras` file.
-Public Keras API only (the layer chain is read from the model's own config), so it runs on the
-TensorFlow, JAX and PyTorch backends.
+slim collects end points in a graph collection while it builds. Here every residual unit
+returns its inner end points in the model's own graph as it is built (`stack_blocks_dense`
+calls each with `return_end_points=True`), so `end_points` only gathers the tensors the model
+already has (each layer's `output`) into a functional `keras.Model` over the same input: no
+layer is called again. It shares the model's layers, and so its weights; it saves to and loads
+from `.keras` files like any functional model; it works on a model loaded from a `.keras`
+file. Public Keras API only, so it runs on the TensorFlow, JAX and PyTorch backends.
 """
 
 from __future__ import annotations
@@ -22,41 +22,37 @@ from resnet_tf.models.units import ResidualUnit
 NAMED_END_POINTS = ("conv1", "logits", "spatial_squeeze")
 
 
-def _inputs_of(layer_config) -> list:
-    """The names of the layers whose outputs a serialized layer takes, over all its calls."""
-    names = []
-
-    def visit(value):
-        if isinstance(value, dict):
-            if value.get("class_name") == "__keras_tensor__":
-                names.append(value["config"]["keras_history"][0])
-            else:
-                for item in value.values():
-                    visit(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                visit(item)
-
-    visit(layer_config.get("inbound_nodes", []))
-    return names
+def main_output(layer):
+    """A layer's output in its model's graph; a residual unit's without its end points."""
+    output = layer.output
+    return output[0] if isinstance(output, (list, tuple)) else output
 
 
 def layer_chain(model) -> list:
     """The layers of a resnet_tf model after its input, checked to form a chain (each layer
     takes the previous one's output): anything else was not built by resnet_tf."""
-    if not isinstance(model, keras.Model):
-        raise UserError(f"end_points() needs a keras.Model built by resnet_tf. "
-                         f"Received: {model!r}")
-    layers = model.get_config().get("layers")
-    if not layers or len(model.inputs) != 1:
+    if not isinstance(model, keras.Model) or not hasattr(model, "inputs") or \
+            not model.inputs or len(model.inputs) != 1:
         raise UserError(f"end_points() needs a functional model built by resnet_tf (one "
-                         f"input, a chain of layers). Received: model {model.name!r}")
+                         f"input, a chain of layers). Received: {model!r}")
+    layers = model.layers
     for previous, layer in zip(layers, layers[1:]):
-        if _inputs_of(layer) != [previous["name"]]:
+        try:
+            follows = layer.input is main_output(previous)
+        except (AttributeError, ValueError):  # a layer called more than once, or never
+            follows = False
+        if not follows:
             raise UserError(f"end_points() needs a model built by resnet_tf (a chain of "
-                             f"layers); layer {layer['name']!r} of model {model.name!r} does "
-                             f"not follow {previous['name']!r}.")
-    return [model.get_layer(config["name"]) for config in layers[1:]]
+                             f"layers); layer {layer.name!r} of model {model.name!r} does "
+                             f"not follow {previous.name!r}.")
+    return layers[1:]
+
+
+def unit_end_points(unit) -> tuple:
+    """(output, {end point: tensor}) of a residual unit in its model's graph: its `output`,
+    which Keras keeps flat, packed back into the structure the unit returns."""
+    structure = unit.compute_output_spec(unit.input, return_end_points=True)
+    return keras.tree.pack_sequence_as(structure, keras.tree.flatten(unit.output))
 
 
 def block_info(model: keras.Model, scope: str | None = None) -> dict:
@@ -103,22 +99,20 @@ def end_points(model: keras.Model, scope: str | None = None) -> keras.Model:
     to the input image and its `channels` (for feature pyramids; `block_info(model)`).
     """
     scope = model.name if scope is None else scope
-    chain = layer_chain(model)
-    images = keras.Input(shape=model.input_shape[1:], name="images")
-    points, net = {}, images
-    for layer in chain:
+    points = {}
+    for layer in layer_chain(model):
         slim_name = f"{scope}/{layer.name.replace('.', '/')}"
         if isinstance(layer, ResidualUnit):
-            net, inner = layer(net, return_end_points=True)
+            net, inner = unit_end_points(layer)
             points.update({f"{slim_name}/{key}": value for key, value in inner.items()})
             points[slim_name] = net
             points[f"{scope}/{layer.name.split('.')[0]}"] = net  # the block's: last unit wins
             continue
-        net = layer(net)
+        net = layer.output
         if layer.name in NAMED_END_POINTS:
             points[slim_name] = net
         elif layer.name == "pool5":
             points["global_pool"] = net  # research/slim's name
     if f"{scope}/logits" in points:
         points["predictions"] = keras.layers.Softmax(name="predictions")(net)
-    return EndPoints(images, points, name=f"{model.name}_end_points", scope=scope)
+    return EndPoints(model.inputs[0], points, name=f"{model.name}_end_points", scope=scope)
