@@ -139,6 +139,11 @@ def add_train_parser(subparsers, common):
     parser.add_argument("--init-from", metavar="MODEL_DIR",
                         help="start from another run's model (its best checkpoint, else its "
                              "final one); overrides the config's init_from")
+    parser.add_argument("--weights", metavar="SOURCE|URL|PATH",
+                        help="start from released ImageNet weights, all but the head: "
+                             "imagenet (slim's), torchvision, timm or keras, or a URL or path "
+                             "of such a file; the model takes their layout and images their "
+                             "normalisation; overrides the config's weights")
     parser.add_argument("--quantization-aware", action="store_true", default=None,
                         help="fine-tune with int8 rounding simulated (quantization-aware "
                              "training); usually with --init-from a float run")
@@ -151,7 +156,7 @@ class _Stop(KeyboardInterrupt):
 
 # The settings of a run that the command line gives: a resume that leaves one out keeps the
 # run's own (the config file's value would otherwise be refused as another config).
-RUN_SETTINGS = ("dtype", "init_from", "quantization_aware")
+RUN_SETTINGS = ("dtype", "init_from", "weights", "quantization_aware")
 
 
 def run_train(args):
@@ -188,7 +193,7 @@ def _train(args):
     from resnet_tf.training.config import load_config
     from resnet_tf.training.trainer import recorded_config, train
 
-    given = {"dtype": args.dtype, "init_from": args.init_from,
+    given = {"dtype": args.dtype, "init_from": args.init_from, "weights": args.weights,
              "quantization_aware": args.quantization_aware}
     recorded = recorded_config(args.model_dir)
     if recorded is not None:

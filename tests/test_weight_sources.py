@@ -191,3 +191,43 @@ def test_the_stored_logits_are_what_the_sources_give_now():
     for case in STORED:
         np.testing.assert_allclose(np.load(case_path(*case))["logits"], source_logits(*case),
                                    rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.large
+def test_a_run_from_torchvision_weights_trains_in_their_layout_and_normalisation(tmp_path,
+                                                                                 capsys):
+    """`train --weights FILE`: the model takes the file's layout, starts from its weights
+    (all but the head), normalises images as torchvision did; the run records both, and its
+    export and `evaluate` prepare images that way too."""
+    import json
+
+    import resnet_tf_cli
+
+    path = write_safetensors(torch_state(18), tmp_path / "resnet18.safetensors")
+    config = tmp_path / "r18.yaml"
+    config.write_text("dataset: digits\nvalidation_split: 0.2\nimage_size: 32\naugment: false\n"
+                      "central_fraction: 1.0\nmodel: resnet_v1_18\nepochs: 1\nbatch_size: 32\n"
+                      "optimizer: adam\nlearning_rate: 0.001\nbatch_norm_decay: 0.9\n")
+    run = str(tmp_path / "run")
+    assert resnet_tf_cli.main(["train", "--config", str(config), "--model-dir", run,
+                               "--weights", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"starting from {path} (weights, sha256" in out
+    init = json.load(open(os.path.join(run, "init.json")))
+    assert (init["key"], init["layout"], init["path"]) == ("weights", "torchvision", str(path))
+    assert "normalization: torchvision" in open(os.path.join(run, "config.yaml")).read()
+    model = keras.saving.load_model(os.path.join(run, "model.keras"))
+    assert "pool1_pad" in [layer.name for layer in model.layers]
+    assert resnet_tf_cli.main(["evaluate", "--model-dir", run, "--json",
+                               str(tmp_path / "k.json")]) == 0
+    export = str(tmp_path / "export")
+    assert resnet_tf_cli.main(["export", "--model-dir", run, "--output", export, "--format",
+                               "tflite"]) == 0
+    info = json.load(open(os.path.join(export, "preprocessing.json")))
+    assert info["preprocessing"] == "torchvision" and info["std_rgb"] == [0.229, 0.224, 0.225]
+    assert resnet_tf_cli.main(["evaluate", "--export", export, "--model-dir", run, "--json",
+                               str(tmp_path / "e.json")]) == 0
+    keras_top1 = json.load(open(tmp_path / "k.json"))["top1"]
+    logged = json.load(open(os.path.join(run, "metrics.json")))["val_accuracy"]
+    assert keras_top1 == pytest.approx(logged, abs=1e-6)  # validated as evaluate prepares
+    assert json.load(open(tmp_path / "e.json"))["top1"] == pytest.approx(keras_top1, abs=1e-6)

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from resnet_tf.data import preprocessing
 from resnet_tf.data.class_names import default_class_names
+from resnet_tf.data.pixels import normalize_pixels
 from resnet_tf.errors import MissingPathError, UserError
 from resnet_tf.utils import read_class_names
 
@@ -605,6 +606,8 @@ def _pipeline(dataset, config, num_classes, training, shuffle_size=None):
             image = preprocessing.preprocess_for_train(
                 image, size, size, color_distortion=config.color_distortion)
         image.set_shape([size, size, 3])
+        if prep.method != "inception":  # a run from other weights: their normalisation
+            image = normalize_pixels((image + 1.0) * 127.5, prep.method)
         return image, tf.one_hot(label, num_classes)
 
     if training:

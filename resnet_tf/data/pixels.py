@@ -23,6 +23,7 @@ from resnet_tf.utils import check_positive_int
 PREPROCESSINGS = ("inception", "vgg", "torchvision", "caffe")
 # The methods that resize the smaller side to `resize_side`, then take the central square.
 SIDE_CROPS = ("vgg", "torchvision", "caffe")
+CROPS = ("central", "side")
 EVAL_CENTRAL_FRACTION = 0.875  # slim's inception eval crop
 VGG_MEAN_RGB = (123.68, 116.78, 103.94)
 TORCHVISION_MEAN_RGB = (0.485, 0.456, 0.406)  # of pixels / 255
@@ -78,11 +79,19 @@ class EvalPreprocessing:
     image_size: int = 224
     central_fraction: float | None = EVAL_CENTRAL_FRACTION
     resize_side: int | None = None
+    # "central" (the central fraction, resized) or "side" (the smaller side resized, the
+    # central square); None: the method's own ("side" for SIDE_CROPS). A run from other
+    # weights keeps its own crop with their normalisation.
+    crop: str | None = None
 
     def __post_init__(self):
         check_preprocessing(self.method)
         check_positive_int("image_size", self.image_size)
-        if self.method in SIDE_CROPS:
+        if self.crop is None:
+            object.__setattr__(self, "crop", "side" if self.method in SIDE_CROPS else "central")
+        if self.crop not in CROPS:
+            raise UserError(f"crop must be one of {list(CROPS)}. Received: crop={self.crop!r}")
+        if self.crop == "side":
             if self.resize_side is None:
                 object.__setattr__(self, "resize_side", round(
                     self.image_size * VGG_RESIZE_SIDE / VGG_IMAGE_SIZE))
@@ -100,19 +109,22 @@ class EvalPreprocessing:
     def info(self) -> dict:
         """The fields preprocessing.json records."""
         info = {"preprocessing": self.method, "image_size": self.image_size}
-        if self.method == "vgg":
-            info.update(resize_side=self.resize_side, mean_rgb=list(VGG_MEAN_RGB))
-        elif self.method == "torchvision":
-            info.update(resize_side=self.resize_side, mean_rgb=list(TORCHVISION_MEAN_RGB),
-                        std_rgb=list(TORCHVISION_STD_RGB))
-        elif self.method == "caffe":
-            info.update(resize_side=self.resize_side, mean_bgr=list(CAFFE_MEAN_BGR))
+        if self.crop == "side":
+            info.update(resize_side=self.resize_side)
         else:
             info.update(central_fraction=self.central_fraction)
+        if self.crop != ("side" if self.method in SIDE_CROPS else "central"):
+            info.update(crop=self.crop)  # not the method's own
+        if self.method == "vgg":
+            info.update(mean_rgb=list(VGG_MEAN_RGB))
+        elif self.method == "torchvision":
+            info.update(mean_rgb=list(TORCHVISION_MEAN_RGB), std_rgb=list(TORCHVISION_STD_RGB))
+        elif self.method == "caffe":
+            info.update(mean_bgr=list(CAFFE_MEAN_BGR))
         return info
 
     @classmethod
     def from_info(cls, info: dict) -> "EvalPreprocessing":
         return cls(method=info.get("preprocessing", "inception"), image_size=info["image_size"],
                    central_fraction=info.get("central_fraction"),
-                   resize_side=info.get("resize_side"))
+                   resize_side=info.get("resize_side"), crop=info.get("crop"))

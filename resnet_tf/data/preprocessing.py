@@ -135,20 +135,21 @@ def cifar_preprocess_for_train(image, height, width, padding=4, seed=None):
 
 
 def eval_pixels(image, size, central_fraction=EVAL_CENTRAL_FRACTION, method="inception",
-                resize_side=VGG_RESIZE_SIDE):
+                resize_side=VGG_RESIZE_SIDE, crop=None):
     """slim's eval crop and resize without the final normalisation: raw float32 0..255 pixels
     at `size` x `size`, what the deployment exports take (`pixels.normalize_pixels` is inside).
 
-    method "inception": the central `central_fraction` of each side, bilinear resize;
-    `scale_to_signed_unit(eval_pixels(x, s, f) / 255)` is `preprocess_for_eval(x, s, s, f)` up to
-    float rounding. methods "vgg" (slim's V1 checkpoints), "torchvision" and "caffe":
-    `vgg_eval_pixels` (the smaller side resized to `resize_side`, the central square).
+    crop "central" (method "inception"'s): the central `central_fraction` of each side,
+    bilinear resize; `scale_to_signed_unit(eval_pixels(x, s, f) / 255)` is
+    `preprocess_for_eval(x, s, s, f)` up to float rounding. crop "side" (methods "vgg", slim's
+    V1 checkpoints, "torchvision" and "caffe"): `vgg_eval_pixels` (the smaller side resized to
+    `resize_side`, the central square). None: the method's own.
     """
-    if method in SIDE_CROPS:
-        return vgg_eval_pixels(image, size, resize_side)
-    if method != "inception":
+    if method not in PREPROCESSINGS:
         raise UserError(f"method must be one of {list(PREPROCESSINGS)}. "
                         f"Received: method={method!r}")
+    if (crop or ("side" if method in SIDE_CROPS else "central")) == "side":
+        return vgg_eval_pixels(image, size, resize_side)
     _check_size(size, size)
     image = _to_unit_float(image)
     image = central_crop(image, central_fraction)
@@ -158,13 +159,13 @@ def eval_pixels(image, size, central_fraction=EVAL_CENTRAL_FRACTION, method="inc
 def prepare_pixels(image, prep):
     """`eval_pixels` as a `pixels.EvalPreprocessing` says: float32 0..255 pixels at its size."""
     return eval_pixels(image, prep.image_size, prep.central_fraction, prep.method,
-                       prep.resize_side)
+                       prep.resize_side, prep.crop)
 
 
 def prepare_input(image, prep):
     """The model input of `prep`: `prepare_pixels`, then its normalisation (exactly slim's
     `preprocess_for_eval` for "inception", up to float rounding)."""
-    if prep.method != "inception":
+    if prep.method != "inception" or prep.crop != "central":
         return normalize_pixels(prepare_pixels(image, prep), prep.method)
     return preprocess_for_eval(image, prep.image_size, prep.image_size, prep.central_fraction)
 

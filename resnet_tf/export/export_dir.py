@@ -142,12 +142,11 @@ def preprocessing_info(format: str, precision: str, prep: EvalPreprocessing,
         "channels": "RGB",
         **extra,
     }
-    if prep.method == "inception":
-        crop, normalize = ["central_crop", "resize"], "scale_to_[-1,1]"
-    else:
-        crop = ["aspect_preserving_resize", "central_crop"]
-        normalize = {"vgg": "subtract_mean_rgb", "torchvision": "subtract_mean_divide_std",
-                     "caffe": "rgb_to_bgr_subtract_mean_bgr"}[prep.method]
+    crop = (["central_crop", "resize"] if prep.crop == "central"
+            else ["aspect_preserving_resize", "central_crop"])
+    normalize = {"inception": "scale_to_[-1,1]", "vgg": "subtract_mean_rgb",
+                 "torchvision": "subtract_mean_divide_std",
+                 "caffe": "rgb_to_bgr_subtract_mean_bgr"}[prep.method]
     # What the caller does before calling the model, and what the model does itself.
     info.update(caller_applies=[] if inside else crop,
                 model_applies=(crop if inside else []) + [normalize])

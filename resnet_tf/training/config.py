@@ -22,7 +22,7 @@ import typing
 
 import yaml
 
-from resnet_tf.data.pixels import EvalPreprocessing
+from resnet_tf.data.pixels import PREPROCESSINGS, EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
 from resnet_tf.models.registry import MODEL_NAMES, model_arguments
 from resnet_tf.utils import write_text
@@ -35,6 +35,7 @@ DATASETS = ("digits", "cifar10", "folder", "tfrecord")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("constant", "cosine", "exponential", "piecewise")
 PREPROCESSING = ("inception", "cifar")
+NORMALIZATIONS = PREPROCESSINGS  # pixels' methods: inception, vgg, torchvision, caffe
 # The config keys each builder takes (the others must stay at their defaults for that model),
 # read from the builders' signatures: set after TrainConfig below.
 MODEL_ARGUMENTS: dict = {}
@@ -101,6 +102,13 @@ class TrainConfig:
     checkpoint_exclude: list = dataclasses.field(default_factory=list)
     checkpoint_moving_averages: bool = False  # load slim's ExponentialMovingAverage shadows
     init_from: str = ""  # a `resnet-tf train` model dir to start from (its best checkpoint)
+    # Released ImageNet weights to start from, all but the head (`resnet_tf.weights.sources`):
+    # "imagenet" (slim's), "torchvision", "timm", "keras", or a URL or path of such a file. The
+    # model takes the layout they need, and images are normalised as their source did.
+    weights: str = ""
+    # How pixels become the model's input (`pixels.normalize_pixels`); null: "inception"
+    # ([-1, 1]), or with `weights` their source's, which a run records here when it starts.
+    normalization: typing.Optional[str] = None
 
     # Quantization-aware training: fine-tune with int8 rounding simulated (resnet_tf.quantization.qat)
     quantization_aware: bool = False
@@ -114,6 +122,8 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("preprocessing", self.preprocessing, PREPROCESSING)
+        if self.normalization is not None:
+            _check_choice("normalization", self.normalization, NORMALIZATIONS)
         _check_choice("model", self.model, MODEL_NAMES)
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         ignored = [k for k in MODEL_KEYS if getattr(self, k) != defaults[k] and
@@ -156,10 +166,11 @@ class TrainConfig:
             raise UserError(f"learning_rate must be > 0. Received: learning_rate={self.learning_rate}")
         self._check_schedule()
         self._check_data()
-        if self.init_from and self.slim_checkpoint:
-            raise UserError(f"init_from and slim_checkpoint both name a starting point; give "
-                            f"one. Received: init_from={self.init_from!r}, "
-                            f"slim_checkpoint={self.slim_checkpoint!r}")
+        given = {key: getattr(self, key) for key in ("init_from", "slim_checkpoint", "weights")
+                 if getattr(self, key)}
+        if len(given) > 1:
+            raise UserError(f"{' and '.join(given)} each name a starting point; give one. "
+                            "Received: " + ", ".join(f"{k}={v!r}" for k, v in given.items()))
 
     def _check_schedule(self):
         """A schedule that cannot do what the config says is refused (a learning rate that
@@ -229,7 +240,8 @@ class TrainConfig:
     def peak_learning_rate(self) -> float:
         """The learning rate the schedule starts from (or warms up to): `learning_rate`, times
         `qat_learning_rate_scale` for a quantization-aware fine-tune of trained weights."""
-        if self.quantization_aware and (self.init_from or self.slim_checkpoint):
+        if self.quantization_aware and (self.init_from or self.slim_checkpoint or
+                                        self.weights):
             return self.learning_rate * self.qat_learning_rate_scale
         return self.learning_rate
 
@@ -239,8 +251,8 @@ class TrainConfig:
         `central_fraction`, or for `preprocessing: cifar` no crop at all (the whole image,
         resized), as training validates."""
         return EvalPreprocessing(
-            "inception", self.image_size,
-            None if self.preprocessing == "cifar" else self.central_fraction)
+            self.normalization or "inception", self.image_size,
+            None if self.preprocessing == "cifar" else self.central_fraction, crop="central")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -336,6 +348,18 @@ def resolve_config_path(name: str) -> str:
 PATH_KEYS = ("train_data", "val_data", "class_names", "slim_checkpoint", "init_from")
 
 
+def _is_path(key, value) -> bool:
+    """Whether a config value is a path to make absolute: the path keys', and `weights` unless
+    it names a source ("torchvision", ...) or is a URL."""
+    if not isinstance(value, str) or not value:
+        return False
+    if key == "weights":
+        from resnet_tf.weights.sources import NAMED
+
+        return value not in NAMED and "://" not in value
+    return key in PATH_KEYS
+
+
 def absolute_path(path: str, base: str) -> str:
     """`path` made absolute against the directory `base` (URLs such as gs://... as they are)."""
     if not path or "://" in path:
@@ -358,9 +382,9 @@ def load_config(path: str, **overrides) -> TrainConfig:
     if isinstance(values, dict):
         shipped = os.path.dirname(os.path.realpath(path)) == os.path.realpath(SHIPPED_CONFIGS)
         base = os.getcwd() if shipped else os.path.dirname(os.path.abspath(path))
-        values = {k: (absolute_path(v, base) if k in PATH_KEYS and isinstance(v, str) else v)
+        values = {k: (absolute_path(v, base) if _is_path(k, v) else v)
                   for k, v in values.items()}
-        values.update({k: (absolute_path(v, os.getcwd()) if k in PATH_KEYS else v)
+        values.update({k: (absolute_path(v, os.getcwd()) if _is_path(k, v) else v)
                        for k, v in overrides.items() if v is not None})
     return config_from_dict(values, source=path)
 

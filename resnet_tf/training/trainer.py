@@ -18,6 +18,7 @@ TensorFlow only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -64,15 +65,29 @@ class TrainingInterrupted(KeyboardInterrupt):
 # Model, optimizer, loss
 
 
-def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
+def build_model(config: TrainConfig, num_classes: int, layout: str | None = None) -> keras.Model:
     """The model a config names, for `num_classes` classes and `image_size` inputs, with the
-    builder's own config keys (`config.MODEL_ARGUMENTS`), under the config's dtype policy."""
+    builder's own config keys (`config.MODEL_ARGUMENTS`), under the config's dtype policy;
+    `layout` (`resnet_utils.LAYOUTS`) is the one its starting `weights` need."""
     arg_scope = dict(weight_decay=config.weight_decay, batch_norm_decay=config.batch_norm_decay)
     extra = {k: getattr(config, k) for k in MODEL_ARGUMENTS.get(config.model, ())
              if getattr(config, k) is not None}
+    if layout not in (None, "slim"):
+        extra["layout"] = layout
     return create_model(config.model, num_classes=num_classes,
                         input_shape=(config.image_size, config.image_size, 3),
                         dtype=config.dtype, **extra, **arg_scope)
+
+
+def with_normalization(config: TrainConfig) -> TrainConfig:
+    """`config` with the normalization its `weights` need filled in (recorded in the model
+    dir's config.yaml, which `evaluate`, `predict` and `export` read)."""
+    if not config.weights or config.normalization is not None:
+        return config
+    from resnet_tf.weights.sources import normalization
+
+    return dataclasses.replace(config, normalization=normalization(config.model,
+                                                                   config.weights))
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
@@ -279,6 +294,7 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
     from resnet_tf.data.datasets import make_datasets
 
     strategy = make_strategy(distribute, cpu_devices)
+    config = with_normalization(config)
     check_batch_size(config, strategy.num_replicas_in_sync)
     is_chief = _is_chief(strategy)
     paths, resuming = check_model_dir(model_dir, config)
@@ -294,7 +310,7 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
         verbose = 1 if sys.stdout.isatty() else 2
 
     with strategy.scope():
-        model = build_model(config, data.num_classes)
+        model = build_model(config, data.num_classes, (init or {}).get("layout"))
         if init is not None:
             start_from(model, config, init, again=resuming)
         if config.quantization_aware:
@@ -372,7 +388,7 @@ def initialization(config: TrainConfig, recorded: dict | None = None) -> dict | 
     starts from that same file, and refuses (before anything is written) if the file is gone
     or changed, since `init_from`'s best checkpoint or a slim training dir's latest checkpoint
     may have moved on meanwhile."""
-    if not (config.slim_checkpoint or config.init_from):
+    if not (config.slim_checkpoint or config.init_from or config.weights):
         return None
     if recorded is not None:
         key, path = recorded["key"], recorded["path"]
@@ -386,6 +402,8 @@ def initialization(config: TrainConfig, recorded: dict | None = None) -> dict | 
                             "so it would start from other weights than the first run did); "
                             "use a new --model-dir to start from the file as it is now")
         return recorded
+    if config.weights:
+        return _weights_initialization(config)
     if config.slim_checkpoint:
         from resnet_tf.slim.checkpoint import resolve_checkpoint_path
 
@@ -398,6 +416,26 @@ def initialization(config: TrainConfig, recorded: dict | None = None) -> dict | 
                             model_dir_checkpoint(config.init_from,
                                                  initial_checkpoint(config.init_from)))
     return {"key": key, "given": given, "path": path,
+            "sha256": sha256_of_files(_init_files(key, path))}
+
+
+def _weights_initialization(config: TrainConfig) -> dict:
+    """init.json for a run from released `weights`: the file (downloaded once into the cache)
+    and the layout it needs; slim's release is its unpacked checkpoint."""
+    from resnet_tf.weights import sources
+
+    if config.weights == "imagenet":
+        from resnet_tf.weights.slim import download
+
+        key, path, layout = "slim_checkpoint", download(config.model), "slim"
+    else:
+        resolved = sources.resolve_weights(config.model, config.weights, None)
+        if resolved.source == "slim":
+            raise UserError(f"weights={config.weights!r} is a slim checkpoint: start from it "
+                            "with slim_checkpoint (and checkpoint_exclude: [logits] for a new "
+                            "head)")
+        key, path, layout = "weights", resolved.path, resolved.layout
+    return {"key": key, "given": config.weights, "path": path, "layout": layout,
             "sha256": sha256_of_files(_init_files(key, path))}
 
 
@@ -419,8 +457,15 @@ def start_from(model, config: TrainConfig, init: dict, again: bool = False) -> N
     if init["key"] == "slim_checkpoint":
         from resnet_tf.slim.checkpoint import load_slim_checkpoint
 
-        load_slim_checkpoint(model, path, exclude=config.checkpoint_exclude,
+        exclude = ["logits"] if config.weights else config.checkpoint_exclude  # a new head
+        load_slim_checkpoint(model, path, exclude=exclude,
                              moving_averages=config.checkpoint_moving_averages)
+        return
+    if init["key"] == "weights":
+        from resnet_tf.weights.sources import assign_strictly, resolve_weights
+
+        resolved = resolve_weights(config.model, path, None)
+        assign_strictly(model, resolved.arrays, resolved.description, exclude=["logits"])
         return
     from resnet_tf.training.loading import load_keras_file
 

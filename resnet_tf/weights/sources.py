@@ -124,6 +124,7 @@ class Weights:
     arrays: dict | None = None  # slim name (below the model's scope) -> array; None: slim's
     weights: object = None  # slim's `weights` argument
     model_name: str | None = None  # slim's: the checkpoint's scope
+    path: str | None = None  # the file read (a source's)
 
     def load(self, model) -> list:
         if self.source == "slim":
@@ -160,6 +161,35 @@ def resolve_weights(model_name: str, weights, num_classes, layout=None) -> Weigh
         raise UserError(f"{resolved.description} needs layout={resolved.layout!r}; leave "
                         f"layout out or pass that. Received: layout={layout!r}")
     return resolved
+
+
+def normalization(model_name: str, weights) -> str:
+    """How the source of `weights` normalised pixels (`pixels.normalize_pixels`), read without
+    loading them: a name's published recipe; a file's kind (a keras .h5: "caffe" for V1,
+    "inception" for V2; a PyTorch or safetensors file: "torchvision"); slim's: its family's."""
+    from resnet_tf.weights.slim import slim_conventions
+
+    if isinstance(weights, Weights):
+        return weights.preprocessing.method
+    if weights == "imagenet":
+        return slim_conventions(model_name).preprocessing
+    if weights in PUBLISHED:
+        return published(weights, model_name).preprocessing.method
+    path = os.fspath(weights)
+    if urllib.parse.urlparse(path).scheme in ("http", "https", "ftp") or not os.path.isfile(path):
+        return resolve_weights(model_name, weights, None).preprocessing.method
+    kind = file_kind(path)
+    if kind == "hdf5":
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            names = [n.decode() if isinstance(n, bytes) else n
+                     for n in group.attrs.get("layer_names", [])]
+        return "inception" if any(n.endswith("_preact_bn") for n in names) else "caffe"
+    if kind in ("torch", "safetensors"):
+        return "torchvision"
+    return slim_conventions(model_name).preprocessing
 
 
 def published(source: str, model_name: str) -> Published:
@@ -215,11 +245,12 @@ def _from_file(model_name: str, weights) -> Weights:
 def _read(model_name: str, path: str, what: str) -> Weights:
     kind = file_kind(path)
     if kind == "hdf5":
-        return _from_keras(model_name, read_keras_h5(path, what), what)
+        return dataclasses.replace(_from_keras(model_name, read_keras_h5(path, what), what),
+                                   path=path)
     if kind in ("safetensors", "torch"):
         state = read_safetensors(path) if kind == "safetensors" else read_torch(path, what)
-        return _from_torch(model_name, state, what, "timm" if kind == "safetensors"
-                           else "torchvision")
+        return dataclasses.replace(_from_torch(model_name, state, what, "timm" if kind ==
+                                               "safetensors" else "torchvision"), path=path)
     raise UserError(f"weights {what} is neither a keras.applications .h5 file, a torchvision "
                     ".pth file nor a timm .safetensors file (its first bytes are "
                     f"{open(path, 'rb').read(8)!r})")
@@ -432,14 +463,18 @@ def _from_keras(model_name: str, layers: dict, what: str) -> Weights:
 # Loading
 
 
-def assign_strictly(model, arrays: dict, what: str) -> list:
+def assign_strictly(model, arrays: dict, what: str, exclude=()) -> list:
     """Assigns `arrays` (slim names below the model's scope) to the model's variables: all of
-    them or none, every array used, shapes equal; a `UserError` names what does not fit."""
+    them or none, every array used, shapes equal; a `UserError` names what does not fit.
+    `exclude`: scopes left out on both sides (e.g. ["logits"] for a new head)."""
     from resnet_tf.slim.variables import slim_variables
 
     scope = model.name
+    skipped = tuple(f"{e.strip('/')}/" for e in exclude)
     targets = {name[len(scope) + 1:]: variable
-               for name, variable in slim_variables(model, scope).items()}
+               for name, variable in slim_variables(model, scope).items()
+               if not name[len(scope) + 1:].startswith(skipped)}
+    arrays = {name: value for name, value in arrays.items() if not name.startswith(skipped)}
     missing = sorted(set(targets) - set(arrays))
     unused = sorted(set(arrays) - set(targets))
     misshapen = [f"{name} (file {tuple(arrays[name].shape)}, model "

@@ -41,7 +41,7 @@ def write_model(model, target: str, prep: EvalPreprocessing) -> None:
         return {OUTPUT_NAME: probabilities, "classes": tf.argmax(probabilities, axis=-1)}
 
     def serve_images(images):
-        if prep.method == "inception":  # floats in [0, 1], as slim's preprocessing takes them
+        if prep.method == "inception" and prep.crop == "central":  # [0, 1], as slim's takes
             images = preprocessing.scale_pixels(images)
         return classify(preprocessing.prepare_input(images, prep))
 
