@@ -28,6 +28,14 @@ NOT_RUN = {
                        "test_benchmark runs the same code at tiny settings",
     "resnet-tf train --config quickstart --model-dir /shared/runs/mw --distribute multiworker":
         "one worker of a cluster; test_train runs two workers on 127.0.0.1",
+    "resnet-tf predict --model resnet_v1_50 --weights torchvision photo.jpg":
+        "downloads torchvision's file (hubs are out of reach here); test_weight_sources loads "
+        "the sources' files by URL, by path and from the cache",
+    "resnet-tf download --model resnet_v2_50 --weights keras":
+        "downloads keras.applications' file (out of reach here); the same code serves "
+        "test_weight_sources' files from 127.0.0.1",
+    "resnet-tf train --config my_images.yaml --model-dir runs/tv --weights torchvision":
+        "downloads torchvision's file; test_weight_sources trains from such a file by path",
     "resnet-tf train --config configs/cifar10_ablation_identity_full_preactivation.yaml "
     "--model-dir runs/full_preact": "downloads CIFAR-10 and trains ResNet-110 for 164 epochs",
 }
