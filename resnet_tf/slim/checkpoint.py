@@ -162,28 +162,7 @@ def load_slim_checkpoint(model, path, scope: str | None = None, exclude=(),
         sources = {n: n + MOVING_AVERAGE if n + MOVING_AVERAGE in left_out else n
                    for n in targets}
 
-    missing = set(targets) - set(shapes)
-    unused = set(shapes) - set(targets)
-    misshapen = [
-        f"{n} (checkpoint {shapes[n]}, model {tuple(targets[n].shape)})"
-        for n in sorted(set(targets) & set(shapes))
-        if shapes[n] != tuple(targets[n].shape)
-    ]
-    if missing or unused or misshapen:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing from the checkpoint: {_describe(missing)}")
-        if unused:
-            problems.append(f"{len(unused)} in the checkpoint but not in the model: "
-                            f"{_describe(unused)}")
-        if misshapen:
-            problems.append(f"{len(misshapen)} with a different shape: {_describe(misshapen)}")
-        hint = ""
-        if missing and not any(n.startswith(scope + "/") for n in shapes):
-            tops = sorted({n.split("/")[0] for n in shapes})
-            hint = f" No checkpoint variable is under scope {scope!r}; its scopes are {tops}."
-        raise UserError(f"Checkpoint {prefix!r} does not match model {model.name!r}: "
-                        + "; ".join(problems) + ". No weight was changed." + hint)
+    _check_match(targets, shapes, prefix, scope, model.name)
 
     # Read everything before assigning anything, so a failure leaves the model untouched.
     try:
@@ -194,6 +173,34 @@ def load_slim_checkpoint(model, path, scope: str | None = None, exclude=(),
         variable.assign(values[name].astype(variable.dtype))
     _report_training_state(prefix, state, moving_averages)
     return sorted(targets)
+
+
+def _check_match(targets, shapes, prefix, scope, model_name) -> None:
+    """Every target variable in the checkpoint with its shape, and every checkpoint variable
+    used: else a `UserError` naming each missing, unused and misshapen one."""
+    missing = set(targets) - set(shapes)
+    unused = set(shapes) - set(targets)
+    misshapen = [
+        f"{n} (checkpoint {shapes[n]}, model {tuple(targets[n].shape)})"
+        for n in sorted(set(targets) & set(shapes))
+        if shapes[n] != tuple(targets[n].shape)
+    ]
+    if not (missing or unused or misshapen):
+        return
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing from the checkpoint: {_describe(missing)}")
+    if unused:
+        problems.append(f"{len(unused)} in the checkpoint but not in the model: "
+                        f"{_describe(unused)}")
+    if misshapen:
+        problems.append(f"{len(misshapen)} with a different shape: {_describe(misshapen)}")
+    hint = ""
+    if missing and not any(n.startswith(scope + "/") for n in shapes):
+        tops = sorted({n.split("/")[0] for n in shapes})
+        hint = f" No checkpoint variable is under scope {scope!r}; its scopes are {tops}."
+    raise UserError(f"Checkpoint {prefix!r} does not match model {model_name!r}: "
+                    + "; ".join(problems) + ". No weight was changed." + hint)
 
 
 def _report_training_state(prefix, state, moving_averages) -> None:

@@ -291,6 +291,8 @@ def train(config: TrainConfig, model_dir: str, distribute: str = "none",
 
 
 def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> dict:
+    """A run as a few steps: check the model dir, the data and the starting point; make the
+    model (restored when resuming); record the run; fit; save."""
     from resnet_tf.data.datasets import make_datasets
 
     strategy = make_strategy(distribute, cpu_devices)
@@ -306,9 +308,43 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
                          inherit=init_from_record(config) if not resuming else None)
     if not (resuming or config.quantization_aware):  # QAT freezes its batch norm
         check_batch_norm_decay(config, data.steps_per_epoch)
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
+    model, done, replicas = _make_model(config, strategy, data, init, paths, resuming, fresh,
+                                        is_chief)
+    if done >= config.epochs:
+        if is_chief and not readable_keras_file(paths.model):  # killed after the last commit
+            if os.path.exists(paths.model):
+                print(f"resnet-tf: {paths.model} was torn; written again from the committed "
+                      f"epoch {done}")
+            paths.save_model(model, paths.model)
+        return dict(paths.read_metrics(), nothing_to_do=True, epochs_done=done)
 
+    # Checked: now the model dir is written.
+    writer = paths if is_chief else paths.worker(_task_name(strategy))
+    if is_chief:
+        _record_run(paths, config, data, init, resuming)
+    os.makedirs(writer.checkpoints, exist_ok=True)
+    previous_seconds = paths.read_metrics().get("train_seconds", 0.0) if done else 0.0
+    start = time.perf_counter()
+
+    def metrics_of(rows):
+        return epoch_metrics(rows, strategy, config, previous_seconds,
+                             time.perf_counter() - start)
+
+    epoch_end = in_flight["epoch_end"] = EpochEnd(writer, done, metrics_of)
+    # The replicas' statistics are averaged before each validation and each save, so that
+    # what is validated is what is saved (ahead of EpochEnd).
+    callbacks = [keras.callbacks.TensorBoard(writer.logs), replicas, epoch_end]
+    _fit(model, config, data, strategy, distribute, done, callbacks, verbose)
+    writer.save_model(model, writer.model)
+    result = metrics_of(writer.completed_epochs())
+    write_json(result, writer.metrics)
+    return result if is_chief else {}
+
+
+def _make_model(config, strategy, data, init, paths, resuming, fresh, is_chief):
+    """(the compiled model, the epochs already committed, the replica-statistics callback):
+    built in the layout its starting weights need, loaded from them (or, resuming, restored
+    from the committed state), quantization-aware if asked."""
     with strategy.scope():
         model = build_model(config, data.num_classes, (init or {}).get("layout"))
         if init is not None:
@@ -323,38 +359,25 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
                       loss=make_loss(config), metrics=make_metrics(data.num_classes))
         # Every worker restores the chief's committed state (the model dir is shared).
         done = paths.restore(model, reconcile=is_chief) if resuming else 0
-        replicas = ReplicaStatistics(strategy, model)
+        return model, done, ReplicaStatistics(strategy, model)
 
-    if done >= config.epochs:
-        if is_chief and not readable_keras_file(paths.model):  # killed after the last commit
-            if os.path.exists(paths.model):
-                print(f"resnet-tf: {paths.model} was torn; written again from the committed "
-                      f"epoch {done}")
-            paths.save_model(model, paths.model)
-        return dict(paths.read_metrics(), nothing_to_do=True, epochs_done=done)
 
-    # Checked: now the model dir is written.
-    writer = paths if is_chief else paths.worker(_task_name(strategy))
-    if is_chief and not resuming:
+def _record_run(paths, config, data, init, resuming) -> None:
+    """What the chief records before the first epoch: the data split, the starting point,
+    the config (last: it makes the dir a run to resume), the class names."""
+    if not resuming:
         paths.write_data_record(data.record)  # first: it marks the dir as a model dir
         if init is not None:
             paths.write_init(init)
-        save_config(config, paths.config)  # last: it makes the dir a run to resume
+        save_config(config, paths.config)
         write_class_names(paths.class_names, data.class_names)
-    elif is_chief and init is not None and paths.read_init() is None:  # a run from before
-        paths.write_init(init)  # init.json was kept, killed before its first commit
-    os.makedirs(writer.checkpoints, exist_ok=True)
-    previous_seconds = paths.read_metrics().get("train_seconds", 0.0) if done else 0.0
-    start = time.perf_counter()
+    elif init is not None and paths.read_init() is None:  # a run from before init.json was
+        paths.write_init(init)  # kept, killed before its first commit
 
-    def metrics_of(rows):
-        return epoch_metrics(rows, strategy, config, previous_seconds,
-                             time.perf_counter() - start)
 
-    epoch_end = in_flight["epoch_end"] = EpochEnd(writer, done, metrics_of)
-    # The replicas' statistics are averaged before each validation and each save, so that
-    # what is validated is what is saved (ahead of EpochEnd).
-    callbacks = [keras.callbacks.TensorBoard(writer.logs), replicas, epoch_end]
+def _fit(model, config, data, strategy, distribute, done, callbacks, verbose) -> None:
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
     try:
         if distribute == "multiworker":
             MultiWorkerLoop(strategy, model, config, data).run(done, callbacks)
@@ -369,10 +392,6 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
                             f"{data.num_classes - 1} (num_classes={data.num_classes}); the "
                             "epochs before it are kept") from None
         raise
-    writer.save_model(model, writer.model)
-    result = metrics_of(writer.completed_epochs())
-    write_json(result, writer.metrics)
-    return result if is_chief else {}
 
 
 # --------------------------------------------------------------------------------------------

@@ -426,27 +426,10 @@ def _from_keras(model_name: str, layers: dict, what: str) -> Weights:
         kernel, bias = take("conv1_conv")
         out["conv1/weights"] = kernel
         _bn("conv1/BatchNorm", *take("conv1_bn"), out, bias=bias)
-    unit = "bottleneck_v2" if v2 else "bottleneck_v1"
     for stage in (2, 3, 4, 5):
         for index in sorted(units[stage]):
-            key, name = f"conv{stage}_block{index}", f"block{stage - 1}/unit_{index}/{unit}"
-            if v2:
-                _bn(f"{name}/preact", *take(f"{key}_preact_bn"), out)
-                for k in (1, 2):
-                    (out[f"{name}/conv{k}/weights"],) = take(f"{key}_{k}_conv")
-                    _bn(f"{name}/conv{k}/BatchNorm", *take(f"{key}_{k}_bn"), out)
-                for k, scope in ((3, "conv3"), (0, "shortcut")):
-                    if f"{key}_{k}_conv" in layers:
-                        kernel, bias = take(f"{key}_{k}_conv")
-                        out[f"{name}/{scope}/weights"], out[f"{name}/{scope}/biases"] = (
-                            kernel, bias)
-            else:
-                for k, scope in ((0, "shortcut"), (1, "conv1"), (2, "conv2"), (3, "conv3")):
-                    if f"{key}_{k}_conv" in layers:
-                        kernel, bias = take(f"{key}_{k}_conv")
-                        out[f"{name}/{scope}/weights"] = kernel
-                        _bn(f"{name}/{scope}/BatchNorm", *take(f"{key}_{k}_bn"), out,
-                            bias=bias)
+            _keras_unit(f"conv{stage}_block{index}", f"block{stage - 1}/unit_{index}", v2,
+                        layers, take, out)
     if classes:
         kernel, bias = take("predictions")
         out["logits/weights"], out["logits/biases"] = kernel[None, None], bias
@@ -461,6 +444,27 @@ def _from_keras(model_name: str, layers: dict, what: str) -> Weights:
 
 # --------------------------------------------------------------------------------------------
 # Loading
+
+
+def _keras_unit(key, name, v2, layers, take, out) -> None:
+    """One keras.applications block (`conv2_block1_*`) as slim's unit `name`'s variables."""
+    if v2:
+        name += "/bottleneck_v2"
+        _bn(f"{name}/preact", *take(f"{key}_preact_bn"), out)
+        for k in (1, 2):
+            (out[f"{name}/conv{k}/weights"],) = take(f"{key}_{k}_conv")
+            _bn(f"{name}/conv{k}/BatchNorm", *take(f"{key}_{k}_bn"), out)
+        for k, scope in ((3, "conv3"), (0, "shortcut")):
+            if f"{key}_{k}_conv" in layers:
+                out[f"{name}/{scope}/weights"], out[f"{name}/{scope}/biases"] = take(
+                    f"{key}_{k}_conv")
+        return
+    name += "/bottleneck_v1"
+    for k, scope in ((0, "shortcut"), (1, "conv1"), (2, "conv2"), (3, "conv3")):
+        if f"{key}_{k}_conv" in layers:
+            kernel, bias = take(f"{key}_{k}_conv")
+            out[f"{name}/{scope}/weights"] = kernel
+            _bn(f"{name}/{scope}/BatchNorm", *take(f"{key}_{k}_bn"), out, bias=bias)
 
 
 def assign_strictly(model, arrays: dict, what: str, exclude=()) -> list:
