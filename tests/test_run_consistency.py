@@ -208,8 +208,8 @@ def test_an_export_is_scored_on_exactly_the_runs_validation_images(folder_run, t
     assert "not both" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("quantization_aware", tiered([False, True], [False]),
-                         ids=["fine-tune", "qat"])
+@pytest.mark.large
+@pytest.mark.parametrize("quantization_aware", [False, True], ids=["fine-tune", "qat"])
 def test_a_run_from_another_run_never_validates_on_its_training_images(
         folder_run, tmp_path, quantization_aware):
     folder = shutil.copytree(folder_run["folder"], tmp_path / "digits")
@@ -246,6 +246,7 @@ def test_a_given_train_examples_is_checked_against_the_records(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.large
 def test_train_on_a_run_with_a_torn_model_file_writes_it_again(quickstart_run, tmp_path):
     run = copy_run(quickstart_run, tmp_path / "run")
     model = os.path.join(run, "model.keras")
