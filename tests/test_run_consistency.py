@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, copy_run, tiered
+from conftest import ROOT, copy_run
 from conftest import resnet_tf_command as command
 from image_data import write_digits_folder
 
