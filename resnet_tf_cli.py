@@ -247,8 +247,9 @@ def _add_source_arguments(parser, what, export=False, export_on_model_dir=False)
                        help="with --model-dir: model.keras (final, the default; an interrupted "
                             "run's last epoch), or checkpoints/last or best (val_accuracy)")
     group.add_argument("--image-size", type=_positive_int,
-                       help="with --slim-checkpoint or --weights: the input size (default 299 "
-                            "for V2, 224 for V1); a model dir's model has its own")
+                       help="with --slim-checkpoint or --weights: the input size (default: "
+                            "the weights' own: slim's 299 for V2, 224 for V1; torchvision's and "
+                            "keras' 224; timm's 288); a model dir's model has its own")
     group.add_argument("--moving-averages", action="store_true",
                        help="with --slim-checkpoint: load its ExponentialMovingAverage "
                             "shadows (slim's eval with --moving_average_decay)")

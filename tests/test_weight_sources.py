@@ -149,6 +149,28 @@ def test_named_weights_come_from_the_cache_offline(keras_home, tmp_path):
     assert resolved.preprocessing.image_size == 288
     with pytest.raises(UserError, match="keras publishes no weights for resnet_v1_18"):
         resnet_tf.resnet_v1_18(weights="keras")
+    # The command line, from the cache, with the source's classes and image size.
+    import tensorflow as tf
+
+    import resnet_tf_cli
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(tf.io.encode_png(np.random.default_rng(0).integers(
+        0, 256, (300, 260, 3), dtype=np.uint8)).numpy())
+    assert resnet_tf_cli.main(["predict", "--model", "resnet_v1_34", "--weights", "timm",
+                               str(photo)]) == 0
+
+
+def test_slims_functional_form_of_the_v1_unit_still_builds():
+    inputs = keras.Input((8, 8, 16))
+    outputs = resnet_tf.models.resnet_v1.bottleneck(inputs, 16, 4, 2)
+    assert tuple(outputs.shape) == (None, 4, 4, 16)
+    blocks = [resnet_tf.resnet_v1_block(f"block{i}", 2, 1, 2) for i in (1, 2)]
+    model = resnet_tf.resnet_v1(blocks, layout="keras", input_shape=(32, 32, 3))
+    strides = [(layer.name, layer.stride, layer.stride_in) for layer in model.layers
+               if "unit" in layer.name]
+    assert strides == [("block1.unit_1.bottleneck_v1", 1, "conv1"),
+                       ("block2.unit_1.bottleneck_v1", 2, "conv1")]
 
 
 def test_every_published_weight_names_a_builder_of_the_model_table():
@@ -223,6 +245,10 @@ def test_a_run_from_torchvision_weights_trains_in_their_layout_and_normalisation
     export = str(tmp_path / "export")
     assert resnet_tf_cli.main(["export", "--model-dir", run, "--output", export, "--format",
                                "tflite"]) == 0
+    saved = str(tmp_path / "saved")
+    assert resnet_tf_cli.main(["export", "--model-dir", run, "--output", saved]) == 0
+    assert resnet_tf_cli.main(["evaluate", "--export", saved, "--model-dir", run, "--json",
+                               str(tmp_path / "s.json")]) == 0
     info = json.load(open(os.path.join(export, "preprocessing.json")))
     assert info["preprocessing"] == "torchvision" and info["std_rgb"] == [0.229, 0.224, 0.225]
     assert resnet_tf_cli.main(["evaluate", "--export", export, "--model-dir", run, "--json",
@@ -230,4 +256,23 @@ def test_a_run_from_torchvision_weights_trains_in_their_layout_and_normalisation
     keras_top1 = json.load(open(tmp_path / "k.json"))["top1"]
     logged = json.load(open(os.path.join(run, "metrics.json")))["val_accuracy"]
     assert keras_top1 == pytest.approx(logged, abs=1e-6)  # validated as evaluate prepares
+    assert json.load(open(tmp_path / "s.json"))["top1"] == pytest.approx(keras_top1, abs=1e-6)
+    # A resumed run keeps the layout (init.json's), not slim's.
+    assert resnet_tf_cli.main(["train", "--config", str(config), "--model-dir", run,
+                               "--weights", str(path), "--epochs", "2"]) == 0
+    model = keras.saving.load_model(os.path.join(run, "model.keras"))
+    assert "pool1_pad" in [layer.name for layer in model.layers]
     assert json.load(open(tmp_path / "e.json"))["top1"] == pytest.approx(keras_top1, abs=1e-6)
+
+
+def test_quantization_aware_training_refuses_other_normalisations(tmp_path):
+    """QAT's input range is [-1, 1]: a run whose weights normalise otherwise is refused."""
+    from resnet_tf.training.config import config_from_dict
+    from resnet_tf.training.trainer import with_normalization
+
+    path = write_safetensors(torch_state(18), tmp_path / "resnet18.safetensors")
+    config = config_from_dict(dict(model="resnet_v1_18", dataset="digits", weights=str(path)))
+    assert with_normalization(config).normalization == "torchvision"
+    with pytest.raises(UserError, match="quantization-aware training takes inputs scaled to"):
+        with_normalization(config_from_dict(dict(model="resnet_v1_18", dataset="digits",
+                                                 weights=str(path), quantization_aware=True)))

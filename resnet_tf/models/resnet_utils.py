@@ -12,7 +12,7 @@ arguments: `resnet_arg_scope()` returns a dict of keyword arguments that the lay
 
 Keras layer names may not contain "/", so a layer whose slim scope is
 `block1/unit_1/bottleneck_v2` is named `block1.unit_1.bottleneck_v2`: replacing "." by "/" gives
-the slim scope back (see `slim_variables.py`).
+the slim scope back (see `slim/variables.py`).
 
 Only `keras.layers` / `keras.ops` are used: this module runs on the TensorFlow, JAX and PyTorch
 backends.
@@ -204,8 +204,8 @@ def first_unit_strides(blocks, **unit_args) -> list:
     """`blocks` with each block's stride moved from its last unit to the first unit of the
     next block (slim's 2, 2, 2, 1 become 1, 2, 2, 2), as torchvision and keras.applications
     place it; `unit_args` are given to every unit (e.g. `stride_in="conv1"`)."""
-    if all(unit["stride"] == 1 for block in blocks for unit in block.args[1:]):
-        return list(blocks)  # already there (e.g. [1]'s basic blocks)
+    if all(unit_class(block.unit_fn).expansion == 1 for block in blocks):
+        return list(blocks)  # basic units: [1]'s blocks have it there already
     strides = [1] + [max(unit["stride"] for unit in block.args) for block in blocks[:-1]]
     moved = []
     for block, stride in zip(blocks, strides):

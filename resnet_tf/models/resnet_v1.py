@@ -49,14 +49,15 @@ class BottleneckV1(ResidualUnit):
     expansion = 4  # resnet_v1_block: depth = 4 * depth_bottleneck
     STRIDE_IN = ("conv2", "conv1")
 
-    def __init__(self, depth, depth_bottleneck=None, stride=1, stride_in="conv2", **kwargs):
+    def __init__(self, depth, stride=1, rate=1, depth_bottleneck=None, stride_in="conv2",
+                 **kwargs):
         """`stride_in`: the convolution that strides, "conv2" (the 3x3: slim's, torchvision's
         "V1.5") or "conv1" (the first 1x1: keras.applications' and [1]'s original)."""
         if stride_in not in self.STRIDE_IN:
             raise UserError(f"stride_in must be one of {list(self.STRIDE_IN)}. "
                             f"Received: stride_in={stride_in!r}")
         self.stride_in = stride_in
-        super().__init__(depth, stride=stride, depth_bottleneck=depth_bottleneck, **kwargs)
+        super().__init__(depth, stride, rate, depth_bottleneck, **kwargs)
 
     def _make_layers(self):
         bn = dict(self.layer_scope, use_batch_norm=True)

@@ -4,7 +4,7 @@
     logits = model(images, training=False)     # [N, 1001]
 
 The model is numerically equal to slim's graph (tests/test_slim_parity.py) and its variables map
-one-to-one onto slim's checkpoint names (`slim_variables.py`). Differences from slim's code, all
+one-to-one onto slim's checkpoint names (`slim/variables.py`). Differences from slim's code, all
 deliberate: `spatial_squeeze` and the `global_pool` end point come from the newer
 tensorflow/models research/slim; `training` is a call argument instead of `is_training`; arg
 scopes are plain keyword arguments (`resnet_arg_scope()`).

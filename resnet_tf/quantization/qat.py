@@ -4,7 +4,8 @@ exports compute, to fine-tune with `model.fit` so that what is trained is what i
     qat = quantize_model(model)                       # same weights, int8 simulated
     calibrate(qat, batches)                           # the activation ranges, from real images
     qat.compile(...); qat.fit(...)                    # BN frozen and folded, ranges tracked
-    export_model(qat, "exports/q", format="tflite", precision="int8", image_size=...)
+    export_model(qat, "exports/q", EvalPreprocessing("inception", S), format="tflite",
+                 precision="int8")
 
 Where the int8 runtimes quantize, the QAT model fake-quantizes (`quantizers`):
 

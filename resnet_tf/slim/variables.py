@@ -3,7 +3,7 @@
 A layer named `block1.unit_1.bottleneck_v2` in a model named `resnet_v2_50` has slim scope
 `resnet_v2_50/block1/unit_1/bottleneck_v2`; inside it, sublayers keep slim's scope names
 (`preact`, `shortcut`, `conv1`, `conv1/BatchNorm`, ...). Reading a checkpoint is TensorFlow-only
-and lives in `slim_checkpoint.py`.
+and lives in `slim/checkpoint.py`.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ class TrainConfig:
     block_strides: typing.Optional[list] = None
     include_root_block: bool = True
     num_classes: typing.Optional[int] = None  # None: the dataset's number of classes
-    # CIFAR builders only (null: the builder's default): see resnet_tf/cifar.py.
+    # CIFAR builders only (null: the builder's default): see resnet_tf/models/cifar.py.
     depth: typing.Optional[int] = None
     unit: typing.Optional[str] = None  # cifar_resnet_v2: basic | bottleneck
     shortcut: typing.Optional[str] = None  # cifar_resnet_v1: A | B | C

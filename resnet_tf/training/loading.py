@@ -72,7 +72,8 @@ def load_model_source(model_dir=None, slim_checkpoint=None, weights=None,
         from resnet_tf.weights.sources import resolve_weights
 
         resolved = resolve_weights(model_name, weights, num_classes)
-        num_classes = resolved.num_classes if num_classes is None else num_classes
+        if num_classes is None:
+            num_classes = resolved.num_classes or None  # a file without a head: features
         model = create_model(model_name, num_classes=num_classes, weights=resolved)
         prep = resolved.preprocessing
         if image_size is not None:

@@ -82,12 +82,21 @@ def build_model(config: TrainConfig, num_classes: int, layout: str | None = None
 def with_normalization(config: TrainConfig) -> TrainConfig:
     """`config` with the normalization its `weights` need filled in (recorded in the model
     dir's config.yaml, which `evaluate`, `predict` and `export` read)."""
-    if not config.weights or config.normalization is not None:
-        return config
-    from resnet_tf.weights.sources import normalization
+    if config.normalization is None and config.weights:
+        from resnet_tf.weights.sources import normalization
 
-    return dataclasses.replace(config, normalization=normalization(config.model,
-                                                                   config.weights))
+        config = dataclasses.replace(config, normalization=normalization(config.model,
+                                                                         config.weights))
+    elif config.normalization is None and config.init_from:  # as the run it starts from
+        source = recorded_config(config.init_from)
+        if source is not None and source.normalization is not None:
+            config = dataclasses.replace(config, normalization=source.normalization)
+    if config.quantization_aware and config.normalization not in (None, "inception"):
+        raise UserError(f"quantization-aware training takes inputs scaled to [-1, 1] (its input "
+                        f"range is fixed); this run's images are normalised as "
+                        f"{config.normalization!r} (its weights' source): fine-tune it in float "
+                        "and export it with --precision int8 (post-training) instead")
+    return config
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
@@ -345,8 +354,10 @@ def _make_model(config, strategy, data, init, paths, resuming, fresh, is_chief):
     """(the compiled model, the epochs already committed, the replica-statistics callback):
     built in the layout its starting weights need, loaded from them (or, resuming, restored
     from the committed state), quantization-aware if asked."""
+    # The layout its starting weights needed (init.json keeps it, for resumes too).
+    layout = (init or (paths.read_init() if resuming else None) or {}).get("layout")
     with strategy.scope():
-        model = build_model(config, data.num_classes, (init or {}).get("layout"))
+        model = build_model(config, data.num_classes, layout)
         if init is not None:
             start_from(model, config, init, again=resuming)
         if config.quantization_aware:
@@ -434,6 +445,10 @@ def initialization(config: TrainConfig, recorded: dict | None = None) -> dict | 
         key, given, path = ("init_from", config.init_from,
                             model_dir_checkpoint(config.init_from,
                                                  initial_checkpoint(config.init_from)))
+        # The layout the run it starts from was built in (its own starting weights').
+        layout = (ModelDir(config.init_from).read_init() or {}).get("layout", "slim")
+        return {"key": key, "given": given, "path": path, "layout": layout,
+                "sha256": sha256_of_files(_init_files(key, path))}
     return {"key": key, "given": given, "path": path,
             "sha256": sha256_of_files(_init_files(key, path))}
 

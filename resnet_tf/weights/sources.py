@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import os
 import re
 import urllib.parse
@@ -34,6 +35,8 @@ from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
 
 NAMED = ("imagenet", "torchvision", "timm", "keras")
+# The file names of the sources' formats (a local file is recognised by its contents).
+SOURCE_SUFFIXES = (".h5", ".hdf5", ".pth", ".pt", ".bin", ".safetensors")
 TORCHVISION_URL = "https://download.pytorch.org/models/{file}"
 TIMM_URL = "https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
 KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/{file}"
@@ -127,11 +130,15 @@ class Weights:
     path: str | None = None  # the file read (a source's)
 
     def load(self, model) -> list:
+        """Into a model built by the builder: all of them, or all but the head for a model
+        without one (num_classes=None)."""
         if self.source == "slim":
             from resnet_tf.weights.slim import load_weights
 
             return load_weights(model, self.weights, self.model_name)
-        return assign_strictly(model, self.arrays, self.description)
+        has_head = any(layer.name == "logits" for layer in model.layers)
+        return assign_strictly(model, self.arrays, self.description,
+                               exclude=() if has_head else ["logits"])
 
 
 def resolve_weights(model_name: str, weights, num_classes, layout=None) -> Weights:
@@ -153,10 +160,6 @@ def resolve_weights(model_name: str, weights, num_classes, layout=None) -> Weigh
         raise UserError(f"{resolved.description} has {resolved.num_classes} classes; "
                         f"num_classes must be {resolved.num_classes} or None (no head). "
                         f"Received: num_classes={num_classes}")
-    if resolved.source != "slim" and num_classes is None:
-        resolved = dataclasses.replace(resolved, arrays={
-            name: value for name, value in resolved.arrays.items()
-            if not name.startswith("logits/")})
     if layout is not None and layout != resolved.layout:
         raise UserError(f"{resolved.description} needs layout={resolved.layout!r}; leave "
                         f"layout out or pass that. Received: layout={layout!r}")
@@ -230,15 +233,19 @@ def _from_file(model_name: str, weights) -> Weights:
 
     weights = os.fspath(weights)
     is_url = urllib.parse.urlparse(weights).scheme in ("http", "https", "ftp")
-    name = os.path.basename(urllib.parse.urlparse(weights).path) if is_url else weights
-    if not name.endswith((".h5", ".hdf5", ".pth", ".pt", ".bin", ".safetensors")):
-        return _slim(model_name, weights)  # slim's tarballs, checkpoints and dirs
-    if is_url:
-        path = cached_download(weights, os.path.basename(name) or "weights", None)[0]
-    else:
-        path = weights
-        if not os.path.isfile(path):
+    if not is_url:  # a local file: by its contents
+        if os.path.isfile(weights) and (file_kind(weights) is not None or
+                                        weights.endswith(SOURCE_SUFFIXES)):
+            return _read(model_name, weights, repr(weights))  # (names what it is not)
+        if weights.endswith(SOURCE_SUFFIXES) and not os.path.isfile(weights):
             raise MissingPathError(f"weights={weights!r} is not an existing file")
+        return _slim(model_name, weights)  # slim's tarballs, checkpoints and dirs
+    name = os.path.basename(urllib.parse.urlparse(weights).path) or "weights"
+    if not name.endswith(SOURCE_SUFFIXES):
+        return _slim(model_name, weights)  # a slim tarball or checkpoint file
+    # Cached under the URL's hash too: many hubs name every file alike (model.safetensors).
+    digest = hashlib.sha256(weights.encode()).hexdigest()[:12]
+    path = cached_download(weights, f"url-{digest}-{name}", None)[0]
     return _read(model_name, path, repr(weights))
 
 

@@ -41,7 +41,7 @@ def write_model(model, target: str, prep: EvalPreprocessing) -> None:
         return {OUTPUT_NAME: probabilities, "classes": tf.argmax(probabilities, axis=-1)}
 
     def serve_images(images):
-        if prep.method == "inception" and prep.crop == "central":  # [0, 1], as slim's takes
+        if prep.crop == "central":  # floats in [0, 1], as slim's central crop takes them
             images = preprocessing.scale_pixels(images)
         return classify(preprocessing.prepare_input(images, prep))
 
