@@ -272,7 +272,12 @@ def file_kind(path: str) -> str | None:
     if head.startswith(b"PK\x03\x04"):
         return "torch"
     if len(head) >= 9 and head[8:9] == b"{":  # a little-endian header size, then its JSON
-        return "safetensors"
+        size = int.from_bytes(head[:8], "little")
+        if 2 <= size <= os.path.getsize(path) - 8:
+            with open(path, "rb") as f:
+                f.seek(8 + size - 1)
+                if f.read(1) in (b"}", b" "):  # the JSON header ends there (space-padded)
+                    return "safetensors"
     if head[:1] == b"\x80":  # PyTorch's legacy (pickle) format
         return "torch"
     return None
