@@ -168,8 +168,9 @@ def resolve_weights(model_name: str, weights, num_classes, layout=None) -> Weigh
 
 def normalization(model_name: str, weights) -> str:
     """How the source of `weights` normalised pixels (`pixels.normalize_pixels`), read without
-    loading them: a name's published recipe; a file's kind (a keras .h5: "caffe" for V1,
-    "inception" for V2; a PyTorch or safetensors file: "torchvision"); slim's: its family's."""
+    loading them (a URL's file is downloaded once, not read): a name's published recipe; a
+    file's kind (a keras .h5: "caffe" for V1, "inception" for V2; a PyTorch or safetensors
+    file: "torchvision"); slim's: its family's."""
     from resnet_tf.weights.slim import slim_conventions
 
     if isinstance(weights, Weights):
@@ -178,10 +179,8 @@ def normalization(model_name: str, weights) -> str:
         return slim_conventions(model_name).preprocessing
     if weights in PUBLISHED:
         return published(weights, model_name).preprocessing.method
-    path = os.fspath(weights)
-    if urllib.parse.urlparse(path).scheme in ("http", "https", "ftp") or not os.path.isfile(path):
-        return resolve_weights(model_name, weights, None).preprocessing.method
-    kind = file_kind(path)
+    path = source_file(weights)
+    kind = None if path is None else file_kind(path)
     if kind == "hdf5":
         import h5py
 
@@ -229,24 +228,32 @@ def _slim(model_name: str, weights) -> Weights:
 
 def _from_file(model_name: str, weights) -> Weights:
     """A URL or a path: downloaded once into the cache (a URL), then read by its contents."""
+    path = source_file(weights)
+    if path is None:
+        return _slim(model_name, weights)  # slim's tarballs, checkpoints and dirs
+    return _read(model_name, path, repr(os.fspath(weights)))
+
+
+def source_file(weights) -> str | None:
+    """The local file of `weights` (a URL or a path) in a source's format: a local file by its
+    contents (or its name), a URL by its name, downloaded once into the cache; None for slim's
+    tarballs, checkpoints and dirs."""
     from resnet_tf.weights.slim import cached_download
 
     weights = os.fspath(weights)
-    is_url = urllib.parse.urlparse(weights).scheme in ("http", "https", "ftp")
-    if not is_url:  # a local file: by its contents
+    if urllib.parse.urlparse(weights).scheme not in ("http", "https", "ftp"):
         if os.path.isfile(weights) and (file_kind(weights) is not None or
                                         weights.endswith(SOURCE_SUFFIXES)):
-            return _read(model_name, weights, repr(weights))  # (names what it is not)
+            return weights  # (`_read` names what it is not)
         if weights.endswith(SOURCE_SUFFIXES) and not os.path.isfile(weights):
             raise MissingPathError(f"weights={weights!r} is not an existing file")
-        return _slim(model_name, weights)  # slim's tarballs, checkpoints and dirs
+        return None
     name = os.path.basename(urllib.parse.urlparse(weights).path) or "weights"
     if not name.endswith(SOURCE_SUFFIXES):
-        return _slim(model_name, weights)  # a slim tarball or checkpoint file
+        return None  # a slim tarball or checkpoint file
     # Cached under the URL's hash too: many hubs name every file alike (model.safetensors).
     digest = hashlib.sha256(weights.encode()).hexdigest()[:12]
-    path = cached_download(weights, f"url-{digest}-{name}", None)[0]
-    return _read(model_name, path, repr(weights))
+    return cached_download(weights, f"url-{digest}-{name}", None)[0]
 
 
 def _read(model_name: str, path: str, what: str) -> Weights:
