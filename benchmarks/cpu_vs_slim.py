@@ -30,8 +30,8 @@ from resnet_tf.commands.benchmark import (  # noqa: E402
     device_description,
     make_step,
     time_interleaved,
-    versions,
 )
+from resnet_tf.machine import versions  # noqa: E402
 from resnet_tf.models.precision import dtype_policy_scope  # noqa: E402
 from resnet_tf.utils import write_json  # noqa: E402
 

@@ -133,7 +133,8 @@ def bound_cost(name, source, calibration, validation, work, results):
     """The speed a bound costs: each runtime's fully int8 file beside the one `--max-accuracy-
     drop 0` makes (convolutions kept in float until int8 loses nothing), timed interleaved."""
     from resnet_tf.errors import UserError
-    from resnet_tf.export.deploy import Int8Options, export_model
+    from resnet_tf.export.deploy import export_model
+    from resnet_tf.export.int8 import Int8Options
     from resnet_tf.export.runtimes import open_export
 
     for fmt in SETTINGS:
@@ -167,8 +168,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    from resnet_tf.commands.benchmark import machine_description, versions
-    from resnet_tf.export.deploy import Int8Options, calibration_pixels, export_model
+    from resnet_tf.machine import machine_description, versions
+    from resnet_tf.export.deploy import export_model
+    from resnet_tf.export.int8 import Int8Options, calibration_pixels
     from resnet_tf.training.evaluate import labelled_images
     from resnet_tf.training.loading import load_model_source
     from resnet_tf.utils import write_json

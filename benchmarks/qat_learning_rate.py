@@ -22,7 +22,7 @@ SCALES = (1.0, 0.1, 0.01)
 
 
 def main():
-    from resnet_tf.commands.benchmark import machine_description, versions
+    from resnet_tf.machine import machine_description, versions
     from resnet_tf.training.config import load_config
     from resnet_tf.training.trainer import train
     from resnet_tf.utils import write_json

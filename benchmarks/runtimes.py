@@ -22,11 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from resnet_tf.commands.benchmark import (  # noqa: E402
-    machine_description,
-    run_runtimes_benchmark,
-    versions,
-)
+from resnet_tf.commands.benchmark import run_runtimes_benchmark  # noqa: E402
+from resnet_tf.machine import machine_description, versions  # noqa: E402
 from resnet_tf.utils import write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -97,3 +97,13 @@ def read_class_names(path) -> list:
     if not names:
         raise UserError(f"The class-names file {os.fspath(path)!r} is empty")
     return names
+
+
+def require_tensorflow_backend(what: str) -> None:
+    """A `UserError` naming `what` unless Keras runs on TensorFlow (converters, SavedModels)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise UserError(f"{what} needs the TensorFlow backend (its converters and SavedModels "
+                        f"are TensorFlow's); run it with KERAS_BACKEND=tensorflow. Received: "
+                        f"KERAS_BACKEND={keras.backend.backend()}")

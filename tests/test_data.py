@@ -7,7 +7,8 @@ import pytest
 from image_data import write_image_folder, write_slim_tfrecord
 
 from resnet_tf.data.class_names import imagenet_class_names
-from resnet_tf.data.datasets import digits_arrays, list_image_folder, make_datasets
+from resnet_tf.data.datasets import digits_arrays, make_datasets
+from resnet_tf.data.files import list_image_folder
 from resnet_tf.training.config import config_from_dict
 
 

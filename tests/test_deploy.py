@@ -14,8 +14,9 @@ from conftest import tiered
 from resnet_tf.data import preprocessing
 from resnet_tf.data.datasets import digits_arrays
 from resnet_tf.data.pixels import EvalPreprocessing
-from resnet_tf.export.deploy import Int8Options, export_model
+from resnet_tf.export.deploy import export_model
 from resnet_tf.export.export_dir import check_output
+from resnet_tf.export.int8 import Int8Options
 from resnet_tf.training.loading import load_model_dir
 from resnet_tf_cli import main
 

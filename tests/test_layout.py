@@ -12,22 +12,24 @@ PACKAGE = os.path.join(ROOT, "resnet_tf")
 
 # The layers, lowest first: a sub-package imports only from its own layer or lower ones.
 LAYERS = (
-    ("errors", "utils"),  # the shared base
+    ("errors", "utils", "machine"),  # the shared base
     ("models",),  # builders, layers, units, dtype policies, the model table (Keras only)
     ("quantization", "slim", "data"),  # QAT; slim's checkpoints; datasets and the eval recipe
     ("weights",),  # released weights: download, cache, load
     ("training",),  # configs, model dirs, the training loop, evaluation
     ("export",),  # SavedModels, the runtimes' files and runners, the int8 bound search
-    ("commands",),  # what `resnet-tf` runs beyond the above: bench, predict
+    ("commands",),  # each `resnet-tf` command's work: `commands.<command>.run(args)`
+    ("__main__", "cli"),  # `python -m resnet_tf` (and its deprecated `.cli` spelling)
 )
 # Upward imports allowed, inside functions only: a builder loads `weights=` when given one.
 LAZY_UPWARD = {("models", "weights")}
 # Keras only, on every backend: TensorFlow is never imported, not even lazily.
-KERAS_ONLY = ("errors", "utils", "models", "quantization", "slim.variables", "data.pixels",
+KERAS_ONLY = ("errors", "utils", "machine", "models", "quantization", "slim.variables", "data.pixels",
               "data.class_names")
 # The modules that import TensorFlow at their top (tf.data, checkpoints, SavedModels, ...).
 TENSORFLOW_MODULES = ("data.datasets", "data.preprocessing", "training.trainer",
-                      "training.evaluate", "export.deploy", "commands.predict")
+                      "training.distribute", "training.evaluate", "export.deploy", "data.files",
+                      "commands.predict")
 # Runtimes and converters: imported inside the functions that use them, never at the top.
 RUNTIME_PACKAGES = ("ai_edge_litert", "onnxruntime", "onnx", "tf2onnx", "openvino", "nncf",
                     "torch", "safetensors", "tf_keras")
@@ -84,14 +86,14 @@ def _within(module, prefixes):
 
 
 def test_every_module_is_in_a_layer():
-    tops = {module.split(".")[0] for module in MODULES} - {"__init__", "__main__", "cli"}
+    tops = {module.split(".")[0] for module in MODULES} - {"__init__"}
     assert tops == {name for names in LAYERS for name in names}
 
 
 def test_sub_packages_import_only_downwards():
     found = []
     for module in MODULES:
-        if module.split(".")[0] in ("__init__", "__main__", "cli"):
+        if module == "__init__":  # the front door: it names what the layers define
             continue
         top, every = imports(module)
         for name in every:
@@ -197,12 +199,34 @@ def test_no_import_hooks_and_the_public_names_are_plain_attributes():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
-def test_the_command_line_module_imports_no_library_at_its_top():
-    """`resnet-tf --help` answers without Keras: resnet_tf_cli imports resnet_tf only inside
-    the commands."""
-    tree = ast.parse(open(os.path.join(ROOT, "resnet_tf_cli.py")).read())
-    top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    names = {alias.name for node in top if isinstance(node, ast.Import) for alias in node.names}
-    names |= {node.module for node in top if isinstance(node, ast.ImportFrom)}
-    assert not {name for name in names if name.split(".")[0] in ("resnet_tf", "keras",
-                                                                   "tensorflow")}
+CLI = os.path.join(ROOT, "resnet_tf_cli")
+
+
+def test_the_command_line_imports_no_library_at_its_top_and_only_commands_inside():
+    """`resnet-tf --help` answers without Keras: resnet_tf_cli (the parser, the dispatch, the
+    native-output filter) imports nothing of resnet_tf, Keras or TensorFlow at its top, and
+    inside its functions only the commands, the model table (to check --model) and errors."""
+    for name in sorted(os.listdir(CLI)):
+        if not name.endswith(".py"):
+            continue
+        tree = ast.parse(open(os.path.join(CLI, name)).read())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {(alias.name, node in tree.body) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add((node.module, node in tree.body))
+        assert not {n for n, at_top in found if at_top and n.split(".")[0] in
+                    ("resnet_tf", "keras", "tensorflow")}, name
+        lazy = {n for n, _ in found if n.split(".")[0] == "resnet_tf"}
+        assert all(n in ("resnet_tf.models.registry", "resnet_tf.errors") or
+                   n.startswith("resnet_tf.commands") for n in lazy), (name, lazy)
+
+
+def test_no_module_is_longer_than_a_reader_can_hold():
+    """No module of the package is over 500 lines, nor the command line's over 400."""
+    lengths = {module: sum(1 for _ in open(path)) for module, path in MODULES.items()}
+    assert {m: n for m, n in lengths.items() if n > 500} == {}
+    cli = {name: sum(1 for _ in open(os.path.join(CLI, name)))
+           for name in os.listdir(CLI) if name.endswith(".py")}
+    assert {name: n for name, n in cli.items() if n > 400} == {}

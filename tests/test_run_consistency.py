@@ -115,7 +115,7 @@ def test_a_mirrored_run_reports_the_accuracy_and_loss_of_the_model_it_saved(tmp_
     from resnet_tf.data.datasets import make_datasets
     from resnet_tf.training.loading import load_model_dir
     from resnet_tf.training.model_dir import ModelDir
-    from resnet_tf.training.trainer import make_loss
+    from resnet_tf.training.optimization import make_loss
 
     run = str(tmp_path / "mirrored")
     trained = command("train", "--config", "quickstart", "--model-dir", run, "--epochs", "3",
@@ -307,13 +307,9 @@ def test_the_tflite_bound_search_prints_no_tensorflow_deprecation(quickstart_run
                                                                   capfd):
     """The bound search runs TensorFlow's QuantizationDebugger, which warns that
     tf.lite.Interpreter is deprecated each time; nothing of it reaches the user."""
-    from resnet_tf.export.deploy import (
-        calibration_pixels,
-        serving_function,
-        write_serving_saved_model,
-    )
+    from resnet_tf.export.deploy import serving_function, write_serving_saved_model
     from resnet_tf.export.formats.tflite import TFLiteQuantizer
-    from resnet_tf.export.int8 import quantizable_layers
+    from resnet_tf.export.int8 import calibration_pixels, quantizable_layers
     from resnet_tf.training.loading import load_model_source
 
     source = load_model_source(model_dir=quickstart_run)

@@ -451,7 +451,8 @@ def test_the_multi_worker_step_scales_the_loss_under_mixed_float16(tmp_path):
     import tensorflow as tf
 
     from resnet_tf.data.datasets import make_datasets
-    from resnet_tf.training.trainer import MultiWorkerLoop, make_loss, make_optimizer
+    from resnet_tf.training.distribute import MultiWorkerLoop
+    from resnet_tf.training.optimization import make_loss, make_optimizer
 
     folder = write_image_folder(tmp_path / "images")
     updates = {}
@@ -476,7 +477,7 @@ def test_the_multi_worker_step_scales_the_loss_under_mixed_float16(tmp_path):
 
 
 def test_the_multi_worker_loop_averages_batch_norm_statistics_only(tmp_path):
-    from resnet_tf.training.trainer import batch_norm_statistics
+    from resnet_tf.training.distribute import batch_norm_statistics
 
     config = config_from_dict(dict(model="cifar_resnet_ablation", depth=8,
                                    shortcut_type="dropout", dataset="digits", image_size=16))
@@ -512,7 +513,7 @@ def test_a_quantization_aware_fine_tune_starts_at_a_fraction_of_the_learning_rat
     """From trained weights, QAT trains at learning_rate x qat_learning_rate_scale (at the
     full rate one of three quickstart seeds ended 1.4 points under its float run); from
     scratch, or without QAT, the rate is the config's."""
-    from resnet_tf.training.trainer import learning_rate_schedule
+    from resnet_tf.training.optimization import learning_rate_schedule
 
     def first_rate(**values):
         extra = {"boundaries_epochs": [1]} if schedule == "piecewise" else {}

@@ -268,7 +268,7 @@ def test_a_run_from_torchvision_weights_trains_in_their_layout_and_normalisation
 def test_quantization_aware_training_refuses_other_normalisations(tmp_path):
     """QAT's input range is [-1, 1]: a run whose weights normalise otherwise is refused."""
     from resnet_tf.training.config import config_from_dict
-    from resnet_tf.training.trainer import with_normalization
+    from resnet_tf.training.start import with_normalization
 
     path = write_safetensors(torch_state(18), tmp_path / "resnet18.safetensors")
     config = config_from_dict(dict(model="resnet_v1_18", dataset="digits", weights=str(path)))

@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,8 +21,10 @@ from datetime import datetime
 import numpy as np
 
 from resnet_tf.errors import UserError
+from resnet_tf.machine import machine_description, versions
 from resnet_tf.training.config import DTYPES
 from resnet_tf.utils import check_positive_int, write_json
+from resnet_tf.weights.sources import PUBLISHED
 
 MODES = ("forward", "forward-backward")
 COMPARE = ("none", "keras-applications")
@@ -85,9 +86,8 @@ def time_run(step, info: str, num_batches: int = 100, burn_in: int = 10, log=pri
     return timing
 
 
-KERAS_APPLICATIONS = {"resnet_v2_50": "ResNet50V2", "resnet_v2_101": "ResNet101V2",
-                      "resnet_v2_152": "ResNet152V2", "resnet_v1_50": "ResNet50",
-                      "resnet_v1_101": "ResNet101", "resnet_v1_152": "ResNet152"}
+# keras.applications' model of each builder (its published weights' source).
+KERAS_APPLICATIONS = {model: entry.name for model, entry in PUBLISHED["keras"].items()}
 
 
 def _keras_applications_builder(model_name: str):
@@ -222,26 +222,6 @@ def device_description() -> str:
     return f"cpu:{platform.processor() or platform.machine()}"
 
 
-def versions() -> dict:
-    from importlib import metadata
-
-    import keras
-
-    out = {"python": platform.python_version(), "keras": keras.__version__,
-           "numpy": np.__version__}
-    # The frameworks and runtimes this process used, by their distributions' versions.
-    for module, distribution in (("tensorflow", "tensorflow"), ("jax", "jax"),
-                                 ("ai_edge_litert", "ai-edge-litert"),
-                                 ("onnxruntime", "onnxruntime"), ("tf2onnx", "tf2onnx"),
-                                 ("openvino", "openvino"), ("nncf", "nncf")):
-        if sys.modules.get(module) is not None:  # imported (None: blocked)
-            try:
-                out[module] = metadata.version(distribution)
-            except metadata.PackageNotFoundError:
-                out[module] = getattr(sys.modules[module], "__version__", "unknown")
-    return out
-
-
 def time_interleaved(steps: dict, info: str, num_batches: int = 100, burn_in: int = 10,
                      log=print) -> dict:
     """Times several synchronous steps round by round: each round runs every step once, the
@@ -326,7 +306,8 @@ def runtime_runners(model_name, specs, image_size, num_classes, workdir, log=pri
 
 def _converted_runner(model, runtime, precision, image_size, workdir, log):
     from resnet_tf.data.pixels import EvalPreprocessing
-    from resnet_tf.export.deploy import Int8Options, export_model
+    from resnet_tf.export.deploy import export_model
+    from resnet_tf.export.int8 import Int8Options
     from resnet_tf.export.formats import FORMATS
     from resnet_tf.export.runtimes import FORMAT_OF_RUNTIME, open_export
 
@@ -443,17 +424,6 @@ def _report(model_name, batch_size, image_size, num_batches, burn_in, mode, num_
         "device": device_description(), "machine": machine_description(),
         "versions": versions(), "results": results,
     }
-
-
-def machine_description() -> dict:
-    processor = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            processor = next((line.split(":", 1)[1].strip() for line in f
-                              if line.startswith("model name")), processor)
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "processor": processor, "cores": os.cpu_count()}
 
 
 def run_benchmark(model_name="resnet_v2_152", batch_size=32, image_size=224, num_batches=100,

@@ -12,12 +12,13 @@ TensorFlow only (decoding and resizing).
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
 
 from resnet_tf.data import preprocessing
-from resnet_tf.data.datasets import IMAGE_KINDS, decode_image
+from resnet_tf.data.files import IMAGE_KINDS, decode_image
 from resnet_tf.errors import MissingPathError, UserError
 
 
@@ -71,3 +72,19 @@ def format_results(results) -> str:
         lines.append(path)
         lines += [f"  {p:8.4f}  {name} ({index})" for index, name, p in top]
     return "\n".join(lines)
+
+
+def run(args) -> int:
+    """`resnet-tf predict`: the top classes of each image; a file that cannot be read is said
+    on stderr, the others are predicted, and the status is 1 if any failed."""
+    from resnet_tf.commands.model_source import source_runner
+
+    if not any(os.path.isfile(path) for path in args.images):  # before the model loads
+        read_image(args.images[0])  # the sentence for the first
+    runner, names = source_runner(args)
+    results, failures = predict_files(args.images, runner, names, args.top)
+    if results:
+        print(format_results(results))
+    for why in failures.values():
+        print(f"resnet-tf predict: error: {why}", file=sys.stderr)
+    return 1 if failures else 0

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_tf.data import datasets as data_lib
+from resnet_tf.data import files
 from resnet_tf.errors import UserError
 
 
@@ -62,14 +63,14 @@ def labelled_images(model_dir=None, config=None, folder=None, tfrecords=None,
         source = f"the validation images recorded in {model_dir}"
     else:  # the config's validation images only are decoded
         if config.dataset == "folder" and config.validation_split and not config.val_data:
-            data_lib.warn(f"--config: validation_split {config.validation_split:g} of "
+            files.warn(f"--config: validation_split {config.validation_split:g} of "
                           f"{config.train_data} is drawn anew here; it is a run's own split only "
                           "if the folder has not changed since, and images a run trained on may "
                           "be in it. To score a run's validation images, use --model-dir RUN "
                           "(beside --export EXPORT for an export)")
         record = data_lib.scan(config, check=False)
         if "val" in record.files:
-            record.files["val"] = data_lib.checked(record.files["val"],
+            record.files["val"] = files.checked(record.files["val"],
                                                   f"{config.val_data or config.train_data!r}")
         source = f"the validation data of the config ({config.dataset})"
     val = data_lib.raw_split(config, record, "val")
@@ -99,7 +100,7 @@ def folder_images(folder: str, class_names) -> LabelledImages:
     if class_names is None:
         raise UserError(f"--data {folder!r}: the model has no class names to match the folder "
                         "names to; evaluate a model dir or an export with class_names.txt")
-    paths, labels, folders = data_lib.list_image_folder(folder)
+    paths, labels, folders = files.list_image_folder(folder)
     index = {name: i for i, name in enumerate(class_names)}
     unknown = [name for name in folders if name not in index]
     if unknown:
@@ -107,13 +108,13 @@ def folder_images(folder: str, class_names) -> LabelledImages:
                         f"(its classes: {list(class_names)[:10]}"
                         f"{', ...' if len(class_names) > 10 else ''})")
     labels = np.array([index[folders[label]] for label in labels], np.int64)
-    return LabelledImages(data_lib.image_files_dataset(paths, labels), len(labels),
+    return LabelledImages(files.image_files_dataset(paths, labels), len(labels),
                           f"the image folder {folder}")
 
 
 def tfrecord_images(pattern: str, num_classes: int | None) -> LabelledImages:
     """slim-format TFRecords, labels mapped to the model's classes."""
-    dataset = data_lib.slim_tfrecord_dataset(pattern)
+    dataset = files.slim_tfrecord_dataset(pattern)
     if num_classes == 1000:  # slim's records count ImageNet from 1 (0 = background)
         dataset = dataset.map(lambda image, label: (image, label - 1))
     return LabelledImages(dataset, None, f"the TFRecords {pattern}")

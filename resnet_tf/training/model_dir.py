@@ -162,7 +162,8 @@ class ModelDir:
     def read_data_record(self, check_files: bool = True):
         """The `data.DataRecord` of the run (what it trained and validated on); with
         `check_files`, an error if any of its image files is gone."""
-        from resnet_tf.data.datasets import DataRecord, ImageFiles
+        from resnet_tf.data.datasets import DataRecord
+        from resnet_tf.data.files import ImageFiles
 
         if not os.path.isfile(self.data_record):
             raise MissingPathError(f"No data record in {self.root!r} (no data.json): it is "

@@ -33,6 +33,7 @@ import numpy as np
 
 from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
+from resnet_tf.weights.readers import file_kind, read_keras_h5, read_safetensors, read_torch
 
 NAMED = ("imagenet", "torchvision", "timm", "keras")
 # The file names of the sources' formats (a local file is recognised by its contents).
@@ -79,8 +80,10 @@ def _timm(depth, name, top1):
 def _keras(model, file, file_hash, top1):
     prep = (EvalPreprocessing("caffe", 224, resize_side=256) if "v1" in model
             else EvalPreprocessing("inception", 224, central_fraction=None))
-    return Published("keras", model, os.path.splitext(file)[0], KERAS_URL.format(file=file),
-                     top1, prep, file_hash)
+    application = {"50": "ResNet50", "101": "ResNet101", "152": "ResNet152"}[
+        model.rsplit("_", 1)[1]] + ("V2" if "v2" in model else "")
+    return Published("keras", model, application, KERAS_URL.format(file=file), top1, prep,
+                     file_hash)
 
 
 PUBLISHED: dict = {}  # source -> {builder name: Published}
@@ -268,78 +271,6 @@ def _read(model_name: str, path: str, what: str) -> Weights:
     raise UserError(f"weights {what} is neither a keras.applications .h5 file, a torchvision "
                     ".pth file nor a timm .safetensors file (its first bytes are "
                     f"{open(path, 'rb').read(8)!r})")
-
-
-def file_kind(path: str) -> str | None:
-    """"hdf5", "safetensors", "torch" (a zip of PyTorch's format) or None, from the bytes."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if head.startswith(b"PK\x03\x04"):
-        return "torch"
-    if len(head) >= 9 and head[8:9] == b"{":  # a little-endian header size, then its JSON
-        size = int.from_bytes(head[:8], "little")
-        if 2 <= size <= os.path.getsize(path) - 8:
-            with open(path, "rb") as f:
-                f.seek(8 + size - 1)
-                if f.read(1) in (b"}", b" "):  # the JSON header ends there (space-padded)
-                    return "safetensors"
-    if head[:1] == b"\x80":  # PyTorch's legacy (pickle) format
-        return "torch"
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# Readers: a file -> {name: array}
-
-
-def read_safetensors(path: str) -> dict:
-    from safetensors.numpy import load_file
-
-    return load_file(path)
-
-
-def read_torch(path: str, what: str) -> dict:
-    try:
-        import torch
-    except ImportError:
-        raise UserError(f"weights {what} is a PyTorch .pth file, which only PyTorch reads "
-                        "safely: pip install torch (CPU is enough), or give the source's "
-                        ".safetensors file, which needs no PyTorch") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001  (torch raises many kinds for a bad file)
-        raise UserError(f"weights {what} cannot be read by torch.load(weights_only=True): "
-                        f"{str(error).splitlines()[0][:200]}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"],
-                                                                        dict):
-        state = state["state_dict"]
-    return {key: value.detach().float().numpy() if value.is_floating_point()
-            else value.numpy() for key, value in state.items() if hasattr(value, "numpy")}
-
-
-def read_keras_h5(path: str, what: str) -> dict:
-    """{layer name: [arrays in the layer's weight order]} of a legacy Keras `.h5` (weights, or a
-    whole model's `model_weights`)."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            group = f["model_weights"] if "model_weights" in f else f
-            if "layer_names" not in group.attrs:
-                raise UserError(f"weights {what} is an HDF5 file but not a Keras .h5 weights "
-                                "file (no layer_names)")
-            layers = {}
-            for layer in group.attrs["layer_names"]:
-                layer = layer.decode() if isinstance(layer, bytes) else layer
-                names = [n.decode() if isinstance(n, bytes) else n
-                         for n in group[layer].attrs.get("weight_names", [])]
-                if names:
-                    layers[layer] = [np.asarray(group[layer][n]) for n in names]
-            return layers
-    except OSError as error:
-        raise UserError(f"weights {what} cannot be read as HDF5 ({error})") from None
 
 
 # --------------------------------------------------------------------------------------------
