@@ -78,7 +78,7 @@ __all__ = [
     "Conv2DSame", "MODEL_NAMES", "ResidualUnit", "Subsample", "UserError", "ZeroPadShortcut",
     "block_info", "bottleneck", "calibrate", "cifar_resnet_ablation", "cifar_resnet_v1",
     "cifar_resnet_v2", "conv2d_same", "create_model", "end_points", "float32_model",
-    "is_quantized", "load_slim_checkpoint", "make_shortcut", "quantize_model", "register_layers",
+    "is_quantized", "load_slim_checkpoint", "make_shortcut", "quantize_model",
     "resnet_arg_scope", "resnet_v1", "resnet_v1_18", "resnet_v1_34", "resnet_v1_50",
     "resnet_v1_101", "resnet_v1_152", "resnet_v1_200", "resnet_v1_block", "resnet_v1_blocks",
     "resnet_v2", "resnet_v2_18", "resnet_v2_34", "resnet_v2_50", "resnet_v2_101",
@@ -95,4 +95,8 @@ def load_slim_checkpoint(model, path, scope=None, exclude=(), moving_averages=Fa
 
 
 def register_layers() -> None:
-    """Kept for earlier callers: the layers are registered by `import resnet_tf` itself."""
+    """Deprecated, and does nothing: `import resnet_tf` registers the layers itself."""
+    import warnings
+
+    warnings.warn("resnet_tf.register_layers() is deprecated and does nothing: `import "
+                  "resnet_tf` registers the layers", DeprecationWarning, stacklevel=2)

@@ -5,8 +5,9 @@ what is tested, and one training of the shared quickstart per session. Tests mar
 (full-width parity up to ResNet-200, fresh installs, every documented command, kills and signals,
 multi-worker, the int8 bound search) run with `--run-large`; `.ci/run` runs both.
 
-The shared run is trained once per session through the command line, as a user trains it, and
-handed out read-only: a test that changes it works on `copy_run(...)`.
+The shared run is trained once per session through the command line, as a user trains it (once
+for all of pytest-xdist's workers too), and handed out read-only: a test that changes it works
+on `copy_run(...)`.
 """
 
 import os
@@ -42,11 +43,33 @@ def resnet_tf_command(*args, cwd=ROOT, env=None, timeout=900):
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def shared_once(factory, name, make):
+    """`make(directory)` run once per test session, also when pytest-xdist spreads the session
+    over workers: the first worker to ask makes it under a lock in the directory the workers
+    share, the others wait for it and reuse it. Returns the directory."""
+    import fcntl
+
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # pytest-of-USER/pytest-N/, above each worker's popen-gwK/
+    target = base / f"shared-{name}"
+    with open(base / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "done").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            make(target)
+            (target / "done").write_text("")
+    return target
+
+
 def _train_once(factory, name, *args):
-    run = str(factory.mktemp(name) / "run")
-    result = resnet_tf_command("train", "--config", "quickstart", "--model-dir", run, *args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run
+    def train(directory):
+        result = resnet_tf_command("train", "--config", "quickstart", "--model-dir",
+                                   directory / "run", *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    return str(shared_once(factory, name, train) / "run")
 
 
 @pytest.fixture(scope="session")

@@ -69,8 +69,8 @@ def quickstart(tmp_path_factory, quickstart_run):
     metrics = json.load(open(os.path.join(model_dir, "metrics.json")))
     model, config, _ = load_model_dir(model_dir)
     _, (x_val, y_val) = digits_arrays(0.2, config.seed)
-    pixels = preprocessing.eval_pixels(tf.constant(x_val), config.image_size,
-                                       config.central_fraction).numpy()
+    pixels = preprocessing.prepare_pixels(tf.constant(x_val),
+                                          config.eval_preprocessing()).numpy()
     np.save(root / "pixels.npy", pixels)
     scaled = preprocessing.scale_to_signed_unit(pixels / 255.0)
     expected = tf.nn.softmax(model(scaled, training=False)).numpy()

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from resnet_tf.data import preprocessing
-from resnet_tf.data.pixels import normalize_pixels
+from resnet_tf.data.pixels import EvalPreprocessing
 
 
 def slim_preprocess_for_eval(image, height, width, central_fraction=0.875):
@@ -92,10 +92,10 @@ def test_vgg_eval_is_slims_aspect_preserving_resize_and_central_crop():
             tf.cast(image[None], tf.float32), [new_h, new_w], align_corners=False)[0].numpy()
         top, left = (new_h - 224) // 2, (new_w - 224) // 2
         expected = resized[top:top + 224, left:left + 224]
-        actual = preprocessing.vgg_eval_pixels(tf.constant(image), 224).numpy()
+        prep = EvalPreprocessing("vgg", 224)
+        actual = preprocessing.prepare_pixels(tf.constant(image), prep).numpy()
         np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-4)
-        # eval_pixels(method="vgg") is the same; the model input subtracts slim's RGB means.
-        np.testing.assert_array_equal(preprocessing.eval_pixels(image, 224, None, "vgg"), actual)
+        # The model input subtracts slim's RGB means.
         np.testing.assert_allclose(
-            normalize_pixels(preprocessing.vgg_eval_pixels(tf.constant(image), 224), "vgg"),
+            preprocessing.prepare_input(image, prep),
             actual - np.array([123.68, 116.78, 103.94], np.float32), rtol=1e-6, atol=1e-4)

@@ -144,17 +144,18 @@ def test_every_family_with_a_unit_quantizes(build):
 
 
 @pytest.mark.large
-def test_quickstart_quantization_aware_training_exports_what_it_trained(tmp_path):
-    """A float run, then `--quantization-aware --init-from` it for 3 epochs: within half a point
-    of float; int8 in all three formats with no calibration data; each file at most half its
-    float32 export's size; each runtime alone gives the run's val_accuracy within 2 images;
-    a larger --epochs resumes; a float32 export of the run is refused."""
+def test_quickstart_quantization_aware_training_exports_what_it_trained(quickstart_run,
+                                                                        tmp_path):
+    """The session's float quickstart, then `--quantization-aware --init-from` it for 3
+    epochs: within half a point of float; int8 in all three formats with no calibration data;
+    each file at most half its float32 export's size; each runtime alone gives the run's
+    val_accuracy within 2 images; a larger --epochs resumes; a float32 export of the run is
+    refused."""
     from resnet_tf.data import preprocessing
     from resnet_tf.data.datasets import digits_arrays
     from resnet_tf.data.pixels import EvalPreprocessing
 
-    float_run, qat_run = str(tmp_path / "float"), str(tmp_path / "qat")
-    assert command("train", "--config", "quickstart", "--model-dir", float_run).returncode == 0
+    float_run, qat_run = quickstart_run, str(tmp_path / "qat")  # the session's float run
     result = command("train", "--config", "quickstart", "--model-dir", qat_run,
                      "--quantization-aware", "--init-from", float_run, "--epochs", "3")
     assert result.returncode == 0, result.stderr[-3000:]

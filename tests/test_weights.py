@@ -255,8 +255,10 @@ def test_v1_weights_take_vgg_preprocessing(tmp_path):
     assert (info["preprocessing"], info["mean_rgb"], info["resize_side"]) == (
         "vgg", [123.68, 116.78, 103.94], 256)
     from resnet_tf.data import preprocessing
+    from resnet_tf.data.pixels import EvalPreprocessing
 
-    pixels = preprocessing.vgg_eval_pixels(tf.constant(image), 224).numpy()
+    pixels = preprocessing.prepare_pixels(tf.constant(image),
+                                          EvalPreprocessing("vgg", 224)).numpy()
     expected = tf.nn.softmax(source.model(pixels[None] - np.array([123.68, 116.78, 103.94]),
                                           training=False)).numpy()
     np.testing.assert_allclose(runner(pixels[None]), expected, atol=1e-5)

@@ -312,7 +312,7 @@ def _converted_runner(model, runtime, precision, image_size, workdir, log):
     from resnet_tf.export.runtimes import FORMAT_OF_RUNTIME, open_export
 
     format = FORMAT_OF_RUNTIME[runtime]
-    stored = "float32" if precision == "bfloat16" else precision  # bf16: OpenVINO's arithmetic
+    stored = FORMATS[format].STORED_PRECISION.get(precision, precision)
     path = os.path.join(workdir, f"{format}-{stored}")
     if not os.path.isdir(path):
         calibration = None
@@ -327,8 +327,8 @@ def _converted_runner(model, runtime, precision, image_size, workdir, log):
                      format=format, precision=stored,
                      quantization=Int8Options(calibration) if stored == "int8" else None)
         log(f"converted to {format} {stored} in {time.perf_counter() - began:.1f} s")
-    if precision == "bfloat16":
-        return FORMATS[format].open_runner(path, "bfloat16")
+    if stored != precision:
+        return FORMATS[format].open_runner(path, precision)
     return open_export(path)[0]
 
 

@@ -44,7 +44,6 @@ from resnet_tf.data.files import (
     split_indices,
     tfrecord_files,
 )
-from resnet_tf.data.pixels import normalize_pixels
 from resnet_tf.errors import UserError
 from resnet_tf.utils import read_class_names
 
@@ -377,16 +376,16 @@ def _pipeline(dataset, config, num_classes, training, shuffle_size=None):
     prep = config.eval_preprocessing()
 
     def preprocess(image, label):
-        if not (training and config.augment):
-            image = preprocessing.preprocess_for_eval(image, size, size, prep.central_fraction)
-        elif config.preprocessing == "cifar":
-            image = preprocessing.cifar_preprocess_for_train(image, size, size)
-        else:
-            image = preprocessing.preprocess_for_train(
-                image, size, size, color_distortion=config.color_distortion)
+        if not (training and config.augment):  # the eval recipe evaluate and exports use
+            image = preprocessing.prepare_input(image, prep)
+        else:  # distorted in [0, 1], then normalised as the weights' source did
+            if config.preprocessing == "cifar":
+                image = preprocessing.cifar_distortions(image, size, size)
+            else:
+                image = preprocessing.inception_distortions(
+                    image, size, size, color_distortion=config.color_distortion)
+            image = preprocessing.normalize_unit(image, prep.method)
         image.set_shape([size, size, 3])
-        if prep.method != "inception":  # a run from other weights: their normalisation
-            image = normalize_pixels((image + 1.0) * 127.5, prep.method)
         return image, tf.one_hot(label, num_classes)
 
     if training:

@@ -24,6 +24,11 @@ PREPROCESSINGS = ("inception", "vgg", "torchvision", "caffe")
 # The methods that resize the smaller side to `resize_side`, then take the central square.
 SIDE_CROPS = ("vgg", "torchvision", "caffe")
 CROPS = ("central", "side")
+
+
+def default_crop(method: str) -> str:
+    """A method's own crop: "side" for `SIDE_CROPS`, else "central"."""
+    return "side" if method in SIDE_CROPS else "central"
 EVAL_CENTRAL_FRACTION = 0.875  # slim's inception eval crop
 VGG_MEAN_RGB = (123.68, 116.78, 103.94)
 TORCHVISION_MEAN_RGB = (0.485, 0.456, 0.406)  # of pixels / 255
@@ -88,7 +93,7 @@ class EvalPreprocessing:
         check_preprocessing(self.method)
         check_positive_int("image_size", self.image_size)
         if self.crop is None:
-            object.__setattr__(self, "crop", "side" if self.method in SIDE_CROPS else "central")
+            object.__setattr__(self, "crop", default_crop(self.method))
         if self.crop not in CROPS:
             raise UserError(f"crop must be one of {list(CROPS)}. Received: crop={self.crop!r}")
         if self.crop == "side":
@@ -113,7 +118,7 @@ class EvalPreprocessing:
             info.update(resize_side=self.resize_side)
         else:
             info.update(central_fraction=self.central_fraction)
-        if self.crop != ("side" if self.method in SIDE_CROPS else "central"):
+        if self.crop != default_crop(self.method):
             info.update(crop=self.crop)  # not the method's own
         if self.method == "vgg":
             info.update(mean_rgb=list(VGG_MEAN_RGB))

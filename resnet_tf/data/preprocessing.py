@@ -14,7 +14,14 @@ TF 2's `tf.image.resize` samples at half-pixel centres and gives (slightly) diff
 
 Images come in as uint8 (0..255) or floats already in [0, 1] (`tf.image.convert_image_dtype`
 semantics, like slim). `scale_pixels` handles the exported model's raw 0..255 floats.
-`prepare_pixels` applies a `pixels.EvalPreprocessing` (the one recipe of a model's evaluation).
+
+A model's evaluation has one recipe, `pixels.EvalPreprocessing`, and two entry points here:
+`prepare_pixels` (the crop and resize: raw 0..255 pixels, what the runtime exports take) and
+`prepare_input` (then the normalisation: what the Keras model and the SavedModel take).
+Training's validation, `evaluate`, `predict`, `export` and int8 calibration all go through
+them; training's distortions (`inception_distortions`, `cifar_distortions`) end in [0, 1] and
+`normalize_unit` scales them as the recipe's method says. slim's own names
+(`preprocess_for_eval`, `preprocess_for_train`) are kept, tested equal to slim's TF 1 code.
 
 TensorFlow only (tf.data and serving); the model code does not import it.
 """
@@ -25,9 +32,6 @@ import tensorflow as tf
 
 from resnet_tf.data.pixels import (
     EVAL_CENTRAL_FRACTION,
-    PREPROCESSINGS,
-    SIDE_CROPS,
-    VGG_RESIZE_SIDE,
     normalize_pixels,
 )
 from resnet_tf.errors import UserError
@@ -98,6 +102,12 @@ def preprocess_for_train(image, height, width, bbox=None, color_distortion=True,
     One image `[H, W, 3]`. `bbox` is slim's `[1, num_boxes, 4]` object boxes; None means the
     whole image.
     """
+    return scale_to_signed_unit(inception_distortions(image, height, width, bbox,
+                                                      color_distortion, seed))
+
+
+def inception_distortions(image, height, width, bbox=None, color_distortion=True, seed=None):
+    """`preprocess_for_train` before its scaling: the distorted image in [0, 1]."""
     _check_size(height, width)
     image = _to_unit_float(image)
     if bbox is None:
@@ -118,48 +128,43 @@ def preprocess_for_train(image, height, width, bbox=None, color_distortion=True,
     image = tf.image.random_flip_left_right(image, seed=seed)
     if color_distortion:
         image = _distort_color_fast(image, seed=seed)
-    return scale_to_signed_unit(image)
+    return image
 
 
 def cifar_preprocess_for_train(image, height, width, padding=4, seed=None):
     """[1]'s CIFAR augmentation: (resize to height x width if needed), zero-pad `padding`
     pixels per side, a random height x width crop, a random left-right flip; then [-1, 1]."""
+    return scale_to_signed_unit(cifar_distortions(image, height, width, padding, seed))
+
+
+def cifar_distortions(image, height, width, padding=4, seed=None):
+    """`cifar_preprocess_for_train` before its scaling: the distorted image in [0, 1]."""
     _check_size(height, width)
     image = _to_unit_float(image)
     if image.shape[0] != height or image.shape[1] != width:
         image = _resize(image, height, width)
     image = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
     image = tf.image.random_crop(image, [height, width, 3], seed=seed)
-    image = tf.image.random_flip_left_right(image, seed=seed)
-    return scale_to_signed_unit(image)
-
-
-def eval_pixels(image, size, central_fraction=EVAL_CENTRAL_FRACTION, method="inception",
-                resize_side=VGG_RESIZE_SIDE, crop=None):
-    """slim's eval crop and resize without the final normalisation: raw float32 0..255 pixels
-    at `size` x `size`, what the deployment exports take (`pixels.normalize_pixels` is inside).
-
-    crop "central" (method "inception"'s): the central `central_fraction` of each side,
-    bilinear resize; `scale_to_signed_unit(eval_pixels(x, s, f) / 255)` is
-    `preprocess_for_eval(x, s, s, f)` up to float rounding. crop "side" (methods "vgg", slim's
-    V1 checkpoints, "torchvision" and "caffe"): `vgg_eval_pixels` (the smaller side resized to
-    `resize_side`, the central square). None: the method's own.
-    """
-    if method not in PREPROCESSINGS:
-        raise UserError(f"method must be one of {list(PREPROCESSINGS)}. "
-                        f"Received: method={method!r}")
-    if (crop or ("side" if method in SIDE_CROPS else "central")) == "side":
-        return vgg_eval_pixels(image, size, resize_side)
-    _check_size(size, size)
-    image = _to_unit_float(image)
-    image = central_crop(image, central_fraction)
-    return _resize(image, size, size) * 255.0
+    return tf.image.random_flip_left_right(image, seed=seed)
 
 
 def prepare_pixels(image, prep):
-    """`eval_pixels` as a `pixels.EvalPreprocessing` says: float32 0..255 pixels at its size."""
-    return eval_pixels(image, prep.image_size, prep.central_fraction, prep.method,
-                       prep.resize_side, prep.crop)
+    """The eval crop and resize of `prep` (a `pixels.EvalPreprocessing`) without the final
+    normalisation: raw float32 0..255 pixels at `prep.image_size`, what the runtime exports
+    take (`pixels.normalize_pixels` is inside them). One image `[H, W, 3]` or a batch of one
+    size.
+
+    crop "central": the central `central_fraction` of each side, bilinear resize;
+    `scale_to_signed_unit(prepare_pixels(x, prep) / 255)` is `preprocess_for_eval(x, S, S,
+    fraction)` up to float rounding. crop "side" (slim's `vgg_preprocessing.preprocess_for_eval`
+    before its mean subtraction): the smaller side resized to `resize_side` keeping the aspect
+    ratio (TF 1 bilinear), then the central square.
+    """
+    if prep.crop == "side":
+        return _side_crop(image, prep.image_size, prep.resize_side)
+    _check_size(prep.image_size, prep.image_size)
+    image = central_crop(_to_unit_float(image), prep.central_fraction)
+    return _resize(image, prep.image_size, prep.image_size) * 255.0
 
 
 def prepare_input(image, prep):
@@ -170,15 +175,21 @@ def prepare_input(image, prep):
     return preprocess_for_eval(image, prep.image_size, prep.image_size, prep.central_fraction)
 
 
-def vgg_eval_pixels(image, size=224, resize_side=VGG_RESIZE_SIDE):
+def normalize_unit(image, method: str):
+    """[0, 1] pixels (what the training distortions give) -> the model input of `method`:
+    slim's `scale_to_signed_unit` for "inception", `normalize_pixels` otherwise."""
+    if method == "inception":
+        return scale_to_signed_unit(image)
+    return normalize_pixels(image * 255.0, method)
+
+
+def _side_crop(image, size, resize_side):
     """slim's `vgg_preprocessing.preprocess_for_eval` before its mean subtraction: resize the
     smaller side to `resize_side` keeping the aspect ratio (TF 1 bilinear), then the central
-    `size` x `size` crop; float32 0..255 (slim's V1 checkpoints take these minus the RGB means
-    123.68, 116.78, 103.94, with no scaling). One image `[H, W, 3]` or a batch of one size.
-    """
+    `size` x `size` crop; float32 0..255 (slim: `tf.to_float`, values stay 0..255)."""
     _check_size(size, size)
     _check_size(resize_side, resize_side)
-    image = tf.cast(image, tf.float32)  # slim: tf.to_float, values stay 0..255
+    image = tf.cast(image, tf.float32)
     shape = tf.shape(image)
     height = tf.cast(shape[-3], tf.float32)
     width = tf.cast(shape[-2], tf.float32)

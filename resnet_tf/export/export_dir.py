@@ -32,8 +32,6 @@ from resnet_tf.training.model_dir import is_model_dir
 from resnet_tf.utils import read_class_names, read_json
 
 FORMATS = tuple(FORMAT_MODULES)
-# The runtime that runs each format (`runtimes`).
-RUNTIME_OF_FORMAT = {name: module.RUNTIME for name, module in FORMAT_MODULES.items()}
 PRECISIONS = ("float32", "float16", "int8")
 MODEL_FILES = {name: module.FILES for name, module in FORMAT_MODULES.items()}
 PREPROCESSING_FILE = "preprocessing.json"
@@ -94,7 +92,7 @@ def read_export_info(path: str) -> dict:
 
 def class_names_path(path: str, format: str) -> str:
     """Where an export dir of `format` keeps class_names.txt."""
-    return os.path.join(path, "assets" if format == "saved_model" else "", CLASS_NAMES_FILE)
+    return os.path.join(path, FORMAT_MODULES[format].CLASS_NAMES_DIR, CLASS_NAMES_FILE)
 
 
 def read_export_class_names(path: str):
@@ -127,7 +125,7 @@ def check_output(output: str, overwrite: bool) -> str:
 def preprocessing_info(format: str, precision: str, prep: EvalPreprocessing,
                        num_classes: int, **extra) -> dict:
     """preprocessing.json: how an image becomes the model's input, and who does which step."""
-    inside = format == "saved_model"  # the SavedModel crops and resizes itself
+    inside = FORMAT_MODULES[format].PREPARES_IMAGES
     info = {
         "format": format,
         "precision": precision,

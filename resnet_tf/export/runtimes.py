@@ -23,7 +23,7 @@ from resnet_tf.export.export_dir import (
     read_export_info,
 )
 from resnet_tf.export.formats import FORMATS
-from resnet_tf.export.runner import Runner, default_threads  # noqa: F401  (callers' names)
+from resnet_tf.export.runner import Runner
 
 # runtime -> the precisions it runs (bench's `--runtimes keras:bfloat16,openvino:int8,...`)
 RUNTIME_PRECISIONS = {"keras": ("float32", "bfloat16", "float16"),

@@ -10,9 +10,13 @@ A format module holds, for its runtime:
   RUNTIME_PRECISIONS       the precisions its runner runs (bench)
   UNSUPPORTED              {precision: why not}: what `export` refuses, in one sentence
   CONVERTERS               (module, what) pairs the export needs: a missing one is one line
-  FROM_SERVING_FUNCTION    True: converted from `serving.serving_function`'s SavedModel by
+  FROM_SERVING_FUNCTION    True: converted from `deploy.serving_function`'s SavedModel by
                            `write_float(serve, saved_model, target, precision)`; False:
                            `write_model(model, target, prep)` (the SavedModel itself)
+  PREPARES_IMAGES          True: the file crops, resizes and normalises raw images itself
+  CLASS_NAMES_DIR          where in an export dir class_names.txt goes ("" the dir itself)
+  STORED_PRECISION         {runtime precision: the file's}: a precision the runtime computes
+                           in from a file of another (OpenVINO's bfloat16 from float32)
   make_quantizer(...)      the post-training int8 quantizer (`int8.Quantizer`): `write(
                            float_layers, target)` keeps the named layers in float, so that the
                            generic bound search (`int8.bounded`) works on every format

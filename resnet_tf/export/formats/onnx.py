@@ -30,6 +30,9 @@ UNSUPPORTED = {
 }
 CONVERTERS = (("tf2onnx", "tf2onnx (the ONNX converter)"), ("onnxruntime", "ONNX Runtime"))
 FROM_SERVING_FUNCTION = True
+PREPARES_IMAGES = False
+CLASS_NAMES_DIR = ""
+STORED_PRECISION = {}
 OPSET = 17
 # `quantize_static`'s arguments for post-training int8 (`calibrate_method` by name,
 # `extra_options`): benchmarks/int8_settings.py.

@@ -31,6 +31,9 @@ UNSUPPORTED: dict = {}
 CONVERTERS = (("openvino", "OpenVINO"),)
 POST_TRAINING_CONVERTERS = (("nncf", "NNCF (OpenVINO's quantizer)"),)
 FROM_SERVING_FUNCTION = True
+PREPARES_IMAGES = False
+CLASS_NAMES_DIR = ""
+STORED_PRECISION = {"bfloat16": "float32"}  # bench's bfloat16: OpenVINO's arithmetic on float32
 # `nncf.quantize`'s arguments for post-training int8 (`preset` by name, `advanced`: fields of
 # `nncf.AdvancedQuantizationParameters`). NNCF's full bias correction, not its fast one: the
 # same graph and speed, a second or so more to quantize, up to 6 images (of 359) better on a

@@ -25,6 +25,9 @@ UNSUPPORTED = {
 }
 CONVERTERS: tuple = ()
 FROM_SERVING_FUNCTION = False  # written from the model itself, with its preprocessing
+PREPARES_IMAGES = True  # crops, resizes and normalises raw images itself
+CLASS_NAMES_DIR = "assets"
+STORED_PRECISION = {}
 
 
 def write_model(model, target: str, prep: EvalPreprocessing) -> None:

@@ -26,7 +26,10 @@ FILES = ("model.tflite",)
 RUNTIME_PRECISIONS = ("float32", "float16", "int8")
 UNSUPPORTED: dict = {}
 CONVERTERS = (("tensorflow", "TensorFlow Lite's converter"),)
-FROM_SERVING_FUNCTION = True  # converted from `serving.serving_function`'s SavedModel
+FROM_SERVING_FUNCTION = True  # converted from `deploy.serving_function`'s SavedModel
+PREPARES_IMAGES = False
+CLASS_NAMES_DIR = ""
+STORED_PRECISION = {}
 # The converter attributes post-training int8 runs with (benchmarks/int8_settings.py).
 SETTINGS: dict = {}
 
