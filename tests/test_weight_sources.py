@@ -111,26 +111,106 @@ def test_files_that_fit_no_builder_or_another_are_refused_in_one_sentence(tmp_pa
         resnet_tf.resnet_v1_34(weights=str(tmp_path / "junk.h5"))
 
 
-def test_a_pth_file_without_pytorch_is_refused_saying_what_to_install(tmp_path):
-    path = tmp_path / "resnet18.pth"
-    with zipfile.ZipFile(path, "w") as archive:  # PyTorch's format: a zip holding a pickle
-        archive.writestr("archive/data.pkl", b"\x80\x02cos\nsystem\n.")
-    code = ("import sys\n"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH_FILES = os.path.join(ROOT, "tests", "data", "torch")
+NO_TORCH = ("import sys\n"
             "class NoTorch:  # as on a machine without PyTorch\n"
             "    def find_spec(self, name, path=None, target=None):\n"
             "        if name.split('.')[0] == 'torch':\n"
             "            raise ModuleNotFoundError(name)\n"
-            "sys.meta_path.insert(0, NoTorch())\n"
-            "import resnet_tf\n"
-            "from resnet_tf.errors import UserError\n"
-            "try:\n"
-            f"    resnet_tf.resnet_v1_18(weights={str(path)!r})\n"
-            "except UserError as error:\n"
-            "    print(error)\n")
+            "sys.meta_path.insert(0, NoTorch())\n")
+
+
+def test_a_torchvision_pth_loads_without_pytorch_to_torchvisions_logits():
+    """A whole torchvision ResNet-18 state dict saved by PyTorch itself
+    (tests/make_torch_files.py), read with PyTorch unimportable, gives the logits
+    torchvision's own code gave."""
+    code = NO_TORCH + (
+        "import numpy as np, resnet_tf\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from source_weights import images, relative_error\n"
+        "model = resnet_tf.resnet_v1_18(num_classes=1000, weights="
+        f"{os.path.join(TORCH_FILES, 'resnet18_views.pth')!r})\n"
+        f"expected = np.load({os.path.join(TORCH_FILES, 'resnet18_views.npz')!r})['logits']\n"
+        "assert 'torch' not in sys.modules\n"
+        "print(relative_error(model.predict(images(64), verbose=0), expected))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300)
-    assert "pip install torch" in result.stdout and "safetensors" in result.stdout, (
-        result.stdout + result.stderr[-2000:])
+                            timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.strip().splitlines()[-1]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["state_zip.pth", "state_legacy.pth", "checkpoint.pth"])
+def test_pth_files_of_both_formats_read_as_pytorch_reads_them(name, capsys):
+    """float32, float16, bfloat16 and int64 tensors, a scalar, a non-contiguous view, views
+    sharing a storage at an offset, a Parameter, in PyTorch's zip and legacy formats and
+    inside a training checkpoint, equal `torch.load(weights_only=True)`'s."""
+    from resnet_tf.weights.torch_files import read_torch_file
+
+    expected = np.load(os.path.join(TORCH_FILES, "state.npz"))
+    state = read_torch_file(os.path.join(TORCH_FILES, name), name)
+    assert list(state) == list(expected.files)
+    for key in expected.files:
+        assert state[key].dtype == expected[key].dtype, key
+        np.testing.assert_array_equal(state[key], expected[key])
+    if name == "checkpoint.pth":
+        assert "using the state dict under 'model'" in capsys.readouterr().out
+
+
+def test_a_pickle_naming_a_callable_is_refused_and_runs_nothing(tmp_path):
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "resnet18.pth"
+    with zipfile.ZipFile(path, "w") as archive:  # PyTorch's format: a zip holding a pickle
+        archive.writestr("archive/data.pkl", pickle.dumps({"conv1.weight": Payload()}))
+    with pytest.raises(UserError, match=r"names posix\.system.*ran nothing of it"):
+        resnet_tf.resnet_v1_18(weights=str(path))
+    assert not marker.exists()
+    with pytest.raises(UserError, match=r"a whole pickled model \(torch\.nn\.modules\.linear"):
+        resnet_tf.resnet_v1_18(weights=os.path.join(TORCH_FILES, "whole_model.pth"))
+
+
+def test_torn_weight_files_are_one_sentence_from_the_api_and_the_cli(tmp_path, capsys):
+    import resnet_tf_cli
+
+    whole = open(os.path.join(TORCH_FILES, "resnet18_views.pth"), "rb").read()
+    legacy = open(os.path.join(TORCH_FILES, "state_legacy.pth"), "rb").read()
+    safetensors = open(write_safetensors(torch_state(18), tmp_path / "m.safetensors"),
+                       "rb").read()
+    import tensorflow as tf
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(tf.io.encode_png(np.zeros((8, 8, 3), np.uint8)).numpy())
+    for name, data in (("torn.pth", whole[: len(whole) // 2]),
+                       ("torn_legacy.pth", legacy[: len(legacy) - 100]),
+                       ("torn.safetensors", safetensors[: len(safetensors) // 2])):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(UserError, match=r"is not a complete .*fetch it again$"):
+            resnet_tf.resnet_v1_18(weights=str(path))
+        assert resnet_tf_cli.main(["predict", "--model", "resnet_v1_18", "--weights",
+                                   str(path), str(photo)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is not a complete" in err and "Traceback" not in err
+
+
+def test_a_cached_file_whose_hash_differs_is_refused_and_kept(keras_home):
+    """A random file placed under torchvision's cache name (whose name carries its SHA-256's
+    first digits) is refused with the hash it should have, and left where it is."""
+    entry = sources.published("torchvision", "resnet_v1_18")
+    cached = keras_home / "resnet_tf" / entry.fname
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(open(os.path.join(TORCH_FILES, "resnet18_views.pth"), "rb").read())
+    with pytest.raises(UserError, match=rf"SHA-256 beginning should be {entry.file_hash}"):
+        resnet_tf.resnet_v1_18(num_classes=1000, weights="torchvision")
+    assert cached.exists()
+    assert entry.file_hash == "f37072fd"
 
 
 def test_named_weights_come_from_the_cache_offline(keras_home, tmp_path):

@@ -32,29 +32,23 @@ def file_kind(path: str) -> str | None:
     return None
 
 
-def read_safetensors(path: str) -> dict:
+def read_safetensors(path: str, what: str) -> dict:
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    return load_file(path)
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise UserError(f"weights {what} is not a complete .safetensors file ({reason}); a "
+                        "download cut short or a damaged file: fetch it again") from None
 
 
 def read_torch(path: str, what: str) -> dict:
-    try:
-        import torch
-    except ImportError:
-        raise UserError(f"weights {what} is a PyTorch .pth file, which only PyTorch reads "
-                        "safely: pip install torch (CPU is enough), or give the source's "
-                        ".safetensors file, which needs no PyTorch") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001  (torch raises many kinds for a bad file)
-        raise UserError(f"weights {what} cannot be read by torch.load(weights_only=True): "
-                        f"{str(error).splitlines()[0][:200]}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"],
-                                                                        dict):
-        state = state["state_dict"]
-    return {key: value.detach().float().numpy() if value.is_floating_point()
-            else value.numpy() for key, value in state.items() if hasattr(value, "numpy")}
+    """A `.pth` state dict, read without PyTorch (`torch_files`: only tensors, no code runs)."""
+    from resnet_tf.weights.torch_files import read_torch_file
+
+    return read_torch_file(path, what)
 
 
 def read_keras_h5(path: str, what: str) -> dict:

@@ -13,12 +13,9 @@ Any slim checkpoint of a family follows its family's conventions (`slim_conventi
 
 `weights` is None (random init), "imagenet" (that release), a URL (a release-style tarball or a
 checkpoint file) or a local path (a tarball, a checkpoint prefix or file, or a dir holding one).
-Downloads go through `keras.utils.get_file` into the directory Keras caches its own downloads in
-(`cache_root`: `$KERAS_HOME`, default `~/.keras`, `/tmp/.keras` when that is not writable), under
-`resnet_tf/`, and are unpacked beside the archive once, under a lock, so processes sharing a
-cache never race; later calls need no network. An archive that cannot be unpacked (an
-interrupted or corrupt download) is removed from the cache, downloaded once more, and refused if
-that fails too. Loading goes through `load_slim_checkpoint`: strict (every variable, by name
+Downloads go through the cache (`weights.cache`: Keras' cache directory, unpacked once, under
+a lock). An archive that cannot be unpacked (an interrupted or corrupt download) is removed
+from the cache, downloaded once more, and refused if that fails too. Loading goes through `load_slim_checkpoint`: strict (every variable, by name
 and shape) and atomic (nothing is assigned unless everything is read).
 
 Keras (downloads) and TensorFlow (checkpoints, when a checkpoint is read); the builders import
@@ -30,17 +27,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import tarfile
 import tempfile
 import urllib.parse
 
 from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
+from resnet_tf.weights.cache import ARCHIVE_SUFFIXES, cache_dir, extract, fetch, reason, remove
 
-CACHE_SUBDIR = "resnet_tf"
 URL = "http://download.tensorflow.org/models/{release}.tar.gz"
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +132,7 @@ def load_weights(model, weights, model_name: str | None = None) -> list[str]:
             return load_slim_checkpoint(model, checkpoint, scope=model_name, exclude=exclude)
         except UnreadableCheckpoint as error:
             if cached_files:  # a corrupt download never stays in the cache
-                _remove(cached_files)
+                remove(cached_files)
                 raise UnreadableCheckpoint(f"{error} It was removed from the cache ("
                                            f"{cache_dir()}), so the next call downloads it "
                                            "again.") from None
@@ -166,10 +161,10 @@ def checkpoint_path(weights, model_name: str):
     if os.path.isfile(weights) and weights.endswith(ARCHIVE_SUFFIXES):
         with tempfile.TemporaryDirectory(prefix="resnet-tf-weights-") as directory:
             try:
-                _extract(weights, directory)
+                extract(weights, directory)
             except (tarfile.TarError, EOFError, OSError) as error:
                 raise UserError(f"weights={weights!r} cannot be unpacked as a checkpoint "
-                                f"tarball ({_reason(error)})") from None
+                                f"tarball ({reason(error)})") from None
             yield find_checkpoint(directory, f"{model_name}.ckpt", weights), []
         return
     yield weights, []
@@ -185,138 +180,18 @@ def download(model_name: str) -> str:
     try:
         read_checkpoint_shapes(path)
     except UnreadableCheckpoint:
-        _remove(cached)
+        remove(cached)
         raise
     return path
 
 
-def cache_root() -> str:
-    """Where `keras.utils.get_file` caches downloads: `$KERAS_HOME`, by default `~/.keras`
-    (`/tmp/.keras` when the home directory is not writable), and `/tmp/.keras` when the chosen
-    directory is not writable. Keras keeps its own resolver private; this is the same rule."""
-    if "KERAS_HOME" in os.environ:
-        root = os.environ["KERAS_HOME"]
-    else:
-        home = os.path.expanduser("~")
-        root = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
-    root = os.path.expanduser(root)
-    with contextlib.suppress(OSError):
-        os.makedirs(root, exist_ok=True)
-    if not os.access(root, os.W_OK):
-        root = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
-    return root
-
-
-def cache_dir() -> str:
-    return os.path.join(cache_root(), CACHE_SUBDIR)
-
-
-@contextlib.contextmanager
-def _cache_lock():
-    """One process at a time downloads and unpacks into the cache (POSIX advisory lock)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    os.makedirs(cache_root(), exist_ok=True)
-    with open(os.path.join(cache_root(), f"{CACHE_SUBDIR}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def cached_download(url: str, fname: str, file_hash: str | None = None):
-    """(path, its cache entries) of a single file downloaded once into the cache under
-    `fname` (weights of other sources: `weights.sources`), checked against `file_hash` (MD5
-    or SHA-256) where given; the same lock and offline sentence as slim's releases."""
-    return _from_url(url, fname, None, file_hash)
-
-
-def _from_url(url: str, fname: str, checkpoint_name: str | None, file_hash=None):
-    """(checkpoint path, its cache entries) for a download, cached under `fname`."""
-    import keras
-
+def _from_url(url: str, fname: str, checkpoint_name: str):
+    """(checkpoint path, its cache entries) of a download cached under `fname`: the
+    checkpoint file itself, or the one inside an unpacked tarball."""
     from resnet_tf.slim.checkpoint import find_checkpoint
 
-    with _cache_lock():
-        cached = os.path.join(cache_dir(), fname)
-        os.makedirs(cache_dir(), exist_ok=True)
-        for attempt in (1, 2):
-            fresh = not os.path.exists(cached)
-            try:
-                path = keras.utils.get_file(fname=fname, origin=url, cache_dir=cache_root(),
-                                            cache_subdir=CACHE_SUBDIR, file_hash=file_hash)
-            except Exception as error:  # noqa: BLE001  (get_file raises plain Exception)
-                raise UserError(
-                    f"Could not download {url} ({_reason(error)}). On a machine without "
-                    f"network access, download it elsewhere and place it at {cached} (or pass "
-                    "weights=PATH to the file)") from None
-            if not fname.endswith(ARCHIVE_SUFFIXES):
-                return path, [path]  # a single checkpoint file
-            unpacked = _strip_archive_suffix(path)
-            try:
-                if not os.path.isdir(unpacked):
-                    _unpack_atomically(path, unpacked)
-            except (tarfile.TarError, EOFError, OSError) as error:
-                _remove([path, unpacked])
-                if fresh or attempt == 2:
-                    raise UserError(f"The download of {url} is incomplete or corrupt "
-                                    f"({_reason(error)}); it was removed from the cache, so "
-                                    "the next call downloads it again") from None
-                # A cached archive that does not unpack (a download killed mid-way): once more.
-                continue
-            # A whole archive: one with other checkpoints in it is said so, and kept.
-            return find_checkpoint(unpacked, checkpoint_name, url), [path, unpacked]
-    raise AssertionError("unreachable")
-
-
-def _remove(entries) -> None:
-    for entry in entries:
-        if os.path.isdir(entry):
-            shutil.rmtree(entry, ignore_errors=True)
-        elif os.path.exists(entry):
-            os.remove(entry)
-
-
-def _reason(error) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
-
-
-def _strip_archive_suffix(path: str) -> str:
-    for suffix in ARCHIVE_SUFFIXES:
-        if path.endswith(suffix):
-            return path[: -len(suffix)]
-    return path
-
-
-def _extract(archive: str, directory: str) -> None:
-    """Unpacks the regular files and folders of a checkpoint tarball into `directory`. A
-    member that would land outside it (an absolute path, `..`) is refused; links and devices
-    are left out (a checkpoint has none). Python's `filter="data"` (3.10.12+, 3.11.4+) checks
-    the same where it exists."""
-    with tarfile.open(archive) as tar:
-        members = []
-        for member in tar.getmembers():
-            name = os.path.normpath(member.name)
-            if os.path.isabs(name) or name == ".." or name.startswith(".." + os.sep):
-                raise tarfile.TarError(f"the member {member.name!r} would be written outside "
-                                       "the cache")
-            if member.isfile() or member.isdir():
-                members.append(member)
-        extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tar.extractall(directory, members=members, **extra)
-
-
-def _unpack_atomically(archive: str, target: str) -> None:
-    """Unpacks into a staging dir beside `target`, then one rename: `target` exists only
-    complete."""
-    staging = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(target))
-    try:
-        _extract(archive, staging)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    path, entries = fetch(url, fname)
+    if not fname.endswith(ARCHIVE_SUFFIXES):
+        return path, entries  # a single checkpoint file
+    # A whole archive: one with other checkpoints in it is said so, and kept.
+    return find_checkpoint(path, checkpoint_name, url), entries

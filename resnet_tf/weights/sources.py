@@ -33,6 +33,7 @@ import numpy as np
 
 from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
+from resnet_tf.weights.cache import fetch
 from resnet_tf.weights.readers import file_kind, read_keras_h5, read_safetensors, read_torch
 
 NAMED = ("imagenet", "torchvision", "timm", "keras")
@@ -56,7 +57,9 @@ class Published:
     url: str
     top1: float | None  # ImageNet-1k top-1 (%) as the source publishes it
     preprocessing: EvalPreprocessing
-    file_hash: str | None = None  # keras.utils.get_file's check, where the source gives one
+    # The file's MD5 or SHA-256, or the SHA-256's first hex digits (`cache.hash_matches`),
+    # where the source publishes one: a cached file is checked before it is used.
+    file_hash: str | None = None
 
     @property
     def fname(self) -> str:
@@ -65,9 +68,12 @@ class Published:
 
 
 def _torchvision(depth, file, version, top1, resize_side):
+    # torchvision's file names end in the first hex digits of the file's SHA-256 (its check).
+    sha256_prefix = os.path.splitext(file)[0].rsplit("-", 1)[1]
     return Published("torchvision", f"resnet_v1_{depth}", f"ResNet{depth}_Weights.{version}",
                      TORCHVISION_URL.format(file=file), top1,
-                     EvalPreprocessing("torchvision", 224, resize_side=resize_side))
+                     EvalPreprocessing("torchvision", 224, resize_side=resize_side),
+                     sha256_prefix)
 
 
 def _timm(depth, name, top1):
@@ -206,10 +212,8 @@ def published(source: str, model_name: str) -> Published:
 
 def download(source: str, model_name: str) -> str:
     """The cached file of a source's named weights (`resnet-tf download --source`)."""
-    from resnet_tf.weights.slim import cached_download
-
     entry = published(source, model_name)
-    return cached_download(entry.url, entry.fname, entry.file_hash)[0]
+    return fetch(entry.url, entry.fname, entry.file_hash)[0]
 
 
 def _named(model_name: str, source: str) -> Weights:
@@ -241,8 +245,6 @@ def source_file(weights) -> str | None:
     """The local file of `weights` (a URL or a path) in a source's format: a local file by its
     contents (or its name), a URL by its name, downloaded once into the cache; None for slim's
     tarballs, checkpoints and dirs."""
-    from resnet_tf.weights.slim import cached_download
-
     weights = os.fspath(weights)
     if urllib.parse.urlparse(weights).scheme not in ("http", "https", "ftp"):
         if os.path.isfile(weights) and (file_kind(weights) is not None or
@@ -256,7 +258,7 @@ def source_file(weights) -> str | None:
         return None  # a slim tarball or checkpoint file
     # Cached under the URL's hash too: many hubs name every file alike (model.safetensors).
     digest = hashlib.sha256(weights.encode()).hexdigest()[:12]
-    return cached_download(weights, f"url-{digest}-{name}", None)[0]
+    return fetch(weights, f"url-{digest}-{name}")[0]
 
 
 def _read(model_name: str, path: str, what: str) -> Weights:
@@ -265,7 +267,7 @@ def _read(model_name: str, path: str, what: str) -> Weights:
         return dataclasses.replace(_from_keras(model_name, read_keras_h5(path, what), what),
                                    path=path)
     if kind in ("safetensors", "torch"):
-        state = read_safetensors(path) if kind == "safetensors" else read_torch(path, what)
+        state = (read_safetensors if kind == "safetensors" else read_torch)(path, what)
         return dataclasses.replace(_from_torch(model_name, state, what, "timm" if kind ==
                                                "safetensors" else "torchvision"), path=path)
     raise UserError(f"weights {what} is neither a keras.applications .h5 file, a torchvision "
