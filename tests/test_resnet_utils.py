@@ -147,6 +147,27 @@ def test_stack_blocks_dense_reports_block_strides_and_channels():
                     "block4": {"stride": 4, "channels": 32}}
 
 
+def test_the_caller_chooses_what_end_points_collect_as_slims_collections_do():
+    """A slim caller whose `outputs_collections` holds only convolution outputs gets only
+    those; one that collects units and blocks gets no convolution."""
+    def collected(collect):
+        points = {}
+        stack_blocks_dense(keras.Input((None, None, 3)), ATROUS_BLOCKS[:2], end_points=points,
+                           collect=collect)
+        return set(points)
+
+    convolutions = collected(("convolutions",))
+    assert convolutions == {f"block{b}/unit_{u}/bottleneck_v2/{c}" for b in (1, 2)
+                            for u in (1, 2) for c in ("conv1", "conv2", "conv3")} | {
+        "block1/unit_1/bottleneck_v2/shortcut", "block2/unit_1/bottleneck_v2/shortcut"}
+    assert collected(("units", "blocks")) == {"block1", "block2"} | {
+        f"block{b}/unit_{u}/bottleneck_v2" for b in (1, 2) for u in (1, 2)}
+    assert collected(resnet_tf.models.resnet_utils.END_POINT_KINDS) == \
+        convolutions | collected(("units", "blocks"))
+    with pytest.raises(resnet_tf.UserError, match="collect takes"):
+        collected(("outputs",))
+
+
 @pytest.mark.parametrize("output_stride", [3, 16, 0])
 def test_unreachable_output_stride_is_refused_before_building(output_stride):
     images = keras.Input((None, None, 3))

@@ -272,8 +272,13 @@ def check_output_stride(blocks, output_stride, initial_stride=1):
     return output_stride
 
 
+# What `stack_blocks_dense` can add to `end_points`, as slim's `outputs_collections` name them
+# through `arg_scope`: each unit's convolutions, each unit's output, each block's output.
+END_POINT_KINDS = ("convolutions", "units", "blocks")
+
+
 def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_info=None,
-                       current_stride=1, **arg_scope):
+                       current_stride=1, collect=END_POINT_KINDS, **arg_scope):
     """Stacks ResNet `Block`s and controls output feature density, as slim does.
 
     Units are named `<block.scope>.unit_<i>.<unit scope>` (slim: `block1/unit_1/bottleneck_v2`).
@@ -289,6 +294,9 @@ def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_i
       end_points: optional dict; as slim's end-point collection, it receives each unit's inner
         end points (`block1/unit_1/bottleneck_v2/conv1`, ...), each unit's output and each
         block's output, under slim's names relative to the model's scope.
+      collect: which of those it receives (`END_POINT_KINDS`), as the collections a slim caller
+        puts in `outputs_collections`: a caller that collects only convolution outputs
+        (`arg_scope([conv2d], outputs_collections=...)`) gets `("convolutions",)`.
       block_info: optional dict; each block's `{"stride": s, "channels": c}` is stored under its
         scope name (for feature pyramids).
       **arg_scope: `resnet_arg_scope()` keywords given to every unit.
@@ -297,6 +305,9 @@ def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_i
       The output of the last block.
     """
     check_output_stride(blocks, output_stride, current_stride)
+    unknown = sorted(set(collect) - set(END_POINT_KINDS))
+    if unknown:
+        raise UserError(f"collect takes {list(END_POINT_KINDS)}. Received: collect={collect!r}")
     rate = 1
     for block in blocks:
         for i, unit in enumerate(block.args):
@@ -314,9 +325,11 @@ def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_i
             net, inner = layer(net, return_end_points=True)
             if end_points is not None:
                 scope = name.replace(".", "/")
-                end_points.update({f"{scope}/{key}": value for key, value in inner.items()})
-                end_points[scope] = net
-        if end_points is not None:
+                if "convolutions" in collect:
+                    end_points.update({f"{scope}/{key}": value for key, value in inner.items()})
+                if "units" in collect:
+                    end_points[scope] = net
+        if end_points is not None and "blocks" in collect:
             end_points[block.scope] = net
         if block_info is not None:
             block_info[block.scope] = {"stride": current_stride,
