@@ -36,6 +36,7 @@ from resnet_tf.models.resnet_utils import (
     Block,
     conv2d_same,
     resnet_arg_scope,
+    set_weights_resolver,
     stack_blocks_dense,
     subsample,
 )
@@ -70,6 +71,9 @@ from resnet_tf.models.resnet_v2 import (
 from resnet_tf.models.units import ResidualUnit, ZeroPadShortcut, make_shortcut
 from resnet_tf.quantization.qat import calibrate, is_quantized, quantize_model
 from resnet_tf.slim.variables import slim_variables
+from resnet_tf.weights.sources import resolve_weights
+
+set_weights_resolver(resolve_weights)  # what the builders' weights= load (docs/architecture.md)
 
 __version__ = "0.1.0"
 

@@ -21,8 +21,6 @@ LAYERS = (
     ("commands",),  # each `resnet-tf` command's work: `commands.<command>.run(args)`
     ("__main__", "cli"),  # `python -m resnet_tf` (and its deprecated `.cli` spelling)
 )
-# Upward imports allowed, inside functions only: a builder loads `weights=` when given one.
-LAZY_UPWARD = {("models", "weights")}
 # Keras only, on every backend: TensorFlow is never imported, not even lazily.
 KERAS_ONLY = ("errors", "utils", "machine", "models", "quantization", "slim.variables", "data.pixels",
               "data.class_names")
@@ -100,10 +98,7 @@ def test_sub_packages_import_only_downwards():
             other = _own(name)
             if other is None or other.split(".")[0] in ("__init__",):
                 continue
-            if _layer(other) > _layer(module):
-                pair = (module.split(".")[0], other.split(".")[0])
-                if pair in LAZY_UPWARD and name not in top:
-                    continue
+            if _layer(other) > _layer(module):  # at the top or inside a function alike
                 found.append(f"{module} -> {other}")
     assert found == []
 
@@ -128,6 +123,25 @@ def test_no_import_cycle_among_the_modules():
 
     for module in MODULES:
         visit(module)
+
+
+def test_no_import_cycle_among_the_sub_packages():
+    """Counting imports inside functions too: no sub-package reaches back to itself through
+    another (a lazy import that closes a loop between packages is a cycle all the same)."""
+    graph = {}
+    for module in MODULES:
+        package = module.split(".")[0]
+        graph.setdefault(package, set()).update(
+            other.split(".")[0] for name in imports(module)[1]
+            if (other := _own(name)) and other.split(".")[0] not in (package, "__init__"))
+    for start in graph:
+        seen, frontier = set(), set(graph[start])
+        while frontier:
+            package = frontier.pop()
+            assert package != start, f"{start} reaches itself through {sorted(seen)}"
+            if package not in seen:
+                seen.add(package)
+                frontier |= graph.get(package, set())
 
 
 def test_no_module_names_a_private_module_of_keras_or_tensorflow():

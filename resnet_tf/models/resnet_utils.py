@@ -409,6 +409,17 @@ def resnet_model(blocks, *, root=None, postnorm=False, num_classes=None, global_
         return keras.Model(images, net, name=name)
 
 
+# What resolves a builder's `weights=`: `resolve(model_name, weights, num_classes, layout)` ->
+# an object with the `layout` the weights need and `load(model)`. The weights layer sits above
+# the model code, so the model code never imports it: `import resnet_tf` hands it over
+# (`set_weights_resolver(resnet_tf.weights.sources.resolve_weights)`), as a composition root.
+_WEIGHTS_RESOLVER = []
+
+
+def set_weights_resolver(resolve) -> None:
+    _WEIGHTS_RESOLVER[:] = [resolve]
+
+
 def build_with_weights(model_name: str, weights, num_classes, layout, build) -> keras.Model:
     """`build(layout)`, then `weights` loaded into it: None (random init, `layout` or slim's),
     or a name or file `resnet_tf.weights` knows (slim's releases, torchvision's, timm's,
@@ -416,9 +427,9 @@ def build_with_weights(model_name: str, weights, num_classes, layout, build) -> 
     against the weights before anything is built or downloaded."""
     if weights is None:
         return build(layout or "slim")
-    from resnet_tf.weights.sources import resolve_weights
-
-    source = resolve_weights(model_name, weights, num_classes, layout)
+    if not _WEIGHTS_RESOLVER:  # only where the package's front door was bypassed
+        raise UserError("weights= needs resnet_tf.weights: `import resnet_tf` first")
+    source = _WEIGHTS_RESOLVER[0](model_name, weights, num_classes, layout)
     model = build(source.layout)
     source.load(model)
     return model
