@@ -13,7 +13,7 @@ import argparse
 import importlib
 
 # The library's choices (resnet_tf.commands.benchmark, .training.config, .export.export_dir,
-# .training.model_dir, .weights.sources), written here so that the parser does not import Keras.
+# .training.model_dir, .weights.catalog), written here so that the parser does not import Keras.
 MODES = ("forward", "forward-backward")
 COMPARE = ("none", "keras-applications")
 DISTRIBUTE = ("none", "mirrored", "multiworker")

@@ -49,7 +49,7 @@ def test_the_cli_choices_are_the_modules_choices():
     assert cli.MODES == benchmark.MODES and cli.COMPARE == benchmark.COMPARE
     assert cli.DISTRIBUTE == config.DISTRIBUTE and cli.DTYPES == config.DTYPES
     assert cli.CHECKPOINTS == model_dir.CHECKPOINTS
-    from resnet_tf.weights.sources import NAMED
+    from resnet_tf.weights.catalog import NAMED
 
     assert cli.WEIGHT_SOURCES == NAMED
     assert set(runtimes.FORMAT_OF_RUNTIME.values()) == set(export_dir.FORMATS) - {"saved_model"}

@@ -255,11 +255,14 @@ def test_slims_functional_form_of_the_v1_unit_still_builds():
 
 def test_every_published_weight_names_a_builder_of_the_model_table():
     from resnet_tf.models.registry import MODEL_NAMES
-    from resnet_tf.weights.slim import RELEASES
 
-    for source, entries in sources.PUBLISHED.items():
+    from resnet_tf.weights.catalog import CATALOG
+
+    assert set(CATALOG) == set(sources.NAMED) == {"imagenet", "torchvision", "timm", "keras"}
+    for source, entries in CATALOG.items():
         assert set(entries) <= set(MODEL_NAMES), source
-    assert set(RELEASES) <= set(MODEL_NAMES)
+        assert all(entry.source == source and entry.model == model
+                   for model, entry in entries.items())
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from release_server import RELEASE, ReleaseProxy, Server, make_release
 from slim_reference import relative_error
 
 import resnet_tf
-from resnet_tf.weights import slim as weights_lib
+from resnet_tf.weights import cache as weights_lib
 from resnet_tf_cli import main
 
 

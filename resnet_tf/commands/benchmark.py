@@ -24,7 +24,7 @@ from resnet_tf.errors import UserError
 from resnet_tf.machine import machine_description, versions
 from resnet_tf.training.config import DTYPES
 from resnet_tf.utils import check_positive_int, write_json
-from resnet_tf.weights.sources import PUBLISHED
+from resnet_tf.weights.catalog import CATALOG
 
 MODES = ("forward", "forward-backward")
 COMPARE = ("none", "keras-applications")
@@ -87,7 +87,7 @@ def time_run(step, info: str, num_batches: int = 100, burn_in: int = 10, log=pri
 
 
 # keras.applications' model of each builder (its published weights' source).
-KERAS_APPLICATIONS = {model: entry.name for model, entry in PUBLISHED["keras"].items()}
+KERAS_APPLICATIONS = {model: entry.name for model, entry in CATALOG["keras"].items()}
 
 
 def _keras_applications_builder(model_name: str):

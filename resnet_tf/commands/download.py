@@ -3,23 +3,16 @@ preprocessing they take, where)."""
 
 from __future__ import annotations
 
+from resnet_tf.weights.catalog import published
+from resnet_tf.weights.sources import download
+
 
 def run(args) -> int:
-    if args.weights != "imagenet":
-        from resnet_tf.weights.sources import download, published
-
-        entry = published(args.weights, args.model)
-        path = download(args.weights, args.model)
-        prep = entry.preprocessing
-        print(f"{args.model}: {args.weights}'s {entry.name} (ImageNet top-1 {entry.top1} % as "
-              f"{args.weights} publishes it; {prep.method} preprocessing, {prep.image_size} "
-              f"px) at {path}")
-        return 0
-    from resnet_tf.weights.slim import download, release_of
-
-    release = release_of(args.model)
-    path = download(args.model)
-    facts = release.conventions
-    print(f"{args.model}: slim's {release.release} ({facts.num_classes} classes, "
-          f"{facts.preprocessing} preprocessing, {facts.image_size} px) at {path}")
+    entry = published(args.weights, args.model)
+    path = download(args.weights, args.model)
+    prep = entry.preprocessing
+    who = "slim" if entry.is_slim else args.weights
+    print(f"{args.model}: {who}'s {entry.name} ({entry.num_classes} classes, {prep.method} "
+          f"preprocessing, {prep.image_size} px; ImageNet top-1 {entry.top1} % as {who} "
+          f"publishes it) at {path}")
     return 0

@@ -63,7 +63,7 @@ def load_model_source(model_dir=None, slim_checkpoint=None, weights=None,
                         "not apply to a slim checkpoint or weights")
     from resnet_tf.data.class_names import default_class_names
     from resnet_tf.models.registry import create_model
-    from resnet_tf.weights.slim import slim_conventions
+    from resnet_tf.weights.catalog import slim_conventions
 
     if weights is not None:
         if moving_averages:

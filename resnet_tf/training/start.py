@@ -90,9 +90,8 @@ def _weights_initialization(config: TrainConfig) -> dict:
     from resnet_tf.weights import sources
 
     if config.weights == "imagenet":
-        from resnet_tf.weights.slim import download
-
-        key, path, layout = "slim_checkpoint", download(config.model), "slim"
+        key, path = "slim_checkpoint", sources.download("imagenet", config.model)
+        layout = "slim"
     else:
         resolved = sources.resolve_weights(config.model, config.weights, None)
         if resolved.source == "slim":

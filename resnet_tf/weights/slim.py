@@ -1,5 +1,5 @@
-"""slim's released ImageNet weights in one call: `resnet_v2_50(weights="imagenet")`, and the
-facts of slim's releases that every other module asks here.
+"""slim's released ImageNet weights in one call: `resnet_v2_50(weights="imagenet")`, and any
+slim checkpoint by URL or path, loaded by slim's variable names.
 
 research/slim released these ResNet checkpoints (its "Pre-trained Models" table), each a tarball
 `http://download.tensorflow.org/models/<release>.tar.gz` holding one legacy single-file
@@ -9,7 +9,8 @@ checkpoint `<model>.ckpt` (V2 releases also `eval.graph` and `train.graph`):
     resnet_v2_50/101/152   *_2017_04_14   1001 classes   Inception preprocessing, 299 px
                                                          (class 0 = background)
 
-Any slim checkpoint of a family follows its family's conventions (`slim_conventions`).
+Their rows are in `weights.catalog` (beside the other sources'); any slim checkpoint of a
+family follows its family's conventions (`catalog.slim_conventions`).
 
 `weights` is None (random init), "imagenet" (that release), a URL (a release-style tarball or a
 checkpoint file) or a local path (a tarball, a checkpoint prefix or file, or a dir holding one).
@@ -25,80 +26,15 @@ this module only when `weights` is given.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import tarfile
 import tempfile
 import urllib.parse
 
-from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
 from resnet_tf.weights.cache import ARCHIVE_SUFFIXES, cache_dir, extract, fetch, reason, remove
+from resnet_tf.weights.catalog import Published, published
 
-URL = "http://download.tensorflow.org/models/{release}.tar.gz"
-
-
-@dataclasses.dataclass(frozen=True)
-class SlimConventions:
-    """What a slim checkpoint of a family expects: its classes and its eval preprocessing."""
-
-    num_classes: int
-    preprocessing: str  # "inception" | "vgg"
-    image_size: int
-
-    def eval_preprocessing(self, image_size=None) -> EvalPreprocessing:
-        return EvalPreprocessing(self.preprocessing, image_size or self.image_size)
-
-
-FAMILIES = {
-    "resnet_v1": SlimConventions(1000, "vgg", 224),
-    "resnet_v2": SlimConventions(1001, "inception", 299),
-}
-
-
-def slim_conventions(model_name: str) -> SlimConventions:
-    """The conventions of slim's checkpoints for `model_name` (its family's)."""
-    for family, conventions in FAMILIES.items():
-        if model_name.startswith(family + "_"):
-            return conventions
-    raise UserError(f"slim released no checkpoints of {model_name!r}'s family; slim "
-                    f"checkpoints are {sorted(FAMILIES)} models")
-
-
-@dataclasses.dataclass(frozen=True)
-class Release:
-    """One of slim's released checkpoints."""
-
-    model: str
-    release: str
-
-    @property
-    def conventions(self) -> SlimConventions:
-        return slim_conventions(self.model)
-
-    @property
-    def url(self) -> str:
-        return URL.format(release=self.release)
-
-    @property
-    def checkpoint_name(self) -> str:
-        return f"{self.model}.ckpt"
-
-
-RELEASES = {
-    **{f"resnet_v1_{d}": Release(f"resnet_v1_{d}", f"resnet_v1_{d}_2016_08_28")
-       for d in (50, 101, 152)},
-    **{f"resnet_v2_{d}": Release(f"resnet_v2_{d}", f"resnet_v2_{d}_2017_04_14")
-       for d in (50, 101, 152)},
-}
-
-
-def release_of(model_name: str) -> Release:
-    if model_name not in RELEASES:
-        raise UserError(f"slim released no ImageNet weights for {model_name}; "
-                        f"weights='imagenet' is available for {sorted(RELEASES)} (pass "
-                        "weights=URL or PATH for a checkpoint of your own)")
-    return RELEASES[model_name]
 
 
 def check_weights_arguments(model_name: str, weights, num_classes) -> None:
@@ -109,11 +45,11 @@ def check_weights_arguments(model_name: str, weights, num_classes) -> None:
         raise UserError(f"weights must be None, 'imagenet', a URL or a path. "
                         f"Received: weights={weights!r}")
     if weights == "imagenet":
-        release = release_of(model_name)
-        expected = release.conventions.num_classes
+        release = published("imagenet", model_name)
+        expected = release.num_classes
         if num_classes not in (None, expected):
             raise UserError(
-                f"weights='imagenet' for {model_name} is slim's {release.release} release, "
+                f"weights='imagenet' for {model_name} is slim's {release.name} release, "
                 f"with {expected} classes; num_classes must be {expected} or None (no head). "
                 f"Received: num_classes={num_classes}")
 
@@ -148,8 +84,8 @@ def checkpoint_path(weights, model_name: str):
 
     weights = os.fspath(weights)
     if weights == "imagenet":
-        release = release_of(model_name)
-        yield _from_url(release.url, f"{release.release}.tar.gz", release.checkpoint_name)
+        release = published("imagenet", model_name)
+        yield _from_url(release.url, release.fname, f"{model_name}.ckpt")
         return
     if urllib.parse.urlparse(weights).scheme in ("http", "https", "ftp"):
         name = os.path.basename(urllib.parse.urlparse(weights).path) or "weights"
@@ -170,13 +106,12 @@ def checkpoint_path(weights, model_name: str):
     yield weights, []
 
 
-def download(model_name: str) -> str:
-    """Fills the cache with slim's release for `model_name` (`resnet-tf download`) and returns
-    the checkpoint's path."""
+def download_release(release: Published) -> str:
+    """Fills the cache with one of slim's releases (a catalog row) and returns its checkpoint's
+    path, checked readable."""
     from resnet_tf.slim.checkpoint import UnreadableCheckpoint, read_checkpoint_shapes
 
-    release = release_of(model_name)
-    path, cached = _from_url(release.url, f"{release.release}.tar.gz", release.checkpoint_name)
+    path, cached = _from_url(release.url, release.fname, f"{release.model}.ckpt")
     try:
         read_checkpoint_shapes(path)
     except UnreadableCheckpoint:

@@ -34,93 +34,15 @@ import numpy as np
 from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
 from resnet_tf.weights.cache import fetch
+from resnet_tf.weights.catalog import CATALOG, NAMED, published, slim_conventions
 from resnet_tf.weights.readers import file_kind, read_keras_h5, read_safetensors, read_torch
 
-NAMED = ("imagenet", "torchvision", "timm", "keras")
 # The file names of the sources' formats (a local file is recognised by its contents).
 SOURCE_SUFFIXES = (".h5", ".hdf5", ".pth", ".pt", ".bin", ".safetensors")
-TORCHVISION_URL = "https://download.pytorch.org/models/{file}"
-TIMM_URL = "https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
-KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/{file}"
 # The depth of a ResNet from its units per block, and whether it is a bottleneck one.
 DEPTHS = {((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50,
           ((3, 4, 23, 3), True): 101, ((3, 8, 36, 3), True): 152, ((3, 24, 36, 3), True): 200}
 
-
-@dataclasses.dataclass(frozen=True)
-class Published:
-    """Named weights of a source for one builder: where they are and what their makers say."""
-
-    source: str  # "torchvision" | "timm" | "keras"
-    model: str  # the builder, e.g. "resnet_v1_50"
-    name: str  # the source's own name, e.g. "ResNet50_Weights.IMAGENET1K_V2"
-    url: str
-    top1: float | None  # ImageNet-1k top-1 (%) as the source publishes it
-    preprocessing: EvalPreprocessing
-    # The file's MD5 or SHA-256, or the SHA-256's first hex digits (`cache.hash_matches`),
-    # where the source publishes one: a cached file is checked before it is used.
-    file_hash: str | None = None
-
-    @property
-    def fname(self) -> str:
-        return f"{self.source}-{self.name.replace('/', '-')}-" + os.path.basename(
-            urllib.parse.urlparse(self.url).path)
-
-
-def _torchvision(depth, file, version, top1, resize_side):
-    # torchvision's file names end in the first hex digits of the file's SHA-256 (its check).
-    sha256_prefix = os.path.splitext(file)[0].rsplit("-", 1)[1]
-    return Published("torchvision", f"resnet_v1_{depth}", f"ResNet{depth}_Weights.{version}",
-                     TORCHVISION_URL.format(file=file), top1,
-                     EvalPreprocessing("torchvision", 224, resize_side=resize_side),
-                     sha256_prefix)
-
-
-def _timm(depth, name, top1):
-    # timm's test recipe for these (pretrained_cfg test_input_size, test_crop_pct), at which
-    # its results table measures top-1: 288 px, the whole smaller side (crop 1.0), bicubic.
-    return Published("timm", f"resnet_v1_{depth}", name, TIMM_URL.format(name=name), top1,
-                     EvalPreprocessing("torchvision", 288, resize_side=288))
-
-
-def _keras(model, file, file_hash, top1):
-    prep = (EvalPreprocessing("caffe", 224, resize_side=256) if "v1" in model
-            else EvalPreprocessing("inception", 224, central_fraction=None))
-    application = {"50": "ResNet50", "101": "ResNet101", "152": "ResNet152"}[
-        model.rsplit("_", 1)[1]] + ("V2" if "v2" in model else "")
-    return Published("keras", model, application, KERAS_URL.format(file=file), top1, prep,
-                     file_hash)
-
-
-PUBLISHED: dict = {}  # source -> {builder name: Published}
-for _p in (
-        # torchvision's ResNet*_Weights.DEFAULT: IMAGENET1K_V2 where it exists, else V1.
-        _torchvision(18, "resnet18-f37072fd.pth", "IMAGENET1K_V1", 69.758, 256),
-        _torchvision(34, "resnet34-b627a593.pth", "IMAGENET1K_V1", 73.314, 256),
-        _torchvision(50, "resnet50-11ad3fa6.pth", "IMAGENET1K_V2", 80.858, 232),
-        _torchvision(101, "resnet101-cd907fc2.pth", "IMAGENET1K_V2", 81.886, 232),
-        _torchvision(152, "resnet152-f82ba261.pth", "IMAGENET1K_V2", 82.284, 232),
-        # timm's ResNet-strikes-back weights (arXiv:2110.00476, procedure A1 / A1h).
-        _timm(18, "resnet18.a1_in1k", 73.158),
-        _timm(34, "resnet34.a1_in1k", 77.918),
-        _timm(50, "resnet50.a1_in1k", 81.214),
-        _timm(101, "resnet101.a1h_in1k", 82.778),
-        _timm(152, "resnet152.a1h_in1k", 83.450),
-        # keras.applications' ResNet50/101/152 (V1) and ResNet50V2/101V2/152V2.
-        _keras("resnet_v1_50", "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
-               "2cb95161c43110f7111970584f804107", 74.9),
-        _keras("resnet_v1_101", "resnet101_weights_tf_dim_ordering_tf_kernels.h5",
-               "f1aeb4b969a6efcfb50fad2f0c20cfc5", 76.4),
-        _keras("resnet_v1_152", "resnet152_weights_tf_dim_ordering_tf_kernels.h5",
-               "100835be76be38e30d865e96f2aaae62", 76.6),
-        _keras("resnet_v2_50", "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5",
-               "3ef43a0b657b3be2300d5770ece849e0", 76.0),
-        _keras("resnet_v2_101", "resnet101v2_weights_tf_dim_ordering_tf_kernels.h5",
-               "6343647c601c52e1368623803854d971", 77.2),
-        _keras("resnet_v2_152", "resnet152v2_weights_tf_dim_ordering_tf_kernels.h5",
-               "a49b44d1979771252814e80f8ec446f9", 78.0)):
-    PUBLISHED.setdefault(_p.source, {})[_p.model] = _p
-del _p
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,13 +102,9 @@ def normalization(model_name: str, weights) -> str:
     loading them (a URL's file is downloaded once, not read): a name's published recipe; a
     file's kind (a keras .h5: "caffe" for V1, "inception" for V2; a PyTorch or safetensors
     file: "torchvision"); slim's: its family's."""
-    from resnet_tf.weights.slim import slim_conventions
-
     if isinstance(weights, Weights):
         return weights.preprocessing.method
-    if weights == "imagenet":
-        return slim_conventions(model_name).preprocessing
-    if weights in PUBLISHED:
+    if weights in CATALOG:
         return published(weights, model_name).preprocessing.method
     path = source_file(weights)
     kind = None if path is None else file_kind(path)
@@ -203,16 +121,14 @@ def normalization(model_name: str, weights) -> str:
     return slim_conventions(model_name).preprocessing
 
 
-def published(source: str, model_name: str) -> Published:
-    if model_name not in PUBLISHED[source]:
-        raise UserError(f"{source} publishes no weights for {model_name}; weights="
-                        f"{source!r} is available for {sorted(PUBLISHED[source])}")
-    return PUBLISHED[source][model_name]
-
-
 def download(source: str, model_name: str) -> str:
-    """The cached file of a source's named weights (`resnet-tf download --source`)."""
+    """The cached file of a source's named weights (`resnet-tf download --weights SOURCE`):
+    slim's release unpacked, its checkpoint's path."""
     entry = published(source, model_name)
+    if entry.is_slim:
+        from resnet_tf.weights.slim import download_release
+
+        return download_release(entry)
     return fetch(entry.url, entry.fname, entry.file_hash)[0]
 
 
@@ -226,8 +142,6 @@ def _named(model_name: str, source: str) -> Weights:
 
 
 def _slim(model_name: str, weights) -> Weights:
-    from resnet_tf.weights.slim import slim_conventions
-
     conventions = slim_conventions(model_name)
     return Weights("slim", "slim", conventions.num_classes, conventions.eval_preprocessing(),
                    f"slim's weights {weights!r}", weights=weights, model_name=model_name)
