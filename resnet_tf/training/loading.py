@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import keras
 
 from resnet_tf.data.pixels import EvalPreprocessing
-from resnet_tf.errors import MissingPathError, UserError
-from resnet_tf.training.model_dir import CHECKPOINTS, ModelDir, readable_keras_file
+from resnet_tf.errors import UserError
+from resnet_tf.training.model_dir import ModelDir, readable_keras_file
 from resnet_tf.utils import read_class_names
 
 
@@ -98,44 +97,19 @@ def load_model_dir(model_dir: str, checkpoint: str = "final"):
     """
     from resnet_tf.training.config import load_config
 
-    path = model_dir_checkpoint(model_dir, checkpoint)
     paths = ModelDir(model_dir)
+    path = paths.checkpoint_path(checkpoint)
     config = load_config(paths.config)
     model = load_keras_file(path)
     names = read_class_names(paths.class_names) if os.path.isfile(paths.class_names) else None
     return model, config, names
 
 
-def model_dir_checkpoint(model_dir: str, checkpoint: str = "final") -> str:
-    """The .keras file of a model dir that `load_model_dir(model_dir, checkpoint)` loads."""
-    if checkpoint not in CHECKPOINTS:
-        raise UserError(f"checkpoint must be one of {list(CHECKPOINTS)}. "
-                        f"Received: checkpoint={checkpoint!r}")
-    paths = ModelDir(model_dir)
-    if not os.path.isdir(model_dir) or not os.path.isfile(paths.config):
-        raise MissingPathError(f"No trained model in {model_dir!r} (no config.yaml: run "
-                               "`resnet-tf train` first)")
-    path = {"final": paths.model, "last": paths.last, "best": paths.best}[checkpoint]
-    if checkpoint == "final" and not os.path.isfile(path) and os.path.isfile(paths.last):
-        print(f"resnet-tf: {paths.model} is not written yet (the run did not finish); using "
-              f"the last epoch's checkpoint {paths.last}", file=sys.stderr)
-        path = paths.last
-    if not os.path.isfile(path):
-        if checkpoint == "best" and paths.completed_epochs() and \
-                not any("val_accuracy" in row for row in paths.completed_epochs()):
-            raise MissingPathError(f"{model_dir!r} has no best checkpoint: the best is chosen "
-                                   "by val_accuracy, and this run has no validation data; use "
-                                   "--checkpoint final or last")
-        raise MissingPathError(f"No trained model in {model_dir!r} (expected {path}; run "
-                               "`resnet-tf train` first)")
-    return path
-
-
 def load_keras_file(path: str) -> keras.Model:
     """`keras.saving.load_model(path)`, with a sentence for a torn file (naming the other
     checkpoints) and for a whole file Keras cannot load (naming Keras' reason)."""
-    import resnet_tf  # noqa: F401  (registers resnet_tf's layers for deserialisation)
-
+    # resnet_tf's layers are registered for deserialisation: importing this module imported
+    # the package, and `import resnet_tf` imports every layer.
     if not readable_keras_file(path):
         raise UserError(f"{path!r} cannot be read as a .keras model: it is truncated or "
                         "corrupt; use another --checkpoint (last, best) or train again")

@@ -46,6 +46,7 @@ import io
 import json
 import os
 import re
+import sys
 import zipfile
 
 import numpy as np
@@ -135,6 +136,35 @@ class ModelDir:
 
     # ----------------------------------------------------------------------------------------
     # What a run may write into
+
+    def checkpoint_path(self, checkpoint: str = "final") -> str:
+        """The .keras file of `checkpoint` ("final": model.keras, or the last epoch's while
+        the run has not finished; "last"; "best" by val_accuracy), or one sentence."""
+        if checkpoint not in CHECKPOINTS:
+            raise UserError(f"checkpoint must be one of {list(CHECKPOINTS)}. "
+                            f"Received: checkpoint={checkpoint!r}")
+        if not os.path.isdir(self.root) or not os.path.isfile(self.config):
+            raise MissingPathError(f"No trained model in {self.root!r} (no config.yaml: run "
+                                   "`resnet-tf train` first)")
+        path = {"final": self.model, "last": self.last, "best": self.best}[checkpoint]
+        if checkpoint == "final" and not os.path.isfile(path) and os.path.isfile(self.last):
+            print(f"resnet-tf: {self.model} is not written yet (the run did not finish); using "
+                  f"the last epoch's checkpoint {self.last}", file=sys.stderr)
+            path = self.last
+        if not os.path.isfile(path):
+            if checkpoint == "best" and self.completed_epochs() and \
+                    not any("val_accuracy" in row for row in self.completed_epochs()):
+                raise MissingPathError(f"{self.root!r} has no best checkpoint: the best is "
+                                       "chosen by val_accuracy, and this run has no validation "
+                                       "data; use --checkpoint final or last")
+            raise MissingPathError(f"No trained model in {self.root!r} (expected {path}; run "
+                                   "`resnet-tf train` first)")
+        return path
+
+    def starting_checkpoint(self) -> str:
+        """The .keras file another run's `init_from` starts from: the best (by
+        val_accuracy) where there is one, else the final model."""
+        return self.checkpoint_path("best" if os.path.isfile(self.best) else "final")
 
     def check_for_training(self) -> bool:
         """Reads only: True if the dir holds a run to resume, False if a new run may start in

@@ -71,11 +71,8 @@ def initialization(config: TrainConfig, recorded: dict | None = None) -> dict | 
         key, given, path = ("slim_checkpoint", config.slim_checkpoint,
                             resolve_checkpoint_path(config.slim_checkpoint))
     else:
-        from resnet_tf.training.loading import model_dir_checkpoint
-
-        key, given, path = ("init_from", config.init_from,
-                            model_dir_checkpoint(config.init_from,
-                                                 initial_checkpoint(config.init_from)))
+        key, given = "init_from", config.init_from
+        path = ModelDir(config.init_from).starting_checkpoint()
         # The layout the run it starts from was built in (its own starting weights').
         layout = (ModelDir(config.init_from).read_init() or {}).get("layout", "slim")
         return {"key": key, "given": given, "path": path, "layout": layout,
@@ -159,9 +156,3 @@ def quantization_aware(model, train_data, calibrate: bool, batches: int = 8):
     if calibrate:
         quantization.calibrate(model, train_data.take(batches))
     return model
-
-
-def initial_checkpoint(model_dir: str) -> str:
-    """The checkpoint of a model dir that `init_from` starts from: the best (by val_accuracy)
-    where there is one, else the final model."""
-    return "best" if os.path.isfile(ModelDir(model_dir).best) else "final"
