@@ -57,9 +57,9 @@ def labelled_images(model_dir=None, config=None, folder=None, tfrecords=None,
         from resnet_tf.training.config import load_config
         from resnet_tf.training.model_dir import ModelDir
 
-        paths = ModelDir(model_dir)
-        config = load_config(paths.config)
-        record = paths.read_data_record()
+        run_dir = ModelDir(model_dir)
+        config = load_config(run_dir.config)
+        record = run_dir.read_data_record()
         source = f"the validation images recorded in {model_dir}"
     else:  # the config's validation images only are decoded
         if config.dataset == "folder" and config.validation_split and not config.val_data:
@@ -85,10 +85,10 @@ def check_same_classes(class_names, model_dir: str, what: str) -> None:
     from resnet_tf.training.model_dir import ModelDir
     from resnet_tf.utils import read_class_names
 
-    paths = ModelDir(model_dir)
-    if not os.path.isfile(paths.class_names):
+    run_dir = ModelDir(model_dir)
+    if not os.path.isfile(run_dir.class_names):
         raise UserError(f"--model-dir {model_dir!r} is not a trained run (no class_names.txt)")
-    theirs = read_class_names(paths.class_names)
+    theirs = read_class_names(run_dir.class_names)
     if class_names is not None and list(class_names) != theirs:
         raise UserError(f"{what} has other classes than the run {model_dir!r} ({len(class_names)}"
                         f" vs {len(theirs)}, e.g. {list(class_names)[:3]} vs {theirs[:3]}): it "

@@ -97,11 +97,11 @@ def load_model_dir(model_dir: str, checkpoint: str = "final"):
     """
     from resnet_tf.training.config import load_config
 
-    paths = ModelDir(model_dir)
-    path = paths.checkpoint_path(checkpoint)
-    config = load_config(paths.config)
+    run_dir = ModelDir(model_dir)
+    path = run_dir.checkpoint_path(checkpoint)
+    config = load_config(run_dir.config)
     model = load_keras_file(path)
-    names = read_class_names(paths.class_names) if os.path.isfile(paths.class_names) else None
+    names = read_class_names(run_dir.class_names) if os.path.isfile(run_dir.class_names) else None
     return model, config, names
 
 

@@ -36,8 +36,8 @@ def with_normalization(config: TrainConfig) -> TrainConfig:
 
 def recorded_config(model_dir: str):
     """The config a model dir's run recorded, or None (no run there yet)."""
-    paths = ModelDir(model_dir)
-    return load_config(paths.config) if os.path.isfile(paths.config) else None
+    run_dir = ModelDir(model_dir)
+    return load_config(run_dir.config) if os.path.isfile(run_dir.config) else None
 
 
 def initialization(config: TrainConfig, recorded: dict | None = None) -> dict | None:

@@ -112,29 +112,29 @@ def check_model_dir(model_dir: str, config: TrainConfig) -> tuple[ModelDir, bool
     """Reads only: (the model dir, whether it holds a run to resume). Refuses a dir this
     project did not write (unless absent or empty), and a run recorded with another config
     (everything but `epochs` must match)."""
-    paths = ModelDir(model_dir)
-    resuming = paths.check_for_training()
+    run_dir = ModelDir(model_dir)
+    resuming = run_dir.check_for_training()
     if resuming:
-        previous = load_config(paths.config).to_dict()
+        previous = load_config(run_dir.config).to_dict()
         current = config.to_dict()
         changed = sorted(k for k in current if k != "epochs" and current[k] != previous.get(k))
         if changed:
             details = ", ".join(f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed)
             raise UserError(f"The model dir {model_dir!r} was trained with another config "
                             f"({details}); use a new --model-dir to start over")
-    return paths, resuming
+    return run_dir, resuming
 
 
 class EpochEnd(keras.callbacks.Callback):
     """Writes a model dir's per-epoch state (`model_dir`'s docstring), for `model.fit` and the
     multi-worker loop alike. `epoch` is the epoch in flight (0-based)."""
 
-    def __init__(self, paths: ModelDir, start_epoch: int, metrics_fn=None):
+    def __init__(self, run_dir: ModelDir, start_epoch: int, metrics_fn=None):
         super().__init__()
-        self.paths = paths
+        self.run_dir = run_dir
         self.metrics_fn = metrics_fn
         self.epoch = start_epoch
-        self.rows = [row for row in paths.completed_epochs() if row["epoch"] < start_epoch]
+        self.rows = [row for row in run_dir.completed_epochs() if row["epoch"] < start_epoch]
         best = best_val_accuracy(self.rows)
         # The epochs of the model best.keras holds: the first to reach the best val_accuracy.
         self.best_epochs = next((int(row["epoch"]) + 1 for row in self.rows
@@ -144,20 +144,20 @@ class EpochEnd(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        paths, epochs = self.paths, epoch + 1
+        run_dir, epochs = self.run_dir, epoch + 1
         row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()
                                    if k != "learning_rate"}}
         best = best_val_accuracy(self.rows)
         self.rows.append(row)
-        paths.write_log(self.rows)
+        run_dir.write_log(self.rows)
         if self.metrics_fn is not None:
-            write_json(self.metrics_fn(self.rows), paths.metrics)
-        paths.stage_model(self.model, paths.last, epochs)
+            write_json(self.metrics_fn(self.rows), run_dir.metrics)
+        run_dir.stage_model(self.model, run_dir.last, epochs)
         if "val_accuracy" in row and (best is None or row["val_accuracy"] > best):
-            paths.stage_model(self.model, paths.best, epochs)
+            run_dir.stage_model(self.model, run_dir.best, epochs)
             self.best_epochs = epochs
-        paths.commit(self.model, epochs, self.best_epochs)
-        paths.promote(epochs)
+        run_dir.commit(self.model, epochs, self.best_epochs)
+        run_dir.promote(epochs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,31 +193,31 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
     config = with_normalization(config)
     check_batch_size(config, strategy.num_replicas_in_sync)
     is_chief = is_chief_task(strategy)
-    paths, resuming = check_model_dir(model_dir, config)
+    run_dir, resuming = check_model_dir(model_dir, config)
     # Until an epoch is committed, a re-run starts as the first run did: from the same weights.
-    fresh = not resuming or paths.committed_epochs() == 0
-    init = initialization(config, paths.read_init() if resuming else None) if fresh else None
+    fresh = not resuming or run_dir.committed_epochs() == 0
+    init = initialization(config, run_dir.read_init() if resuming else None) if fresh else None
     keras.utils.set_random_seed(config.seed)
-    data = make_datasets(config, paths.read_data_record() if resuming else None,
+    data = make_datasets(config, run_dir.read_data_record() if resuming else None,
                          inherit=init_from_record(config) if not resuming else None)
     if not (resuming or config.quantization_aware):  # QAT freezes its batch norm
         check_batch_norm_decay(config, data.steps_per_epoch)
-    model, done, replicas = _make_model(config, strategy, data, init, paths, resuming, fresh,
+    model, done, replicas = _make_model(config, strategy, data, init, run_dir, resuming, fresh,
                                         is_chief)
     if done >= config.epochs:
-        if is_chief and not readable_keras_file(paths.model):  # killed after the last commit
-            if os.path.exists(paths.model):
-                print(f"resnet-tf: {paths.model} was torn; written again from the committed "
+        if is_chief and not readable_keras_file(run_dir.model):  # killed after the last commit
+            if os.path.exists(run_dir.model):
+                print(f"resnet-tf: {run_dir.model} was torn; written again from the committed "
                       f"epoch {done}")
-            paths.save_model(model, paths.model)
-        return dict(paths.read_metrics(), nothing_to_do=True, epochs_done=done)
+            run_dir.save_model(model, run_dir.model)
+        return dict(run_dir.read_metrics(), nothing_to_do=True, epochs_done=done)
 
     # Checked: now the model dir is written.
-    writer = paths if is_chief else paths.worker(task_name(strategy))
+    writer = run_dir if is_chief else run_dir.worker(task_name(strategy))
     if is_chief:
-        _record_run(paths, config, data, init, resuming)
+        _record_run(run_dir, config, data, init, resuming)
     os.makedirs(writer.checkpoints, exist_ok=True)
-    previous_seconds = paths.read_metrics().get("train_seconds", 0.0) if done else 0.0
+    previous_seconds = run_dir.read_metrics().get("train_seconds", 0.0) if done else 0.0
     start = time.perf_counter()
 
     def metrics_of(rows):
@@ -235,12 +235,12 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
     return result if is_chief else {}
 
 
-def _make_model(config, strategy, data, init, paths, resuming, fresh, is_chief):
+def _make_model(config, strategy, data, init, run_dir, resuming, fresh, is_chief):
     """(the compiled model, the epochs already committed, the replica-statistics callback):
     built in the layout its starting weights need, loaded from them (or, resuming, restored
     from the committed state), quantization-aware if asked."""
     # The layout its starting weights needed (init.json keeps it, for resumes too).
-    layout = (init or (paths.read_init() if resuming else None) or {}).get("layout")
+    layout = (init or (run_dir.read_init() if resuming else None) or {}).get("layout")
     with strategy.scope():
         model = build_model(config, data.num_classes, layout)
         if init is not None:
@@ -254,21 +254,21 @@ def _make_model(config, strategy, data, init, paths, resuming, fresh, is_chief):
         model.compile(optimizer=make_optimizer(config, data.steps_per_epoch),
                       loss=make_loss(config), metrics=make_metrics(data.num_classes))
         # Every worker restores the chief's committed state (the model dir is shared).
-        done = paths.restore(model, reconcile=is_chief) if resuming else 0
+        done = run_dir.restore(model, reconcile=is_chief) if resuming else 0
         return model, done, ReplicaStatistics(strategy, model)
 
 
-def _record_run(paths, config, data, init, resuming) -> None:
+def _record_run(run_dir, config, data, init, resuming) -> None:
     """What the chief records before the first epoch: the data split, the starting point,
     the config (last: it makes the dir a run to resume), the class names."""
     if not resuming:
-        paths.write_data_record(data.record)  # first: it marks the dir as a model dir
+        run_dir.write_data_record(data.record)  # first: it marks the dir as a model dir
         if init is not None:
-            paths.write_init(init)
-        save_config(config, paths.config)
-        write_class_names(paths.class_names, data.class_names)
-    elif init is not None and paths.read_init() is None:  # a run from before init.json was
-        paths.write_init(init)  # kept, killed before its first commit
+            run_dir.write_init(init)
+        save_config(config, run_dir.config)
+        write_class_names(run_dir.class_names, data.class_names)
+    elif init is not None and run_dir.read_init() is None:  # a run from before init.json was
+        run_dir.write_init(init)  # kept, killed before its first commit
 
 
 def _fit(model, config, data, strategy, distribute, done, callbacks, verbose) -> None:

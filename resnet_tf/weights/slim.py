@@ -16,8 +16,9 @@ family follows its family's conventions (`catalog.slim_conventions`).
 checkpoint file) or a local path (a tarball, a checkpoint prefix or file, or a dir holding one).
 Downloads go through the cache (`weights.cache`: Keras' cache directory, unpacked once, under
 a lock). An archive that cannot be unpacked (an interrupted or corrupt download) is removed
-from the cache, downloaded once more, and refused if that fails too. Loading goes through `load_slim_checkpoint`: strict (every variable, by name
-and shape) and atomic (nothing is assigned unless everything is read).
+from the cache, downloaded once more, and refused if that fails too. Loading goes through
+`load_slim_checkpoint`: strict (every variable, by name and shape) and atomic (nothing is
+assigned unless everything is read).
 
 Keras (downloads) and TensorFlow (checkpoints, when a checkpoint is read); the builders import
 this module only when `weights` is given.
