@@ -380,6 +380,11 @@ def test_int8_without_labelled_images_says_its_accuracy_was_not_measured(quickst
                  "--validation-data", calibration]) == 0
     accuracy = json.load(open(tmp_path / "v" / "accuracy.json"))
     assert accuracy["count"] == 30 and accuracy["data"] == f"the image folder {calibration}"
+    # The CPU it was measured on, with the instruction sets int8 kernels depend on.
+    from resnet_tf.machine import cpu_features
+
+    assert accuracy["cpu"] == dict(accuracy["cpu"], **cpu_features())
+    assert {"processor", "vnni", "avx512", "amx"} <= set(accuracy["cpu"])
     for args, message in ((["--validation-data", calibration], "is for --precision int8"),
                           (["--max-accuracy-drop", "0.01"], "is for --precision int8")):
         assert main(["export", "--model-dir", quickstart["model_dir"], "--output",
