@@ -354,7 +354,7 @@ def _is_path(key, value) -> bool:
     if not isinstance(value, str) or not value:
         return False
     if key == "weights":
-        from resnet_tf.weights.sources import NAMED
+        from resnet_tf.weights.catalog import NAMED
 
         return value not in NAMED and "://" not in value
     return key in PATH_KEYS

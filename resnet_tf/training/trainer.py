@@ -212,6 +212,9 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
             run_dir.save_model(model, run_dir.model)
         return dict(run_dir.read_metrics(), nothing_to_do=True, epochs_done=done)
 
+    if done:
+        print(f"resnet-tf: resuming at epoch {done + 1} of {config.epochs} from the epoch "
+              f"{done} committed in {run_dir.root}", flush=True)
     # Checked: now the model dir is written.
     writer = run_dir if is_chief else run_dir.worker(task_name(strategy))
     if is_chief:
