@@ -123,6 +123,7 @@ def test_readme_quickstart_reaches_90_percent_and_resumes_one_epoch(quickstart_r
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Epoch 9/9" in output and "Epoch 8/9" not in output and "Epoch 1/9" not in output
+    assert f"resuming at epoch 9 of 9 from the epoch 8 committed in {model_dir}" in output
     with open(os.path.join(model_dir, "metrics.json")) as f:
         resumed = json.load(f)
     assert resumed["epochs"] == 9 and resumed["train_seconds"] > metrics["train_seconds"]
