@@ -65,6 +65,15 @@ def test_a_run_prints_no_tensorflow_noise(tmp_path):
         "run `resnet-tf train` first)"]
     verbose = command("--verbose", "evaluate", "--model-dir", str(tmp_path / "none"), env=env)
     assert len(verbose.stderr.strip().splitlines()) > 1  # TensorFlow's start-up logging
+    # --model is checked once the filter is in place: a download that cannot reach its host
+    # (a proxy on a closed port of 127.0.0.1 here) is its one sentence on stderr.
+    offline = dict(env, KERAS_HOME=str(tmp_path / "keras"), HTTPS_PROXY="http://127.0.0.1:9",
+                   https_proxy="http://127.0.0.1:9")
+    result = command("download", "--model", "resnet_v1_50", "--weights", "torchvision",
+                     env=offline)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("resnet-tf download: error: Could not download https://")
 
 
 CRASH_UNDER_THE_FILTER = r"""
