@@ -171,6 +171,10 @@ def test_a_pickle_naming_a_callable_is_refused_and_runs_nothing(tmp_path):
         archive.writestr("archive/data.pkl", pickle.dumps({"conv1.weight": Payload()}))
     with pytest.raises(UserError, match=r"names posix\.system.*ran nothing of it"):
         resnet_tf.resnet_v1_18(weights=str(path))
+    legacy = tmp_path / "legacy.pth"  # the legacy format: its very first pickle is the payload
+    legacy.write_bytes(pickle.dumps(Payload(), protocol=2))
+    with pytest.raises(UserError, match=r"names posix\.system.*ran nothing of it"):
+        resnet_tf.resnet_v1_18(weights=str(legacy))
     assert not marker.exists()
     with pytest.raises(UserError, match=r"a whole pickled model \(torch\.nn\.modules\.linear"):
         resnet_tf.resnet_v1_18(weights=os.path.join(TORCH_FILES, "whole_model.pth"))

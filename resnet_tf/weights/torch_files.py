@@ -143,7 +143,7 @@ def _read_zip(path: str):
 
 def _read_legacy(path: str):
     with open(path, "rb") as f:
-        magic = pickle.load(f)  # noqa: S301  (ints only: checked before anything else)
+        magic = _Unpickler(f, None).load()  # restricted too: the first pickle is code as well
         if magic != LEGACY_MAGIC:
             raise ValueError("neither a zip nor PyTorch's legacy format (no magic number)")
         for _ in range(2):  # the protocol version, the system info: plain ints and dicts
