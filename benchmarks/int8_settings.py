@@ -168,9 +168,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    from resnet_tf.machine import machine_description, versions
     from resnet_tf.export.deploy import export_model
     from resnet_tf.export.int8 import Int8Options, calibration_pixels
+    from resnet_tf.machine import machine_description, versions
     from resnet_tf.training.evaluate import labelled_images
     from resnet_tf.training.loading import load_model_source
     from resnet_tf.utils import write_json

@@ -40,3 +40,15 @@ def require(module: str, what: str):
     except ImportError as error:
         raise MissingRuntime(f"{what} is not installed ({error.name or module} is missing); "
                              f"install the deployment runtimes with: {DEPLOY_EXTRA}") from None
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's whole message on one line (its type's name when it has none): what a
+    sentence quotes of a library's error, never cut."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def torn_file(what: str, kind: str, error: BaseException) -> UserError:
+    """The sentence for a weight file that cannot be read whole (`what` names it)."""
+    return UserError(f"weights {what} is not a complete {kind} file ({one_line(error)}); a "
+                     "download cut short or a damaged file: fetch it again")

@@ -30,9 +30,9 @@ def _cpuinfo() -> dict:
     return fields
 
 
-def cpu_features() -> dict:
+def cpu_features(cpuinfo: dict | None = None) -> dict:
     """{feature: bool} for `CPU_FEATURES`, from the CPU's flags; {} where they are unknown."""
-    flags = set(_cpuinfo().get("flags", "").split())
+    flags = set((cpuinfo if cpuinfo is not None else _cpuinfo()).get("flags", "").split())
     if not flags:
         return {}
     return {name: any(flag in flags for flag in names) for name, names in CPU_FEATURES.items()}
@@ -40,9 +40,10 @@ def cpu_features() -> dict:
 
 def machine_description() -> dict:
     """The platform, the CPU's model name, its core count and its int8/bf16 features."""
-    processor = _cpuinfo().get("model name") or platform.processor() or platform.machine()
+    cpuinfo = _cpuinfo()
+    processor = cpuinfo.get("model name") or platform.processor() or platform.machine()
     return {"platform": platform.platform(), "processor": processor, "cores": os.cpu_count(),
-            "cpu_features": cpu_features()}
+            "cpu_features": cpu_features(cpuinfo)}
 
 
 def versions() -> dict:

@@ -16,7 +16,6 @@ once. `resnet18_views.npz` holds what torchvision's own ResNet-18 computes with 
 
 import collections
 import os
-
 import sys
 
 import numpy as np

@@ -171,13 +171,50 @@ def test_a_pickle_naming_a_callable_is_refused_and_runs_nothing(tmp_path):
         archive.writestr("archive/data.pkl", pickle.dumps({"conv1.weight": Payload()}))
     with pytest.raises(UserError, match=r"names posix\.system.*ran nothing of it"):
         resnet_tf.resnet_v1_18(weights=str(path))
-    legacy = tmp_path / "legacy.pth"  # the legacy format: its very first pickle is the payload
-    legacy.write_bytes(pickle.dumps(Payload(), protocol=2))
+    from resnet_tf.weights.torch_files import LEGACY_HEAD
+
+    legacy = tmp_path / "legacy.pth"  # the legacy format: the payload after its magic number
+    legacy.write_bytes(LEGACY_HEAD + pickle.dumps(Payload(), protocol=2))
     with pytest.raises(UserError, match=r"names posix\.system.*ran nothing of it"):
+        resnet_tf.resnet_v1_18(weights=str(legacy))
+    legacy.write_bytes(pickle.dumps(Payload(), protocol=2))  # in place of the magic number
+    with pytest.raises(UserError, match=r"not a complete PyTorch .pth file \(neither a zip"):
         resnet_tf.resnet_v1_18(weights=str(legacy))
     assert not marker.exists()
     with pytest.raises(UserError, match=r"a whole pickled model \(torch\.nn\.modules\.linear"):
         resnet_tf.resnet_v1_18(weights=os.path.join(TORCH_FILES, "whole_model.pth"))
+
+
+def crafted_pth(path, size, stride, offset, elements=4):
+    """A zip `.pth` whose one tensor "w" views a float32 storage of `elements` with the given
+    size, stride and offset, written opcode by opcode (what a hostile file could say)."""
+    import struct
+
+    def integer(n):
+        return b"J" + struct.pack("<i", n)
+
+    pickled = (b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n("
+               b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000"
+               b"X\x03\x00\x00\x00cpu" + integer(elements) + b"tQ" + integer(offset) +
+               b"(" + b"".join(map(integer, size)) + b"t(" + b"".join(map(integer, stride)) +
+               b"t\x89ccollections\nOrderedDict\n)RtRs.")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickled)
+        archive.writestr("archive/data/0", np.arange(elements, dtype=np.float32).tobytes())
+    return str(path)
+
+
+def test_views_that_leave_their_storage_or_explode_it_are_refused(tmp_path):
+    from resnet_tf.weights.torch_files import read_torch_file
+
+    fine = read_torch_file(crafted_pth(tmp_path / "ok.pth", (2, 2), (1, 2), 0), "ok.pth")
+    np.testing.assert_array_equal(fine["w"], [[0, 2], [1, 3]])  # a transposed view, as torch
+    for name, (size, stride, offset) in {"outside": ((4,), (1,), 1),
+                                         "negative": ((4,), (1,), -1),
+                                         "backwards": ((4,), (-1,), 3),
+                                         "bomb": ((100_000, 100_000), (0, 0), 0)}.items():
+        with pytest.raises(UserError, match="is not a complete PyTorch .pth file"):
+            read_torch_file(crafted_pth(tmp_path / f"{name}.pth", size, stride, offset), name)
 
 
 def test_torn_weight_files_are_one_sentence_from_the_api_and_the_cli(tmp_path, capsys):
@@ -259,7 +296,6 @@ def test_slims_functional_form_of_the_v1_unit_still_builds():
 
 def test_every_published_weight_names_a_builder_of_the_model_table():
     from resnet_tf.models.registry import MODEL_NAMES
-
     from resnet_tf.weights.catalog import CATALOG
 
     assert set(CATALOG) == set(sources.NAMED) == {"imagenet", "torchvision", "timm", "keras"}

@@ -307,8 +307,8 @@ def runtime_runners(model_name, specs, image_size, num_classes, workdir, log=pri
 def _converted_runner(model, runtime, precision, image_size, workdir, log):
     from resnet_tf.data.pixels import EvalPreprocessing
     from resnet_tf.export.deploy import export_model
-    from resnet_tf.export.int8 import Int8Options
     from resnet_tf.export.formats import FORMATS
+    from resnet_tf.export.int8 import Int8Options
     from resnet_tf.export.runtimes import FORMAT_OF_RUNTIME, open_export
 
     format = FORMAT_OF_RUNTIME[runtime]

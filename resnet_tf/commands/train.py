@@ -1,40 +1,17 @@
-"""`resnet-tf train`: a run from a config, ended by Ctrl-C or SIGTERM with one sentence and the
-conventional status (130, 143)."""
+"""`resnet-tf train`: a run from a config. Ctrl-C and SIGTERM, at any moment, end it with one
+sentence and the conventional status (`resnet_tf_cli.interruptible`)."""
 
 from __future__ import annotations
-
-import signal
-import sys
-
-
-class _Stop(KeyboardInterrupt):
-    """SIGTERM, delivered as an interrupt."""
 
 
 def run(args) -> int:
     from resnet_tf.training.trainer import config_for_run, train
 
-    received = {}
-
-    def on_sigterm(number, frame):
-        received["signal"] = number
-        raise _Stop()
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        config = config_for_run(args.config, args.model_dir, epochs=args.epochs,
-                                dtype=args.dtype, init_from=args.init_from,
-                                weights=args.weights,
-                                quantization_aware=args.quantization_aware)
-        metrics = train(config, args.model_dir, distribute=args.distribute,
-                        cpu_devices=args.cpu_devices)
-    except KeyboardInterrupt as interrupted:  # TrainingInterrupted, or before it could begin
-        number = received.get("signal", signal.SIGINT)
-        why = str(interrupted) or "interrupted before training began; re-run the same command"
-        print(f"resnet-tf train: {args.model_dir}: {why}", file=sys.stderr)
-        return 128 + number
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    config = config_for_run(args.config, args.model_dir, epochs=args.epochs, dtype=args.dtype,
+                            init_from=args.init_from, weights=args.weights,
+                            quantization_aware=args.quantization_aware)
+    metrics = train(config, args.model_dir, distribute=args.distribute,
+                    cpu_devices=args.cpu_devices)
     if not metrics:
         print(f"{args.model_dir}: this worker is done; the chief writes metrics.json")
         return 0

@@ -24,11 +24,6 @@ PREPROCESSINGS = ("inception", "vgg", "torchvision", "caffe")
 # The methods that resize the smaller side to `resize_side`, then take the central square.
 SIDE_CROPS = ("vgg", "torchvision", "caffe")
 CROPS = ("central", "side")
-
-
-def default_crop(method: str) -> str:
-    """A method's own crop: "side" for `SIDE_CROPS`, else "central"."""
-    return "side" if method in SIDE_CROPS else "central"
 EVAL_CENTRAL_FRACTION = 0.875  # slim's inception eval crop
 VGG_MEAN_RGB = (123.68, 116.78, 103.94)
 TORCHVISION_MEAN_RGB = (0.485, 0.456, 0.406)  # of pixels / 255
@@ -57,6 +52,11 @@ def normalize_pixels(pixels, preprocessing: str = "inception"):
         return ops.subtract(ops.flip(pixels, axis=-1), constant(CAFFE_MEAN_BGR))
     check_preprocessing(preprocessing)
     return ops.multiply(ops.subtract(ops.divide(pixels, 255.0), 0.5), 2.0)
+
+
+def default_crop(method: str) -> str:
+    """A method's own crop: "side" for `SIDE_CROPS`, else "central"."""
+    return "side" if method in SIDE_CROPS else "central"
 
 
 def check_preprocessing(preprocessing: str) -> None:

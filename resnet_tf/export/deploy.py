@@ -40,7 +40,6 @@ import tensorflow as tf
 
 from resnet_tf.data.pixels import EvalPreprocessing, normalize_pixels
 from resnet_tf.errors import UserError, require
-from resnet_tf.export.int8 import Int8Options, check_int8_options, write_int8
 from resnet_tf.export.contract import INPUT_NAME, OUTPUT_NAME
 from resnet_tf.export.export_dir import (
     ACCURACY_FILE,
@@ -51,10 +50,9 @@ from resnet_tf.export.export_dir import (
     preprocessing_info,
 )
 from resnet_tf.export.formats import FORMATS
+from resnet_tf.export.int8 import Int8Options, check_int8_options, write_int8
 from resnet_tf.models.precision import float32_model
 from resnet_tf.utils import write_class_names, write_json
-
-
 
 
 def export_model(model, output: str, prep: EvalPreprocessing, *, format: str = "saved_model",

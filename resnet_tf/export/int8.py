@@ -34,7 +34,7 @@ import sys
 import numpy as np
 
 from resnet_tf.errors import UserError
-from resnet_tf.machine import cpu_features, machine_description
+from resnet_tf.machine import machine_description
 from resnet_tf.models.layers import Conv2DSame
 from resnet_tf.models.units import ResidualUnit
 
@@ -311,8 +311,9 @@ def _accuracy(measured, reference, what) -> dict:
 def _report_int8(accuracy, log) -> dict:
     """Says what the int8 file scored (or that it was not measured), and records the CPU it
     was measured on: int8 kernels differ by instruction set (VNNI or not, AVX-512, AMX)."""
-    accuracy = dict(accuracy, cpu=dict(processor=machine_description()["processor"],
-                                       **cpu_features()))
+    machine = machine_description()
+    accuracy = dict(accuracy, cpu=dict(processor=machine["processor"],
+                                       **machine["cpu_features"]))
     if "top1" not in accuracy:
         log("int8 accuracy not measured: no labelled images (export from a model dir with "
             "validation images, or give --validation-data DIR)")

@@ -413,11 +413,12 @@ def resnet_model(blocks, *, root=None, postnorm=False, num_classes=None, global_
 # an object with the `layout` the weights need and `load(model)`. The weights layer sits above
 # the model code, so the model code never imports it: `import resnet_tf` hands it over
 # (`set_weights_resolver(resnet_tf.weights.sources.resolve_weights)`), as a composition root.
-_WEIGHTS_RESOLVER = []
+_weights_resolver = None
 
 
 def set_weights_resolver(resolve) -> None:
-    _WEIGHTS_RESOLVER[:] = [resolve]
+    global _weights_resolver
+    _weights_resolver = resolve
 
 
 def build_with_weights(model_name: str, weights, num_classes, layout, build) -> keras.Model:
@@ -427,9 +428,7 @@ def build_with_weights(model_name: str, weights, num_classes, layout, build) -> 
     against the weights before anything is built or downloaded."""
     if weights is None:
         return build(layout or "slim")
-    if not _WEIGHTS_RESOLVER:  # only where the package's front door was bypassed
-        raise UserError("weights= needs resnet_tf.weights: `import resnet_tf` first")
-    source = _WEIGHTS_RESOLVER[0](model_name, weights, num_classes, layout)
+    source = _weights_resolver(model_name, weights, num_classes, layout)
     model = build(source.layout)
     source.load(model)
     return model

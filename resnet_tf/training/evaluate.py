@@ -64,14 +64,14 @@ def labelled_images(model_dir=None, config=None, folder=None, tfrecords=None,
     else:  # the config's validation images only are decoded
         if config.dataset == "folder" and config.validation_split and not config.val_data:
             files.warn(f"--config: validation_split {config.validation_split:g} of "
-                          f"{config.train_data} is drawn anew here; it is a run's own split only "
-                          "if the folder has not changed since, and images a run trained on may "
-                          "be in it. To score a run's validation images, use --model-dir RUN "
-                          "(beside --export EXPORT for an export)")
+                       f"{config.train_data} is drawn anew here; it is a run's own split only "
+                       "if the folder has not changed since, and images a run trained on may "
+                       "be in it. To score a run's validation images, use --model-dir RUN "
+                       "(beside --export EXPORT for an export)")
         record = data_lib.scan(config, check=False)
         if "val" in record.files:
             record.files["val"] = files.checked(record.files["val"],
-                                                  f"{config.val_data or config.train_data!r}")
+                                                f"{config.val_data or config.train_data!r}")
         source = f"the validation data of the config ({config.dataset})"
     val = data_lib.raw_split(config, record, "val")
     if val is None:

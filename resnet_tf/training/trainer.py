@@ -23,7 +23,12 @@ import tensorflow as tf
 
 from resnet_tf.errors import UserError
 from resnet_tf.models.registry import create_model
-from resnet_tf.training.config import MODEL_ARGUMENTS, TrainConfig, load_config, save_config
+from resnet_tf.training.config import (
+    MODEL_ARGUMENTS,
+    TrainConfig,
+    load_config,
+    save_config,
+)
 from resnet_tf.training.distribute import (
     MultiWorkerLoop,
     ReplicaStatistics,
@@ -32,7 +37,11 @@ from resnet_tf.training.distribute import (
     make_strategy,
     task_name,
 )
-from resnet_tf.training.model_dir import ModelDir, best_val_accuracy, readable_keras_file
+from resnet_tf.training.model_dir import (
+    ModelDir,
+    best_val_accuracy,
+    readable_keras_file,
+)
 from resnet_tf.training.optimization import make_loss, make_metrics, make_optimizer
 from resnet_tf.training.start import (
     init_from_record,

@@ -19,7 +19,7 @@ import shutil
 import tarfile
 import tempfile
 
-from resnet_tf.errors import UserError
+from resnet_tf.errors import UserError, one_line
 
 CACHE_SUBDIR = "resnet_tf"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -77,29 +77,34 @@ def cache_lock():
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def fetch(url: str, fname: str, file_hash: str | None = None):
+def fetch(url: str, fname: str, file_hash: str | None = None, former: str | None = None):
     """(path, its cache entries) of `url`, downloaded once into the cache under `fname`; a
     tarball's path is the folder it was unpacked into. A file already there is checked against
     `file_hash` (`hash_matches`) first and refused, not removed, when it differs; a fresh
-    download that differs is removed and refused."""
+    download that differs is removed and refused. `former`: the name an earlier version cached
+    the file under, taken over."""
     import keras
 
     with cache_lock():
         cached = os.path.join(cache_dir(), fname)
         os.makedirs(cache_dir(), exist_ok=True)
+        if former and not os.path.exists(cached) and os.path.isfile(
+                os.path.join(cache_dir(), former)):  # the name an earlier version cached it as
+            os.replace(os.path.join(cache_dir(), former), cached)
         for attempt in (1, 2):
             fresh = not os.path.exists(cached)
             if not fresh and file_hash and not hash_matches(cached, file_hash):
-                raise UserError(f"The cached file {cached} is not {url}: its "
-                                f"{hash_name(file_hash)} should be {file_hash}. It was left "
-                                "where it is; move it away (the next call downloads the file "
-                                "again), or replace it with the real one")
+                raise UserError(f"The cached file {cached} is not {url} (a download cut short, "
+                                f"or another file): its {hash_name(file_hash)} should be "
+                                f"{file_hash}. It was left where it is; move it away (the next "
+                                "call downloads the file again), or replace it with the real "
+                                "one")
             try:
                 path = keras.utils.get_file(fname=fname, origin=url, cache_dir=cache_root(),
                                             cache_subdir=CACHE_SUBDIR)
             except Exception as error:  # noqa: BLE001  (get_file raises plain Exception)
                 raise UserError(
-                    f"Could not download {url} ({reason(error)}). On a machine without "
+                    f"Could not download {url} ({one_line(error)}). On a machine without "
                     f"network access, download it elsewhere and place it at {cached} (or pass "
                     "weights=PATH to the file)") from None
             if fresh and file_hash and not hash_matches(path, file_hash):
@@ -117,7 +122,7 @@ def fetch(url: str, fname: str, file_hash: str | None = None):
                 remove([path, unpacked])
                 if fresh or attempt == 2:
                     raise UserError(f"The download of {url} is incomplete or corrupt "
-                                    f"({reason(error)}); it was removed from the cache, so "
+                                    f"({one_line(error)}); it was removed from the cache, so "
                                     "the next call downloads it again") from None
                 # A cached archive that does not unpack (a download killed mid-way): once more.
                 continue
@@ -131,12 +136,6 @@ def remove(entries) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         elif os.path.exists(entry):
             os.remove(entry)
-
-
-def reason(error) -> str:
-    """An error's message in one line, whole (its first line, or its type's name)."""
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
 
 
 def _strip_archive_suffix(path: str) -> str:

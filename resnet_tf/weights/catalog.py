@@ -78,6 +78,13 @@ class Published:
         file = os.path.basename(urllib.parse.urlparse(self.url).path)
         return file if self.is_slim else f"{self.source}-{self.name.replace('/', '-')}-{file}"
 
+    @property
+    def former_fname(self) -> str | None:
+        """Its name in caches filled by resnet_tf 0.1.0 (keras' rows named the file twice),
+        taken over by `cache.fetch`."""
+        file = os.path.basename(urllib.parse.urlparse(self.url).path)
+        return f"keras-{os.path.splitext(file)[0]}-{file}" if self.source == "keras" else None
+
 
 def _slim(model, date, top1):
     conventions = slim_conventions(model)

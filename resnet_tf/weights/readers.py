@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from resnet_tf.errors import UserError
+from resnet_tf.errors import UserError, torn_file
 
 
 def file_kind(path: str) -> str | None:
@@ -39,9 +39,7 @@ def read_safetensors(path: str, what: str) -> dict:
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise UserError(f"weights {what} is not a complete .safetensors file ({reason}); a "
-                        "download cut short or a damaged file: fetch it again") from None
+        raise torn_file(what, ".safetensors", error) from None
 
 
 def read_torch(path: str, what: str) -> dict:

@@ -20,8 +20,8 @@ from the cache, downloaded once more, and refused if that fails too. Loading goe
 `load_slim_checkpoint`: strict (every variable, by name and shape) and atomic (nothing is
 assigned unless everything is read).
 
-Keras (downloads) and TensorFlow (checkpoints, when a checkpoint is read); the builders import
-this module only when `weights` is given.
+Keras (downloads) and TensorFlow (checkpoints, when a checkpoint is read); the dispatcher
+(`weights.sources`) imports this module when slim's weights are loaded.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ import tarfile
 import tempfile
 import urllib.parse
 
-from resnet_tf.errors import MissingPathError, UserError
-from resnet_tf.weights.cache import ARCHIVE_SUFFIXES, cache_dir, extract, fetch, reason, remove
+from resnet_tf.errors import MissingPathError, UserError, one_line
+from resnet_tf.weights.cache import ARCHIVE_SUFFIXES, cache_dir, extract, fetch, remove
 from resnet_tf.weights.catalog import Published, published
-
 
 
 def check_weights_arguments(model_name: str, weights, num_classes) -> None:
@@ -101,7 +100,7 @@ def checkpoint_path(weights, model_name: str):
                 extract(weights, directory)
             except (tarfile.TarError, EOFError, OSError) as error:
                 raise UserError(f"weights={weights!r} cannot be unpacked as a checkpoint "
-                                f"tarball ({reason(error)})") from None
+                                f"tarball ({one_line(error)})") from None
             yield find_checkpoint(directory, f"{model_name}.ckpt", weights), []
         return
     yield weights, []

@@ -13,11 +13,11 @@ layout, so the model's `.keras` file and exports record it. Weights load strictl
 variable of the model from the file, every tensor of the file used, shapes equal; keras'
 convolution biases before a batch norm are folded into its moving mean (exact in inference).
 
-Files: torchvision's `.pth` (read with PyTorch's `torch.load(weights_only=True)`, which unpickles
-no code; without PyTorch such a file is refused with what to install), timm's `.safetensors`
-(read with `safetensors`, no PyTorch), keras.applications' `.h5` (h5py: what tf_keras' and
-Keras 2's `save_weights` write, or a whole-model `.h5`). Downloads go into Keras' cache like
-slim's releases (`weights.slim`: one lock, the same offline sentence).
+The rows of named weights are `weights.catalog`'s. Files (`weights.readers`): torchvision's
+`.pth` (read without PyTorch by `weights.torch_files`, which unpickles tensors and nothing
+else), timm's `.safetensors` (`safetensors`, no PyTorch), keras.applications' `.h5` (h5py: what
+tf_keras' and Keras 2's `save_weights` write, or a whole-model `.h5`). Downloads go into Keras'
+cache, checked against the catalog's hash (`weights.cache`: one lock, one offline sentence).
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
 from resnet_tf.weights.cache import fetch
 from resnet_tf.weights.catalog import CATALOG, NAMED, published, slim_conventions
-from resnet_tf.weights.readers import file_kind, read_keras_h5, read_safetensors, read_torch
+from resnet_tf.weights.readers import (
+    file_kind,
+    read_keras_h5,
+    read_safetensors,
+    read_torch,
+)
 
 # The file names of the sources' formats (a local file is recognised by its contents).
 SOURCE_SUFFIXES = (".h5", ".hdf5", ".pth", ".pt", ".bin", ".safetensors")
@@ -129,7 +134,7 @@ def download(source: str, model_name: str) -> str:
         from resnet_tf.weights.slim import download_release
 
         return download_release(entry)
-    return fetch(entry.url, entry.fname, entry.file_hash)[0]
+    return fetch(entry.url, entry.fname, entry.file_hash, entry.former_fname)[0]
 
 
 def _named(model_name: str, source: str) -> Weights:

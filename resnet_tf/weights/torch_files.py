@@ -6,9 +6,11 @@ raw storages: since PyTorch 1.6 a zip (`<name>/data.pkl`, one file per storage u
 protocol, the system info, the pickle, the list of storage keys, then each storage as a
 little-endian element count and its bytes). The pickle names a few globals: the tensor rebuild
 functions, the storage types, `collections.OrderedDict`. `torch.load(weights_only=True)` accepts
-exactly such a list; `read_torch_file` accepts the same list and nothing else (`ALLOWED`), so a
-file that names any other global (a pickled whole model, a callable) is refused before
-anything of it runs.
+a list of such globals; `read_torch_file` accepts the part of it a state dict needs and nothing
+else (`ALLOWED`), so a file that names any other global (a pickled whole model, a callable) is
+refused before anything of it runs. What the file says is checked before it is trusted: the
+legacy magic number is compared as bytes, storages' sizes against the file, tensors' views
+against their storages, and zip records must be stored (PyTorch never compresses them).
 
 Training checkpoints that wrap a state dict (`{"model": state_dict, "epoch": 3, ...}`, as
 torchvision's reference `train.py` writes them) give the wrapped state dict (`WRAPPERS`), and
@@ -19,19 +21,24 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 import zipfile
 
 import numpy as np
 
-from resnet_tf.errors import UserError
+from resnet_tf.errors import UserError, torn_file
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+# What a legacy file begins with: the magic number pickled (protocol 2, a 10-byte LONG1).
+LEGACY_HEAD = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little") + b"."
 # storage type -> NumPy dtype (bfloat16 is read as its 16 bits, then widened to float32).
 STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
             "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
             "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
             "BoolStorage": np.bool_}
+# How many times its storage's elements a tensor viewing it may hold (overlapping views).
+VIEW_LIMIT = 16
 # The keys under which training checkpoints keep a model's state dict, most wanted first.
 WRAPPERS = ("model_ema", "state_dict_ema", "state_dict", "model")
 
@@ -46,16 +53,25 @@ class _Tensor:
     elements (`torch._utils._rebuild_tensor_v2`'s arguments)."""
 
     def __init__(self, storage, offset, size, stride, *_):
+        numbers = [offset, *size, *stride]
+        if not (isinstance(storage, _Storage) and len(size) == len(stride) and all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers)):
+            raise ValueError("a tensor with a malformed storage, offset, size or stride")
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), stride
 
     def array(self) -> np.ndarray:
+        """The tensor's elements, copied out of its storage; a view that reaches past the
+        storage, or holds more than `VIEW_LIMIT` times its elements (stride 0), is refused."""
         data = self.storage.array
-        count = int(np.prod(self.size)) if self.size else 1
+        count = int(np.prod(self.size, dtype=np.int64)) if self.size else 1
         if count == 0:
             return np.zeros(self.size, data.dtype)
         end = self.offset + 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride))
-        if end > len(data):
-            raise ValueError(f"a tensor reaches element {end} of a storage of {len(data)}")
+        # Views may overlap (as_strided), but one far larger than its storage is a bomb
+        # (stride 0 over a huge size), not weights.
+        if end > len(data) or count > VIEW_LIMIT * len(data):
+            raise ValueError(f"a tensor of {count} elements reaching element {end} of a "
+                             f"storage of {len(data)}")
         strides = tuple(s * data.itemsize for s in self.stride)
         return np.lib.stride_tricks.as_strided(data[self.offset:], self.size, strides).copy()
 
@@ -88,6 +104,9 @@ class _Unpickler(pickle.Unpickler):
         storage_type, key = pid[1], str(pid[2])
         if storage_type not in STORAGES:
             raise _Refused(f"torch.{storage_type}")
+        if len(pid) > 5 and pid[5] is not None:  # the legacy format's storage views
+            raise ValueError("a storage view (PyTorch before 1.0's format), which resnet_tf "
+                             "does not read: save the state dict again with a newer PyTorch")
         return self.storage_of(STORAGES[storage_type], key)
 
 
@@ -99,10 +118,9 @@ def read_torch_file(path: str, what: str) -> dict:
     """{name: array} of the state dict in the `.pth` at `path` (float tensors as float32); one
     sentence naming `what` for a file that is not one."""
     try:
-        if zipfile.is_zipfile(path):
-            state = _read_zip(path)
-        else:
-            state = _read_legacy(path)
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"
+        state = _state_dict(_read_zip(path) if zipped else _read_legacy(path), what)
     except _Refused as refused:
         name = str(refused)
         if name.startswith(("torch.nn.", "torchvision.", "timm.")) or "models" in name:
@@ -113,11 +131,10 @@ def read_torch_file(path: str, what: str) -> dict:
                         "holds; resnet_tf reads only tensors from a .pth (as "
                         "torch.load(weights_only=True) does) and ran nothing of it") from None
     except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError,
-            AttributeError, zipfile.BadZipFile, OSError) as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise UserError(f"weights {what} is not a complete PyTorch .pth file ({reason}); a "
-                        "download cut short or a damaged file: fetch it again") from None
-    return _state_dict(state, what)
+            AttributeError, zipfile.BadZipFile, OSError, MemoryError, OverflowError,
+            RecursionError) as error:
+        raise torn_file(what, "PyTorch .pth", error) from None
+    return state
 
 
 def _read_zip(path: str):
@@ -127,6 +144,10 @@ def _read_zip(path: str):
         if len(pickles) != 1:
             raise ValueError(f"{len(pickles)} data.pkl records in the zip")
         prefix = pickles[0][: -len("data.pkl")]
+        for info in archive.infolist():  # PyTorch stores its records: no inflating bombs
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size > info.compress_size:
+                raise ValueError(f"a compressed record {info.filename!r}, which PyTorch never "
+                                 "writes")
         order = archive.read(prefix + "byteorder").decode() if (
             prefix + "byteorder") in names else "little"
         storages = {}
@@ -143,8 +164,7 @@ def _read_zip(path: str):
 
 def _read_legacy(path: str):
     with open(path, "rb") as f:
-        magic = _Unpickler(f, None).load()  # restricted too: the first pickle is code as well
-        if magic != LEGACY_MAGIC:
+        if f.read(len(LEGACY_HEAD)) != LEGACY_HEAD:  # compared, not unpickled
             raise ValueError("neither a zip nor PyTorch's legacy format (no magic number)")
         for _ in range(2):  # the protocol version, the system info: plain ints and dicts
             _Unpickler(f, None).load()
@@ -155,11 +175,15 @@ def _read_legacy(path: str):
 
         state = _Unpickler(f, storage_of).load()
         keys = _Unpickler(f, None).load()
+        left = os.fstat(f.fileno()).st_size - f.tell()
         for key in keys:
             storage = storages[str(key)]
             count = int.from_bytes(_exactly(f, 8), "little")
             itemsize = 2 if storage.dtype == "bfloat16" else np.dtype(storage.dtype).itemsize
+            if count * itemsize > left:
+                raise EOFError(f"a storage of {count} elements in {left} bytes")
             storage.array = _array(_exactly(f, count * itemsize), storage.dtype, "little")
+            left -= 8 + count * itemsize
     return _build(state)
 
 
@@ -179,14 +203,16 @@ def _array(data: bytes, dtype, order: str) -> np.ndarray:
 
 
 def _build(value):
-    """The unpickled structure with every `_Tensor` made an array."""
-    if isinstance(value, _Tensor):
-        return value.array()
-    if isinstance(value, dict):
-        return type(value)((k, _build(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return type(value)(_build(v) for v in value)
-    return value
+    """The unpickled dict with its tensors made arrays, one level down too (the wrappers of
+    `WRAPPERS`); deeper structures are left as they are (a state dict is flat)."""
+    def built(item):
+        return item.array() if isinstance(item, _Tensor) else item
+
+    if not isinstance(value, dict):
+        return value
+    return {key: (type(item)((k, built(v)) for k, v in item.items())
+                  if isinstance(item, dict) and key in WRAPPERS else built(item))
+            for key, item in value.items()}
 
 
 def _is_state_dict(value) -> bool:
@@ -198,8 +224,9 @@ def _state_dict(state, what: str) -> dict:
     if not _is_state_dict(state) and isinstance(state, dict):
         for key in WRAPPERS:
             if _is_state_dict(state.get(key)):
+                others = sorted(map(str, set(state) - {key}))
                 print(f"resnet-tf: weights {what}: using the state dict under {key!r} (the "
-                      f"file also holds {', '.join(map(repr, sorted(set(state) - {key})))})")
+                      f"file also holds {', '.join(map(repr, others))})")
                 state = state[key]
                 break
     if not _is_state_dict(state):
