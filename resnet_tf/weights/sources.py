@@ -33,6 +33,7 @@ import numpy as np
 
 from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
+from resnet_tf.models.resnet_utils import BASIC_DEPTHS, RESNET_UNITS
 from resnet_tf.weights.cache import fetch
 from resnet_tf.weights.catalog import CATALOG, NAMED, published, slim_conventions
 from resnet_tf.weights.readers import (
@@ -45,8 +46,7 @@ from resnet_tf.weights.readers import (
 # The file names of the sources' formats (a local file is recognised by its contents).
 SOURCE_SUFFIXES = (".h5", ".hdf5", ".pth", ".pt", ".bin", ".safetensors")
 # The depth of a ResNet from its units per block, and whether it is a bottleneck one.
-DEPTHS = {((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50,
-          ((3, 4, 23, 3), True): 101, ((3, 8, 36, 3), True): 152, ((3, 24, 36, 3), True): 200}
+DEPTHS = {(units, depth not in BASIC_DEPTHS): depth for depth, units in RESNET_UNITS.items()}
 
 
 
