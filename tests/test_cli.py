@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import resnet_tf_command
 
 import resnet_tf_cli as cli
 from resnet_tf.commands import benchmark
@@ -18,13 +19,8 @@ from resnet_tf.training import trainer as training
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def command(*args, cwd=ROOT, env=None, python=sys.executable):
-    return subprocess.run([python, "-m", "resnet_tf_cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, env=env)
-
-
 def test_help_answers_at_once_without_tensorflow():
-    result = command("--help")
+    result = resnet_tf_command("--help")
     assert result.returncode == 0 and result.stderr == ""
     assert "train,export,predict,evaluate,download,bench" in result.stdout.replace(" ", "")
     probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "resnet_tf_cli", "--help"],
@@ -58,19 +54,20 @@ def test_the_cli_choices_are_the_modules_choices():
 def test_a_run_prints_no_tensorflow_noise(tmp_path):
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    result = command("evaluate", "--model-dir", str(tmp_path / "none"), env=env)
+    result = resnet_tf_command("evaluate", "--model-dir", str(tmp_path / "none"), env=env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"resnet-tf evaluate: error: No trained model in '{tmp_path / 'none'}' (no config.yaml: "
         "run `resnet-tf train` first)"]
-    verbose = command("--verbose", "evaluate", "--model-dir", str(tmp_path / "none"), env=env)
+    verbose = resnet_tf_command("--verbose", "evaluate", "--model-dir", str(tmp_path / "none"),
+                                env=env)
     assert len(verbose.stderr.strip().splitlines()) > 1  # TensorFlow's start-up logging
     # --model is checked once the filter is in place: a download that cannot reach its host
     # (a proxy on a closed port of 127.0.0.1 here) is its one sentence on stderr.
     offline = dict(env, KERAS_HOME=str(tmp_path / "keras"), HTTPS_PROXY="http://127.0.0.1:9",
                    https_proxy="http://127.0.0.1:9")
-    result = command("download", "--model", "resnet_v1_50", "--weights", "torchvision",
-                     env=offline)
+    result = resnet_tf_command("download", "--model", "resnet_v1_50", "--weights", "torchvision",
+                               env=offline)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("resnet-tf download: error: Could not download https://")
@@ -241,7 +238,7 @@ def test_exports_need_the_tensorflow_backend_and_say_so():
     for args in (["export", "--model-dir", "runs/x", "--output", "/tmp/never-written"],
                  ["bench", "--model", "resnet_v2_50", "--runtimes", "keras:float32,tflite:int8",
                   "--num-batches", "1"]):
-        result = command(*args, env=env)
+        result = resnet_tf_command(*args, env=env)
         assert result.returncode == 2, result.stderr[-2000:]
         assert result.stderr.count("\n") == 1 and "needs the TensorFlow backend" in \
             result.stderr and "KERAS_BACKEND=jax" in result.stderr

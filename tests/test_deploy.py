@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiered
+from conftest import resnet_tf_command, tiered
 
 from resnet_tf.data import preprocessing
 from resnet_tf.data.datasets import digits_arrays
@@ -278,9 +278,8 @@ def test_a_mixed_precision_model_exports_as_float32():
 
 
 def cli_json(*args):
-    """`resnet-tf` in a subprocess, as a user runs it."""
-    result = subprocess.run([sys.executable, "-m", "resnet_tf_cli", *args], capture_output=True,
-                            text=True, timeout=900)
+    """`resnet-tf` in a subprocess, as a user runs it, which must succeed."""
+    result = resnet_tf_command(*args)
     assert result.returncode == 0, (args, result.stderr[-3000:])
     return result
 

@@ -8,6 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import resnet_tf_command
 
 import resnet_tf
 from resnet_tf.data.pixels import EvalPreprocessing
@@ -61,11 +62,6 @@ print(json.dumps({"top1": float(np.mean(np.argmax(probabilities, -1) == labels))
                   "imported": sorted(m for m in ("resnet_tf", "tensorflow", "keras")
                                      if m in sys.modules)}))
 """
-
-
-def command(*args):
-    return subprocess.run([sys.executable, "-m", "resnet_tf_cli", *args], capture_output=True,
-                          text=True, timeout=900, cwd=ROOT)
 
 
 def tiny(**kwargs):
@@ -156,8 +152,8 @@ def test_quickstart_quantization_aware_training_exports_what_it_trained(quicksta
     from resnet_tf.data.pixels import EvalPreprocessing
 
     float_run, qat_run = quickstart_run, str(tmp_path / "qat")  # the session's float run
-    result = command("train", "--config", "quickstart", "--model-dir", qat_run,
-                     "--quantization-aware", "--init-from", float_run, "--epochs", "3")
+    result = resnet_tf_command("train", "--config", "quickstart", "--model-dir", qat_run,
+                               "--quantization-aware", "--init-from", float_run, "--epochs", "3")
     assert result.returncode == 0, result.stderr[-3000:]
     assert ("quantization-aware fine-tune at learning rate 0.0002 (learning_rate 0.002 x "
             "qat_learning_rate_scale 0.1)") in result.stdout
@@ -171,12 +167,12 @@ def test_quickstart_quantization_aware_training_exports_what_it_trained(quicksta
     np.save(tmp_path / "labels.npy", y_val)
     for fmt in ("tflite", "onnx", "openvino"):
         output = str(tmp_path / f"{fmt}-int8")
-        exported = command("export", "--model-dir", qat_run, "--output", output, "--format",
-                           fmt, "--precision", "int8")
+        exported = resnet_tf_command("export", "--model-dir", qat_run, "--output", output,
+                                     "--format", fmt, "--precision", "int8")
         assert exported.returncode == 0, exported.stderr[-3000:]
         assert "no calibration" in exported.stdout and "Calibrating" not in exported.stdout
-        assert command("export", "--model-dir", float_run, "--output",
-                       str(tmp_path / f"{fmt}-f32"), "--format", fmt).returncode == 0
+        assert resnet_tf_command("export", "--model-dir", float_run, "--output",
+                                 str(tmp_path / f"{fmt}-f32"), "--format", fmt).returncode == 0
         files = {"tflite": ["model.tflite"], "onnx": ["model.onnx"],
                  "openvino": ["model.xml", "model.bin"]}[fmt]
         sizes = [sum(os.path.getsize(os.path.join(d, f)) for f in files)
@@ -196,10 +192,10 @@ def test_quickstart_quantization_aware_training_exports_what_it_trained(quicksta
         accuracy = json.load(open(os.path.join(output, "accuracy.json")))
         assert accuracy["quantization"] == "quantization-aware"
         assert accuracy["top1"] == pytest.approx(served["top1"], abs=1.5 / 359)
-    refused = command("export", "--model-dir", qat_run, "--output", str(tmp_path / "f"),
-                      "--format", "tflite")
+    refused = resnet_tf_command("export", "--model-dir", qat_run, "--output", str(tmp_path / "f"),
+                                "--format", "tflite")
     assert refused.returncode == 2 and "quantization-aware" in refused.stderr
-    resumed = command("train", "--config", "quickstart", "--model-dir", qat_run,
-                      "--quantization-aware", "--init-from", float_run, "--epochs", "4")
+    resumed = resnet_tf_command("train", "--config", "quickstart", "--model-dir", qat_run,
+                                "--quantization-aware", "--init-from", float_run, "--epochs", "4")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Epoch 4/4" in resumed.stdout and "Epoch 3/4" not in resumed.stdout

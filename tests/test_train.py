@@ -9,7 +9,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import copy_run
+from conftest import copy_run, resnet_tf_command
 from image_data import write_image_folder
 
 from resnet_tf.models.precision import all_layers
@@ -20,11 +20,6 @@ ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
 TINY_MODEL = dict(model="resnet_v2_stack", units=[1, 1], base_depth=8, include_root_block=False,
                   image_size=16, augment=False, batch_norm_decay=0.9)
-
-
-def cli(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "resnet_tf_cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def tiny_config(folder, **overrides):
@@ -98,16 +93,16 @@ def test_finetune_starts_from_a_slim_checkpoint(tmp_path):
 def test_cli_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset: digits\nlearning_rat: 0.1\n")
-    result = cli("train", "--config", str(bad), "--model-dir", str(tmp_path / "run"))
+    result = resnet_tf_command("train", "--config", str(bad), "--model-dir", str(tmp_path / "run"))
     assert result.returncode == 2 and "unknown key(s) ['learning_rat']" in result.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     cfg = tmp_path / "folder.yaml"
     cfg.write_text(f"dataset: folder\ntrain_data: {empty}\n")
-    result = cli("train", "--config", str(cfg), "--model-dir", str(tmp_path / "run"))
+    result = resnet_tf_command("train", "--config", str(cfg), "--model-dir", str(tmp_path / "run"))
     assert result.returncode == 2 and "has no class sub-folders" in result.stderr
-    result = cli("train", "--config", QUICKSTART, "--model-dir", str(tmp_path / "run"),
-                 "--cpu-devices", "2")
+    result = resnet_tf_command("train", "--config", QUICKSTART, "--model-dir",
+                               str(tmp_path / "run"), "--cpu-devices", "2")
     assert result.returncode == 2 and "--cpu-devices" in result.stderr
 
 
@@ -119,7 +114,8 @@ def test_readme_quickstart_reaches_90_percent_and_resumes_one_epoch(quickstart_r
         metrics = json.load(f)
     assert metrics["val_accuracy"] >= 0.90 and metrics["epochs"] == 8
     model_dir = copy_run(quickstart_run, tmp_path / "quickstart")
-    result = cli("train", "--config", QUICKSTART, "--model-dir", model_dir, "--epochs", "9")
+    result = resnet_tf_command("train", "--config", QUICKSTART, "--model-dir", model_dir,
+                               "--epochs", "9")
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Epoch 9/9" in output and "Epoch 8/9" not in output and "Epoch 1/9" not in output
@@ -131,8 +127,9 @@ def test_readme_quickstart_reaches_90_percent_and_resumes_one_epoch(quickstart_r
 
 @pytest.mark.large
 def test_mirrored_strategy_on_two_cpu_devices(tmp_path):
-    result = cli("train", "--config", QUICKSTART, "--model-dir", str(tmp_path / "run"),
-                 "--epochs", "1", "--distribute", "mirrored", "--cpu-devices", "2")
+    result = resnet_tf_command("train", "--config", QUICKSTART, "--model-dir",
+                               str(tmp_path / "run"), "--epochs", "1", "--distribute", "mirrored",
+                               "--cpu-devices", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "run" / "metrics.json") as f:
         assert json.load(f)["replicas"] == 2
@@ -210,12 +207,6 @@ def test_every_ablation_config_builds(tmp_path):
 # Users' own data: what a run records, and nothing silently wrong
 
 
-def command(*args, cwd=ROOT, env=None):
-    return subprocess.run([sys.executable, "-m", "resnet_tf_cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, **(env or {})))
-
-
 def write_yaml(path, **values):
     path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
     return str(path)
@@ -236,13 +227,12 @@ def test_tfrecords_without_train_examples_learn_as_with_them(tmp_path):
     write_colour_tfrecords(tmp_path / "val-00000", 100, num_classes=5, seed=1)
     common = dict(TINY_YAML, dataset="tfrecord", train_data=str(tmp_path / "train-*"),
                   val_data=str(tmp_path / "val-*"), num_classes=5, epochs=4, schedule="cosine")
-    counted = command("train", "--config", write_yaml(tmp_path / "a.yaml", **common),
-                      "--model-dir", str(tmp_path / "counted"))
+    counted = resnet_tf_command("train", "--config", write_yaml(tmp_path / "a.yaml", **common),
+                                "--model-dir", str(tmp_path / "counted"))
     assert counted.returncode == 0, counted.stderr[-3000:]
     assert "counting the records of 1 files once" in counted.stdout
-    given = command("train", "--config", write_yaml(tmp_path / "b.yaml", train_examples=400,
-                                                    val_examples=100, **common),
-                    "--model-dir", str(tmp_path / "given"))
+    config = write_yaml(tmp_path / "b.yaml", train_examples=400, val_examples=100, **common)
+    given = resnet_tf_command("train", "--config", config, "--model-dir", str(tmp_path / "given"))
     assert given.returncode == 0, given.stderr[-3000:]
     results = [json.load(open(tmp_path / run / "metrics.json")) for run in ("counted", "given")]
     assert results[0]["val_accuracy"] >= 0.9 and results[1]["val_accuracy"] >= 0.9
@@ -259,7 +249,7 @@ def test_tfrecord_labels_outside_num_classes_are_refused_before_anything(tmp_pat
     config = write_yaml(tmp_path / "c.yaml", **dict(TINY_YAML, dataset="tfrecord", epochs=1,
                                                      train_data=str(tmp_path / "train-*"),
                                                      num_classes=5))
-    result = command("train", "--config", config, "--model-dir", str(tmp_path / "run"))
+    result = resnet_tf_command("train", "--config", config, "--model-dir", str(tmp_path / "run"))
     assert result.returncode == 2
     assert "labels 1..5 do not fit num_classes=5" in result.stderr
     assert not (tmp_path / "run").exists()
@@ -276,18 +266,18 @@ def test_the_validation_split_is_the_one_the_run_recorded(tmp_path):
                                                      train_data=folder, validation_split=0.25,
                                                      epochs=2))
     run = str(tmp_path / "run")
-    assert command("train", "--config", config, "--model-dir", run).returncode == 0
-    before = command("evaluate", "--model-dir", run, "--json", str(tmp_path / "a.json"))
+    assert resnet_tf_command("train", "--config", config, "--model-dir", run).returncode == 0
+    before = resnet_tf_command("evaluate", "--model-dir", run, "--json", str(tmp_path / "a.json"))
     assert before.returncode == 0, before.stderr[-3000:]
     recorded = open(os.path.join(run, "files", "val.txt")).read()
     write_digits_folder(tmp_path / "digits", per_class=14)  # two more images per class
     (tmp_path / "digits" / "3" / "extra.png").write_bytes(
         open(os.path.join(folder, "3", "0.png"), "rb").read())
-    after = command("evaluate", "--model-dir", run, "--json", str(tmp_path / "b.json"))
+    after = resnet_tf_command("evaluate", "--model-dir", run, "--json", str(tmp_path / "b.json"))
     assert after.returncode == 0, after.stderr[-3000:]
     a, b = (json.load(open(tmp_path / f"{x}.json")) for x in "ab")
     assert (a["count"], a["top1"]) == (b["count"], b["top1"]) == (30, a["top1"])
-    resumed = command("train", "--config", config, "--model-dir", run, "--epochs", "3")
+    resumed = resnet_tf_command("train", "--config", config, "--model-dir", run, "--epochs", "3")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert open(os.path.join(run, "files", "val.txt")).read() == recorded
 
@@ -300,7 +290,7 @@ def test_nested_folders_and_webp_are_used_and_counted(tmp_path):
     (tmp_path / "digits" / "0" / "notes.txt").write_text("not an image")
     config = write_yaml(tmp_path / "c.yaml", **dict(TINY_YAML, dataset="folder",
                                                      train_data=folder, epochs=1))
-    result = command("train", "--config", config, "--model-dir", str(tmp_path / "run"))
+    result = resnet_tf_command("train", "--config", config, "--model-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (f"train_data {folder}: 100 images in 10 classes (40 in nested folders; 1 other "
             "files left out") in result.stdout
@@ -315,7 +305,7 @@ def test_a_run_started_in_one_directory_resumes_evaluates_and_exports_from_anoth
     write_digits_folder(project / "data" / "digits", per_class=8)
     write_yaml(project / "c.yaml", **dict(TINY_YAML, dataset="folder", epochs=1,
                                           train_data="data/digits", validation_split=0.25))
-    result = command("train", "--config", "c.yaml", "--model-dir", "runs/a", cwd=project)
+    result = resnet_tf_command("train", "--config", "c.yaml", "--model-dir", "runs/a", cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -325,15 +315,16 @@ def test_a_run_started_in_one_directory_resumes_evaluates_and_exports_from_anoth
                  ["evaluate", "--model-dir", run],
                  ["export", "--model-dir", run, "--output", "e", "--format", "tflite",
                   "--precision", "int8", "--max-accuracy-drop", "0.5"]):
-        result = command(*args, cwd=elsewhere)
+        result = resnet_tf_command(*args, cwd=elsewhere)
         assert result.returncode == 0, (args, result.stderr[-3000:])
     with open(os.path.join(run, "config.yaml")) as f:
         assert f"train_data: {project / 'data' / 'digits'}" in f.read()
 
 
 def test_a_replica_split_that_cannot_work_is_refused_before_anything(tmp_path):
-    result = command("train", "--config", QUICKSTART, "--model-dir", str(tmp_path / "run"),
-                     "--distribute", "mirrored", "--cpu-devices", "3")
+    result = resnet_tf_command("train", "--config", QUICKSTART, "--model-dir",
+                               str(tmp_path / "run"), "--distribute", "mirrored", "--cpu-devices",
+                               "3")
     assert result.returncode == 2
     assert "batch_size=32 does not split evenly over 3 replicas" in result.stderr
     assert not (tmp_path / "run").exists()
@@ -345,8 +336,8 @@ def test_mirrored_replicas_with_a_partial_last_batch(tmp_path):
                         model="resnet_v2_stack", units=[1], base_depth=8,
                         include_root_block=False, batch_size=30, epochs=1, optimizer="adam",
                         learning_rate=0.002)
-    result = command("train", "--config", config, "--model-dir", str(tmp_path / "run"),
-                     "--distribute", "mirrored", "--cpu-devices", "3")
+    result = resnet_tf_command("train", "--config", config, "--model-dir", str(tmp_path / "run"),
+                               "--distribute", "mirrored", "--cpu-devices", "3")
     assert result.returncode == 0, result.stderr[-3000:]  # 359 = 11 x 30 + 29
     assert json.load(open(tmp_path / "run" / "metrics.json"))["replicas"] == 3
 
@@ -374,16 +365,18 @@ def test_mixed_precision_quickstart_trains_resumes_evaluates_exports(tmp_path, d
     .keras holds the policy in every layer; the SavedModel computes what the TFLite float32
     file computes."""
     run = str(tmp_path / "run")
-    first = command("train", "--config", "quickstart", "--model-dir", run, "--dtype", dtype,
-                    "--epochs", "1")
+    first = resnet_tf_command("train", "--config", "quickstart", "--model-dir", run, "--dtype",
+                              dtype, "--epochs", "1")
     assert first.returncode == 0, first.stderr[-3000:]
-    resumed = command("train", "--config", "quickstart", "--model-dir", run, "--epochs", "2")
+    resumed = resnet_tf_command("train", "--config", "quickstart", "--model-dir", run, "--epochs",
+                                "2")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Epoch 2/2" in resumed.stdout
     metrics = json.load(open(os.path.join(run, "metrics.json")))
     assert metrics["dtype"] == dtype and metrics["epochs"] == 2
     assert "top5_accuracy" in metrics["history"][-1]
-    evaluated = command("evaluate", "--model-dir", run, "--json", str(tmp_path / "e.json"))
+    evaluated = resnet_tf_command("evaluate", "--model-dir", run, "--json",
+                                  str(tmp_path / "e.json"))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.load(open(tmp_path / "e.json"))["top1"] == pytest.approx(
         metrics["val_accuracy"], abs=1e-6)
@@ -403,9 +396,9 @@ def test_mixed_precision_quickstart_trains_resumes_evaluates_exports(tmp_path, d
     assert dict(policies["policies"])["spatial_squeeze"] == "float32"
     for fmt, precision in (("saved_model", "float32"), ("tflite", "float32"),
                            ("onnx", "float32"), ("openvino", "float16"), ("tflite", "int8")):
-        exported = command("export", "--model-dir", run, "--output",
-                           str(tmp_path / f"{fmt}-{precision}"), "--format", fmt,
-                           "--precision", precision)
+        exported = resnet_tf_command("export", "--model-dir", run, "--output",
+                                     str(tmp_path / f"{fmt}-{precision}"), "--format", fmt,
+                                     "--precision", precision)
         assert exported.returncode == 0, (fmt, exported.stderr[-3000:])
     from resnet_tf.data import preprocessing
     from resnet_tf.data.datasets import digits_arrays
@@ -430,18 +423,19 @@ def test_a_cifar_preprocessing_run_is_evaluated_and_exported_as_it_was_validated
                         unit="bottleneck", batch_size=32, epochs=2, optimizer="adam",
                         learning_rate=0.002, central_fraction=0.875)
     run = str(tmp_path / "run")
-    assert command("train", "--config", config, "--model-dir", run).returncode == 0
+    assert resnet_tf_command("train", "--config", config, "--model-dir", run).returncode == 0
     val_accuracy = json.load(open(os.path.join(run, "metrics.json")))["val_accuracy"]
-    evaluated = command("evaluate", "--model-dir", run, "--json", str(tmp_path / "e.json"))
+    evaluated = resnet_tf_command("evaluate", "--model-dir", run, "--json",
+                                  str(tmp_path / "e.json"))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.load(open(tmp_path / "e.json"))["top1"] == pytest.approx(val_accuracy, abs=1e-6)
-    exported = command("export", "--model-dir", run, "--output", str(tmp_path / "lite"),
-                       "--format", "tflite")
+    exported = resnet_tf_command("export", "--model-dir", run, "--output", str(tmp_path / "lite"),
+                                 "--format", "tflite")
     assert exported.returncode == 0, exported.stderr[-3000:]
     info = json.load(open(tmp_path / "lite" / "preprocessing.json"))
     assert info["central_fraction"] is None
-    lite = command("evaluate", "--export", str(tmp_path / "lite"), "--config", config,
-                   "--json", str(tmp_path / "l.json"))
+    lite = resnet_tf_command("evaluate", "--export", str(tmp_path / "lite"), "--config", config,
+                             "--json", str(tmp_path / "l.json"))
     assert lite.returncode == 0, lite.stderr[-3000:]
     assert json.load(open(tmp_path / "l.json"))["top1"] == pytest.approx(val_accuracy, abs=1e-6)
     assert len(digits_arrays(0.2, 0)[1][1]) == json.load(open(tmp_path / "l.json"))["count"]

@@ -10,6 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import resnet_tf_command
 from release_server import RELEASE, ReleaseProxy, Server, make_release
 from slim_reference import relative_error
 
@@ -50,11 +51,6 @@ RELEASE_URL = f"http://download.tensorflow.org/models/{RELEASE}.tar.gz"
 def python(code, env, timeout=600):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=timeout)
-
-
-def resnet_tf_command(*args, env, cwd=None):
-    return subprocess.run([sys.executable, "-m", "resnet_tf_cli", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=600)
 
 
 def test_a_url_downloads_once_then_works_offline(release, cache, server):
