@@ -66,8 +66,11 @@ def without_environment(command):
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    """A working directory with the files the documents name, and a user's environment."""
+def sandbox(tmp_path_factory, quickstart_run):
+    """A working directory with the files the documents name, and a user's environment.
+    `runs/quickstart` is the session's quickstart, trained by the very command the README
+    shows (`resnet-tf train --config quickstart --model-dir ...`): here that command finds it
+    trained and says there is nothing to do."""
     from image_data import write_digits_folder, write_image_folder
 
     from resnet_tf.data.datasets import digits_arrays
@@ -84,6 +87,7 @@ def sandbox(tmp_path_factory):
     import shutil
 
     shutil.copy(release["checkpoint"], work / "resnet_v2_50.ckpt")
+    shutil.copytree(quickstart_run, work / "runs" / "quickstart")
     for document in DOCUMENTS:
         for language, text in blocks(document):
             name = text.splitlines()[0].lstrip("# ").strip() if text.startswith("#") else ""
@@ -137,14 +141,16 @@ def test_every_shown_command_is_run_or_listed():
 
 @pytest.mark.large
 def test_the_own_images_example_learns_real_digits(tmp_path):
-    """docs/training.md's `my_images.yaml`, as written, on 1,200 real handwritten digits in an
+    """docs/training.md's `my_images.yaml`, as written, on 800 real handwritten digits in an
     image folder: it validates at 0.9 or better and raises no batch_norm_decay warning (with
-    slim's 0.997 the same run validated at 0.40: benchmarks/batch_norm_decay.py)."""
+    slim's 0.997 the same run validated at 0.40: benchmarks/batch_norm_decay.py). On 1,200
+    digits it validated at 0.9458 on a Zen 3; on 800 at 0.9438, on 600 at 0.9250 (Zen 4), in
+    two thirds of the time."""
     from image_data import write_digits_folder
 
     text = next(text for language, text in blocks("docs/training.md")
                 if language == "yaml" and text.startswith("# my_images.yaml"))
-    write_digits_folder(tmp_path / "data" / "my_images", per_class=120)
+    write_digits_folder(tmp_path / "data" / "my_images", per_class=80)
     (tmp_path / "my_images.yaml").write_text(text)
     result = subprocess.run([sys.executable, "-m", "resnet_tf_cli", "train", "--config",
                              "my_images.yaml", "--model-dir", "runs/mine"], cwd=tmp_path,
