@@ -28,6 +28,31 @@ def pytest_addoption(parser):
                      help="also run the tests marked large (CI runs them)")
 
 
+# Tests that pytest-xdist runs on one worker, one after another, in their order: the
+# documents' commands share one sandbox in document order (docs/benchmarks.md times the exports
+# docs/deploy.md made), and these need gigabytes each (ResNet-50 int8 exports, full-width
+# parity, runtime benchmarks). Every other test goes to whichever worker is free. (xdist's own
+# `--dist loadgroup` marks do not group under pytest 9.2, which no longer reads `item._nodeid`.)
+ONE_WORKER = ("tests/test_readme.py::test_every_command_runs_as_written",
+              "tests/test_slim_parity.py::test_full_resnet_v2_matches_slim",
+              "tests/test_slim_parity_v1.py::test_full_resnet_v1_matches_slim",
+              "tests/test_benchmark.py::test_bench_forward_backward_against_keras_applications",
+              "tests/test_benchmark.py::test_bench_runtimes_interleaved_report_and_json")
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown where xdist is not loaded
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scope scheduling, with one scope for the ONE_WORKER tests and one for each
+    other test (so these spread like `--dist load`)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return "one-worker" if nodeid.startswith(ONE_WORKER) else nodeid
+
+    return Scheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--run-large"):
         return

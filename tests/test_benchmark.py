@@ -61,7 +61,6 @@ def test_bench_forward_writes_json(tmp_path, capsys):
     assert {"keras", "tensorflow", "python"} <= set(report["versions"])
 
 
-@pytest.mark.xdist_group("memory")  # gigabytes: one at a time (pyproject.toml)
 @pytest.mark.large
 def test_bench_forward_backward_against_keras_applications(capsys):
     code = cli.main(["bench", "--model", "resnet_v2_50", "--batch-size", "2", "--image-size",
@@ -128,7 +127,6 @@ def test_bench_on_the_jax_backend_without_tensorflow(tmp_path):
     assert "keras:bfloat16" in result.stdout.splitlines()[-1]
 
 
-@pytest.mark.xdist_group("memory")  # gigabytes: one at a time (pyproject.toml)
 @pytest.mark.large
 def test_bench_runtimes_interleaved_report_and_json(tmp_path, capsys):
     path = tmp_path / "runtimes.json"

@@ -100,7 +100,6 @@ def sandbox(tmp_path_factory, quickstart_run):
     proxy.stop()
 
 
-@pytest.mark.xdist_group("memory")  # gigabytes: one at a time (pyproject.toml)
 @pytest.mark.large
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_every_command_runs_as_written(sandbox, document):

@@ -113,7 +113,6 @@ FULL = [
 ]
 
 
-@pytest.mark.xdist_group("memory")  # gigabytes: one at a time (pyproject.toml)
 @pytest.mark.large
 @pytest.mark.parametrize("depth,output_stride,size,training", FULL)
 def test_full_resnet_v2_matches_slim(tmp_path, depth, output_stride, size, training):

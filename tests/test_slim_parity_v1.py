@@ -60,7 +60,6 @@ FULL = [(50, None, 64, False), (50, 8, 57, True), (101, 16, 49, False), (152, No
         (200, 16, 41, False)]
 
 
-@pytest.mark.xdist_group("memory")  # gigabytes: one at a time (pyproject.toml)
 @pytest.mark.large
 @pytest.mark.parametrize("depth,output_stride,size,training", FULL)
 def test_full_resnet_v1_matches_slim(tmp_path, depth, output_stride, size, training):
