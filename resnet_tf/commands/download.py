@@ -11,8 +11,11 @@ def run(args) -> int:
     entry = published(args.weights, args.model)
     path = download(args.weights, args.model)
     prep = entry.preprocessing
-    who = "slim" if entry.is_slim else args.weights
-    print(f"{args.model}: {who}'s {entry.name} ({entry.num_classes} classes, {prep.method} "
-          f"preprocessing, {prep.image_size} px; ImageNet top-1 {entry.top1} % as {who} "
-          f"publishes it) at {path}")
+    if entry.is_slim:  # slim's checkpoints carry their classes (1001 for V2: a background)
+        facts = f"{entry.num_classes} classes, {prep.method} preprocessing"
+    else:
+        facts = (f"ImageNet top-1 {entry.top1} % as {args.weights} publishes it; {prep.method} "
+                 "preprocessing")
+    whose = "slim" if entry.is_slim else args.weights
+    print(f"{args.model}: {whose}'s {entry.name} ({facts}, {prep.image_size} px) at {path}")
     return 0
