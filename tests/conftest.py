@@ -12,6 +12,7 @@ on `copy_run(...)`.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -19,6 +20,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Ctrl-C as a user's terminal delivers it: a test session started as a background job of a
+# non-interactive shell inherits SIGINT ignored, and so would every `resnet-tf` it starts
+# (the Ctrl-C tests would see no signal). Python's own handler here: children get the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -140,16 +140,16 @@ def test_every_shown_command_is_run_or_listed():
 
 @pytest.mark.large
 def test_the_own_images_example_learns_real_digits(tmp_path):
-    """docs/training.md's `my_images.yaml`, as written, on 800 real handwritten digits in an
+    """docs/training.md's `my_images.yaml`, as written, on 1,200 real handwritten digits in an
     image folder: it validates at 0.9 or better and raises no batch_norm_decay warning (with
-    slim's 0.997 the same run validated at 0.40: benchmarks/batch_norm_decay.py). On 1,200
-    digits it validated at 0.9458 on a Zen 3; on 800 at 0.9438, on 600 at 0.9250 (Zen 4), in
-    two thirds of the time."""
+    slim's 0.997 the same run validated at 0.40: benchmarks/batch_norm_decay.py). Fewer
+    digits do not leave the claim its margin: 800 validated at 0.9438 once and at 144 of 160
+    (0.9000) in the next run (Zen 4)."""
     from image_data import write_digits_folder
 
     text = next(text for language, text in blocks("docs/training.md")
                 if language == "yaml" and text.startswith("# my_images.yaml"))
-    write_digits_folder(tmp_path / "data" / "my_images", per_class=80)
+    write_digits_folder(tmp_path / "data" / "my_images", per_class=120)
     (tmp_path / "my_images.yaml").write_text(text)
     result = subprocess.run([sys.executable, "-m", "resnet_tf_cli", "train", "--config",
                              "my_images.yaml", "--model-dir", "runs/mine"], cwd=tmp_path,
@@ -157,4 +157,4 @@ def test_the_own_images_example_learns_real_digits(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "batch_norm_decay" not in result.stderr
     metrics = __import__("json").load(open(tmp_path / "runs" / "mine" / "metrics.json"))
-    assert metrics["val_accuracy"] >= 0.9, metrics["history"]
+    assert metrics["val_accuracy"] >= 0.9 - 1e-6, metrics["history"]  # 0.9 in float32 counts
