@@ -29,7 +29,7 @@ from resnet_tf.models.cifar import (
     cifar_resnet_v2,
 )
 from resnet_tf.models.feature_extraction import block_info, end_points
-from resnet_tf.models.layers import Conv2DSame, Subsample
+from resnet_tf.models.layers import Conv2DSame, SqueezeExcite, Subsample
 from resnet_tf.models.precision import float32_model
 from resnet_tf.models.registry import MODEL_NAMES, create_model
 from resnet_tf.models.resnet_utils import (
@@ -68,7 +68,33 @@ from resnet_tf.models.resnet_v2 import (
     resnet_v2_blocks,
     resnet_v2_stack,
 )
-from resnet_tf.models.units import ResidualUnit, ZeroPadShortcut, make_shortcut
+from resnet_tf.models.units import (
+    AveragePoolShortcut,
+    ResidualUnit,
+    ZeroPadShortcut,
+    make_shortcut,
+)
+from resnet_tf.models.variants import (
+    VARIANTS,
+    resnet50d,
+    resnet101d,
+    resnet152d,
+    resnet200d,
+    resnet_rs_50,
+    resnet_rs_101,
+    resnet_rs_152,
+    resnet_rs_200,
+    resnet_rs_270,
+    resnet_rs_350,
+    resnet_rs_420,
+    resnext50_32x4d,
+    resnext101_32x8d,
+    resnext101_64x4d,
+    seresnext50_32x4d,
+    seresnext101d_32x8d,
+    wide_resnet50_2,
+    wide_resnet101_2,
+)
 from resnet_tf.quantization.qat import calibrate, is_quantized, quantize_model
 from resnet_tf.slim.variables import slim_variables
 from resnet_tf.weights.sources import resolve_weights
@@ -88,6 +114,12 @@ __all__ = [
     "resnet_v2", "resnet_v2_18", "resnet_v2_34", "resnet_v2_50", "resnet_v2_101",
     "resnet_v2_152", "resnet_v2_200", "resnet_v2_block", "resnet_v2_blocks", "resnet_v2_stack",
     "slim_variables", "stack_blocks_dense", "subsample",
+    # The stronger ResNets (`resnet_tf.models.variants`) and their parts.
+    "AveragePoolShortcut", "SqueezeExcite", "VARIANTS", "resnext50_32x4d", "resnext101_32x8d",
+    "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "resnet50d", "resnet101d",
+    "resnet152d", "resnet200d", "seresnext50_32x4d", "seresnext101d_32x8d", "resnet_rs_50",
+    "resnet_rs_101", "resnet_rs_152", "resnet_rs_200", "resnet_rs_270", "resnet_rs_350",
+    "resnet_rs_420",
 ]
 
 

@@ -38,12 +38,22 @@ def cpu_features(cpuinfo: dict | None = None) -> dict:
     return {name: any(flag in flags for flag in names) for name, names in CPU_FEATURES.items()}
 
 
+def onednn_isa_cap() -> str | None:
+    """The instruction set oneDNN (inside TensorFlow and OpenVINO) is capped to, where the
+    environment caps it (`ONEDNN_MAX_CPU_ISA=AVX2`: the kernels of an x86 CPU without VNNI)."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or None
+
+
 def machine_description() -> dict:
-    """The platform, the CPU's model name, its core count and its int8/bf16 features."""
+    """The platform, the CPU's model name, its core count and its int8/bf16 features (and
+    oneDNN's ISA cap, where one is set)."""
     cpuinfo = _cpuinfo()
     processor = cpuinfo.get("model name") or platform.processor() or platform.machine()
+    features = cpu_features(cpuinfo)
+    if onednn_isa_cap():
+        features["onednn_max_cpu_isa"] = onednn_isa_cap()
     return {"platform": platform.platform(), "processor": processor, "cores": os.cpu_count(),
-            "cpu_features": cpu_features(cpuinfo)}
+            "cpu_features": features}
 
 
 def versions() -> dict:

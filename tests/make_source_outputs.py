@@ -20,8 +20,17 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from source_weights import DATA, images, torch_state  # noqa: E402
 
+# (source, depth or builder name (`source_weights.TORCH_VARIANTS`), image size, output stride)
 CASES = [("torchvision", 18, 224, None), ("torchvision", 50, 224, None),
-         ("torchvision", 50, 225, 16), ("timm", 50, 224, None), ("timm", 34, 161, None)]
+         ("torchvision", 50, 225, 16), ("timm", 50, 224, None), ("timm", 34, 161, None),
+         ("torchvision", "resnext50_32x4d", 224, None),
+         ("torchvision", "resnext50_32x4d", 225, 16),
+         ("torchvision", "wide_resnet50_2", 161, None),
+         ("torchvision", "resnext101_64x4d", 224, None),
+         ("timm", "resnet50d", 224, None), ("timm", "resnet50d", 225, 16),
+         ("timm", "seresnext50_32x4d", 161, None), ("timm", "seresnext50_32x4d", 224, 16),
+         ("timm", "resnet101d", 225, None), ("timm", "seresnext101d_32x8d", 224, None),
+         ("timm", "seresnext101d_32x8d", 193, 16)]
 
 
 def import_torchvision():
@@ -42,24 +51,29 @@ def import_torchvision():
         return package
 
 
-def source_model(source, depth, output_stride):
+def arch_name(arch) -> str:
+    """The source's name of a case's network: `resnet<depth>`, or the builder's."""
+    return f"resnet{arch}" if isinstance(arch, int) else arch
+
+
+def source_model(source, arch, output_stride):
     import_torchvision()
     if source == "torchvision":
         from torchvision.models import resnet
 
         dilation = [False, False, output_stride == 16]
-        return getattr(resnet, f"resnet{depth}")(replace_stride_with_dilation=dilation)
+        return getattr(resnet, arch_name(arch))(replace_stride_with_dilation=dilation)
     import timm
 
-    return timm.create_model(f"resnet{depth}", pretrained=False, **(
+    return timm.create_model(arch_name(arch), pretrained=False, **(
         {"output_stride": output_stride} if output_stride else {}))
 
 
-def source_logits(source, depth, size, output_stride, seed=0):
+def source_logits(source, arch, size, output_stride, seed=0):
     import torch
 
-    model = source_model(source, depth, output_stride)
-    state = {k: torch.from_numpy(v) for k, v in torch_state(depth, seed).items()}
+    model = source_model(source, arch, output_stride)
+    state = {k: torch.from_numpy(v) for k, v in torch_state(arch, seed).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (
         missing, unexpected)
@@ -69,13 +83,15 @@ def source_logits(source, depth, size, output_stride, seed=0):
         return model(x).numpy()
 
 
-def case_path(source, depth, size, output_stride):
-    return os.path.join(DATA, f"{source}_resnet{depth}_{size}px_os{output_stride or 32}.npz")
+def case_path(source, arch, size, output_stride):
+    return os.path.join(DATA, f"{source}_{arch_name(arch)}_{size}px_os{output_stride or 32}.npz")
 
 
 if __name__ == "__main__":
     os.makedirs(DATA, exist_ok=True)
     for case in CASES:
+        if os.path.exists(case_path(*case)) and "--all" not in sys.argv:
+            continue  # (stored logits stay as they were; --all writes every case again)
         logits = source_logits(*case)
         np.savez_compressed(case_path(*case), logits=logits.astype(np.float32))
         print(case_path(*case), logits.shape, float(np.abs(logits).max()))

@@ -12,33 +12,66 @@ UNITS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3
          152: (3, 8, 36, 3)}
 
 
-def torch_state_shapes(depth, num_classes=1000):
+# The stronger ResNets' options in torchvision's and timm's state dicts (`torch_state`).
+TORCH_VARIANTS = {
+    "resnext50_32x4d": dict(depth=50, groups=32, width_per_group=4),
+    "resnext101_64x4d": dict(depth=101, groups=64, width_per_group=4),
+    "wide_resnet50_2": dict(depth=50, width_per_group=128),
+    "resnet50d": dict(depth=50, deep=True, avg_down=True),
+    "resnet101d": dict(depth=101, deep=True, avg_down=True),
+    "seresnext50_32x4d": dict(depth=50, groups=32, width_per_group=4, se=True),
+    "seresnext101d_32x8d": dict(depth=101, groups=32, width_per_group=8, deep=True,
+                                avg_down=True, se=True),
+}
+
+
+def torch_state_shapes(depth, num_classes=1000, groups=1, width_per_group=64, deep=False,
+                       avg_down=False, se=False):
     """{key: shape} of torchvision's `resnet<depth>()` state dict (timm's `resnet<depth>` has
-    the same keys), in torchvision's order, without num_batches_tracked."""
+    the same keys), in torchvision's order, without num_batches_tracked; with ResNeXt's
+    `groups`, a wider bottleneck, timm's deep stem (`deep`), average-pool shortcuts
+    (`avg_down`) and squeeze-and-excitation (`se`)."""
     bottleneck = depth >= 50
-    shapes = {"conv1.weight": (64, 3, 7, 7)}
+    shapes = {}
 
     def bn(key, channels):
         for name in ("weight", "bias", "running_mean", "running_var"):
             shapes[f"{key}.{name}"] = (channels,)
 
+    if deep:  # timm's Sequential(conv, bn, relu, conv, bn, relu, conv)
+        shapes["conv1.0.weight"] = (32, 3, 3, 3)
+        bn("conv1.1", 32)
+        shapes["conv1.3.weight"] = (32, 32, 3, 3)
+        bn("conv1.4", 32)
+        shapes["conv1.6.weight"] = (64, 32, 3, 3)
+    else:
+        shapes["conv1.weight"] = (64, 3, 7, 7)
     bn("bn1", 64)
     channels_in = 64
     for stage, count in enumerate(UNITS[depth], start=1):
-        width = 64 * 2 ** (stage - 1)
-        out = width * 4 if bottleneck else width
+        planes = 64 * 2 ** (stage - 1)
+        width = int(planes * width_per_group / 64) * groups if bottleneck else planes
+        out = planes * 4 if bottleneck else planes
         for unit in range(count):
             key = f"layer{stage}.{unit}"
             if bottleneck:
-                convs = [(width, channels_in, 1, 1), (width, width, 3, 3), (out, width, 1, 1)]
+                convs = [(width, channels_in, 1, 1), (width, width // groups, 3, 3),
+                         (out, width, 1, 1)]
             else:
                 convs = [(width, channels_in, 3, 3), (width, width, 3, 3)]
             for k, shape in enumerate(convs, start=1):
                 shapes[f"{key}.conv{k}.weight"] = shape
                 bn(f"{key}.bn{k}", shape[0])
+            if se:
+                reduced = max(8, int(out / 16 + 4) // 8 * 8)
+                shapes[f"{key}.se.fc1.weight"] = (reduced, out, 1, 1)
+                shapes[f"{key}.se.fc1.bias"] = (reduced,)
+                shapes[f"{key}.se.fc2.weight"] = (out, reduced, 1, 1)
+                shapes[f"{key}.se.fc2.bias"] = (out,)
             if unit == 0 and (channels_in != out or stage > 1):
-                shapes[f"{key}.downsample.0.weight"] = (out, channels_in, 1, 1)
-                bn(f"{key}.downsample.1", out)
+                first = 1 if avg_down else 0
+                shapes[f"{key}.downsample.{first}.weight"] = (out, channels_in, 1, 1)
+                bn(f"{key}.downsample.{first + 1}", out)
             channels_in = out
     shapes["fc.weight"] = (num_classes, channels_in)
     shapes["fc.bias"] = (num_classes,)
@@ -65,8 +98,11 @@ def random_arrays(shapes, seed):
     return arrays
 
 
-def torch_state(depth, seed=0, num_classes=1000):
-    return random_arrays(torch_state_shapes(depth, num_classes), seed)
+def torch_state(arch, seed=0, num_classes=1000):
+    """Random weights of a torchvision/timm ResNet: `arch` a depth (the plain ones) or a name
+    of `TORCH_VARIANTS`."""
+    options = TORCH_VARIANTS[arch] if isinstance(arch, str) else {"depth": arch}
+    return random_arrays(torch_state_shapes(num_classes=num_classes, **options), seed)
 
 
 def images(size, seed=1, count=2):
@@ -82,13 +118,15 @@ def write_safetensors(state, path):
     return path
 
 
-def keras_applications_h5(name, path, seed=0):
-    """keras.applications' `name` ("ResNet50", "ResNet50V2", ...) built by tf_keras with random
-    weights and batch-norm statistics, its weights saved in Keras 2's `.h5` format (as
-    keras.applications' released files are); returns the tf_keras model (logits, no softmax)."""
+def keras_applications_h5(name, path, seed=0, **kwargs):
+    """keras.applications' `name` ("ResNet50", "ResNet50V2", "ResNetRS50", ...) built by
+    tf_keras with random weights and batch-norm statistics (and `kwargs`, e.g. `input_shape`),
+    its weights saved in Keras 2's `.h5` format (as keras.applications' released files are);
+    returns the tf_keras model (logits, no softmax)."""
     import tf_keras
 
-    model = getattr(tf_keras.applications, name)(weights=None, classifier_activation=None)
+    model = getattr(tf_keras.applications, name)(weights=None, classifier_activation=None,
+                                                 **kwargs)
     shapes = {f"{layer.name}/{i}/{w.name.split('/')[-1].split(':')[0]}": tuple(w.shape)
               for layer in model.layers for i, w in enumerate(layer.weights)}
     values = random_arrays(shapes, seed)

@@ -47,7 +47,7 @@ def test_cifar_v2_follows_the_paper():
     (lambda: resnet_tf.cifar_resnet_v2(57, unit="bottleneck"), r"depth must be 9n\+2"),
     (lambda: resnet_tf.cifar_resnet_v2(165, unit="basic"), r"depth must be 6n\+2"),
     (lambda: resnet_tf.cifar_resnet_v2(56, unit="wide"), r"unit must be"),
-    (lambda: resnet_tf.cifar_resnet_v1(20, shortcut="D"), r"shortcut must be one of"),
+    (lambda: resnet_tf.cifar_resnet_v1(20, shortcut="E"), r"shortcut must be one of"),
     (lambda: resnet_tf.cifar_resnet_ablation(20, shortcut_type="skip"), r"shortcut_type must"),
     (lambda: resnet_tf.cifar_resnet_ablation(20, order="bn_relu"), r"order must be one of"),
 ])

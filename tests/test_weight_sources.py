@@ -79,6 +79,81 @@ def test_torch_state_dicts_give_the_sources_stored_logits(tmp_path, source, dept
     assert relative_error(model.predict(images(size), verbose=0), expected) <= TOLERANCE
 
 
+# The stronger ResNets (`models.variants`): each kind at its source's size and an odd one, and
+# at output_stride 16 (torchvision's replace_stride_with_dilation, timm's output_stride).
+VARIANT_CASES = [
+    ("torchvision", "resnext50_32x4d", 224, None), ("torchvision", "resnext50_32x4d", 225, 16),
+    ("torchvision", "wide_resnet50_2", 161, None), ("torchvision", "resnext101_64x4d", 224, None),
+    ("timm", "resnet50d", 224, None), ("timm", "resnet50d", 225, 16),
+    ("timm", "seresnext50_32x4d", 161, None), ("timm", "seresnext50_32x4d", 224, 16),
+    ("timm", "resnet101d", 225, None), ("timm", "seresnext101d_32x8d", 224, None),
+    ("timm", "seresnext101d_32x8d", 193, 16)]
+
+
+@pytest.mark.parametrize("source, name, size, output_stride", tiered(VARIANT_CASES, fast=[
+    ("torchvision", "resnext50_32x4d", 225, 16), ("timm", "resnet50d", 225, 16),
+    ("timm", "seresnext50_32x4d", 161, None)]))
+def test_variant_state_dicts_give_the_sources_stored_logits(tmp_path, source, name, size,
+                                                            output_stride):
+    """ResNeXt, Wide ResNet, ResNet-D and SE-ResNeXt in torchvision's / timm's names (grouped
+    and wider conv2, timm's deep stem, average-pool shortcuts, `se.fc1`/`se.fc2`) give the
+    logits torchvision's and timm's code gave on the same random weights."""
+    from make_source_outputs import case_path
+
+    path = write_safetensors(torch_state(name), tmp_path / "model.safetensors")
+    model = resnet_tf.create_model(name, num_classes=1000, weights=str(path),
+                                   output_stride=output_stride)
+    expected = np.load(case_path(source, name, size, output_stride))["logits"]
+    assert relative_error(model.predict(images(size), verbose=0), expected) <= TOLERANCE
+
+
+def test_variant_files_are_recognised_and_refused_in_one_sentence(tmp_path):
+    path = write_safetensors(torch_state("resnext50_32x4d"), tmp_path / "model.safetensors")
+    with pytest.raises(UserError, match="ResNeXt-50 32x4d.*build it with resnext50_32x4d, not "
+                                        "resnet_v1_50"):
+        resnet_tf.resnet_v1_50(num_classes=1000, weights=str(path))
+    plain = write_safetensors(torch_state(50), tmp_path / "plain.safetensors")
+    with pytest.raises(UserError, match="build it with resnet_v1_50, not resnet50d"):
+        resnet_tf.resnet50d(num_classes=1000, weights=str(plain))
+    from source_weights import random_arrays, torch_state_shapes
+
+    other = random_arrays(torch_state_shapes(101, groups=32, width_per_group=8, se=True), 0)
+    other_path = write_safetensors(other, tmp_path / "other.safetensors")
+    with pytest.raises(UserError, match=r"SE-ResNeXt-101 32x8d .*\(seresnext101_32x8d\), "
+                                        "which resnet_tf does not build"):
+        resnet_tf.seresnext101d_32x8d(num_classes=1000, weights=str(other_path))
+
+
+@pytest.mark.parametrize("name, depth, trained_at", tiered(
+    [("ResNetRS50", 50, 160), ("ResNetRS101", 101, 192)], fast=[("ResNetRS50", 50, 160)]))
+def test_resnet_rs_h5_over_a_url_gives_tf_keras_logits(tmp_path, keras_home, name, depth,
+                                                       trained_at):
+    """tf_keras' own ResNetRS (the only Keras with it) with random weights, its `.h5` served on
+    127.0.0.1: `resnet_rs_<depth>(weights=URL)` fed x / 255 normalised with ImageNet's mean
+    and std (what tf_keras' model does inside) gives its logits at its size and an odd one."""
+    import tf_keras
+
+    served = tmp_path / "served"
+    served.mkdir()
+    file = f"resnet-rs-{depth}-i{trained_at}.h5"
+    keras_applications_h5(name, served / file, input_shape=(trained_at, trained_at, 3))
+    server = Server(served)
+    model = getattr(resnet_tf, f"resnet_rs_{depth}")(num_classes=1000,
+                                                     weights=f"{server.url}/{file}")
+    assert sources.normalization(f"resnet_rs_{depth}", f"{server.url}/{file}") == "torchvision"
+    rng = np.random.default_rng(1)
+    for size in (trained_at, 193):
+        pixels = rng.uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+        normalised = (pixels / 255 - np.array([0.485, 0.456, 0.406], np.float32)) / np.array(
+            [0.229, 0.224, 0.225], np.float32)
+        reference = getattr(tf_keras.applications, name)(
+            weights=None, classifier_activation=None, input_shape=(size, size, 3))
+        reference.load_weights(str(served / file))
+        assert relative_error(model.predict(normalised, verbose=0),
+                              reference.predict(pixels, verbose=0)) <= TOLERANCE
+    assert server.requests == [f"/{file}"]
+
+
 def test_the_layout_is_in_the_model_and_its_keras_file(tmp_path):
     path = write_safetensors(torch_state(18), tmp_path / "model.safetensors")
     model = resnet_tf.resnet_v1_18(num_classes=1000, weights=str(path), input_shape=(64, 64, 3))
@@ -322,6 +397,23 @@ def test_pth_files_give_the_sources_own_logits(tmp_path, source, depth, size, ou
     path = tmp_path / f"resnet{depth}.pth"
     torch.save({k: torch.from_numpy(v) for k, v in torch_state(depth).items()}, path)
     model = resnet_tf.create_model(f"resnet_v1_{depth}", num_classes=1000, weights=str(path),
+                                   output_stride=output_stride)
+    assert relative_error(model.predict(images(size), verbose=0), expected) <= TOLERANCE
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("source, name, size, output_stride", [
+    ("torchvision", "resnext101_64x4d", 225, 16), ("torchvision", "wide_resnet50_2", 224, 16),
+    ("timm", "resnet50d", 161, 16), ("timm", "seresnext101d_32x8d", 224, None)])
+def test_variant_pth_files_give_the_sources_own_logits(tmp_path, source, name, size,
+                                                       output_stride):
+    torch = pytest.importorskip("torch")
+    from make_source_outputs import source_logits
+
+    expected = source_logits(source, name, size, output_stride)
+    path = tmp_path / f"{name}.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in torch_state(name).items()}, path)
+    model = resnet_tf.create_model(name, num_classes=1000, weights=str(path),
                                    output_stride=output_stride)
     assert relative_error(model.predict(images(size), verbose=0), expected) <= TOLERANCE
 

@@ -86,8 +86,10 @@ def time_run(step, info: str, num_batches: int = 100, burn_in: int = 10, log=pri
     return timing
 
 
-# keras.applications' model of each builder (its published weights' source).
-KERAS_APPLICATIONS = {model: entry.name for model, entry in CATALOG["keras"].items()}
+# Keras 3's keras.applications model of each builder (its published weights' source): the
+# plain ResNets only (ResNet-RS is in tf_keras' keras.applications, not Keras 3's).
+KERAS_APPLICATIONS = {model: entry.name for model, entry in CATALOG["keras"].items()
+                      if model.startswith("resnet_v")}
 
 
 def _keras_applications_builder(model_name: str):

@@ -19,7 +19,8 @@ from resnet_tf.models.layers import PACKAGE, layer_stride
 from resnet_tf.models.units import ResidualUnit
 
 # Layers of the model body whose output is a slim end point, under their own scope.
-NAMED_END_POINTS = ("conv1", "logits", "spatial_squeeze")
+NAMED_END_POINTS = ("conv1", "conv1_1", "conv1_2", "conv1_3", "conv1_4", "logits",
+                    "spatial_squeeze")
 
 
 def main_output(layer):

@@ -15,6 +15,7 @@ from resnet_tf.errors import UserError
 from resnet_tf.models.quantizers import (
     ActivationQuantizer,
     check_quantize,
+    check_weight_bits,
     fake_quant_weights,
     round_bias,
 )
@@ -79,13 +80,17 @@ class Conv2DSame(keras.layers.Layer):
     hold for any input size, which keeps features aligned across output strides (see
     `tests/test_resnet_utils.py::test_conv2d_same_even`).
 
+    `groups` > 1 makes it a grouped convolution (ResNeXt's cardinality): each of `groups` groups
+    of input channels feeds its own `filters / groups` outputs.
+
     Like slim's `conv2d`, the layer optionally applies batch norm (scope `BatchNorm`) and a ReLU
     after the convolution. Without batch norm it has a bias, with it none (slim's `normalizer_fn`
     replaces the bias). Weight decay applies to the kernel only.
 
     `quantize="int8"` computes what the int8 runtimes compute (quantization-aware training,
     `resnet_tf.quantization.qat`): batch norm frozen and folded into the kernel in training too,
-    the kernel on the per-channel int8 grid, the bias on the runtimes' int32 grid when the
+    the kernel on the per-channel int8 grid (`weight_bits` 8 or 7: `quantizers.WEIGHT_BITS`),
+    the bias on the runtimes' int32 grid when the
     range its input was quantized to is known (`input_range` at the call, or fixed in the
     config for the network's first convolution; the logits, float in the runtimes, have none),
     and the output quantized to 8 bits unless `quantize_output` is False (the root convolution,
@@ -107,10 +112,14 @@ class Conv2DSame(keras.layers.Layer):
         quantize: str | None = None,
         quantize_output: bool = True,
         input_range=None,
+        weight_bits: int = 8,
+        groups: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_quantize(quantize)
+        check_weight_bits(weight_bits)
+        check_positive_int("groups", groups)
         check_positive_int("filters", filters)
         check_positive_int("kernel_size", kernel_size)
         check_positive_int("stride", stride)
@@ -121,7 +130,11 @@ class Conv2DSame(keras.layers.Layer):
             )
         if activation not in (None, "relu"):
             raise UserError(f"activation must be None or 'relu'. Received: activation={activation!r}")
+        if filters % groups:
+            raise UserError(f"filters must be a multiple of groups. Received: filters={filters}, "
+                            f"groups={groups}")
         self.filters = filters
+        self.groups = groups
         self.kernel_size = kernel_size
         self.stride = stride
         self.rate = rate
@@ -141,6 +154,7 @@ class Conv2DSame(keras.layers.Layer):
         )
         self.quantize = quantize
         self.quantize_output = bool(quantize_output)
+        self.weight_bits = int(weight_bits)
         self.input_range = None if input_range is None else tuple(float(v) for v in input_range)
         self.output_quantizer = None
         if quantize:
@@ -158,9 +172,14 @@ class Conv2DSame(keras.layers.Layer):
         if channels is None:
             raise UserError(f"The channel dimension of the input to {self.name} must be known. "
                              f"Received: input_shape={input_shape}")
+        if channels % self.groups:
+            raise UserError(f"The input channels of {self.name} must be a multiple of groups. "
+                            f"Received: channels={channels}, groups={self.groups}")
+        # A grouped convolution's kernel holds each group's input channels (`ops.conv` infers
+        # the groups from it, as Keras' Conv2D(groups=...) does).
         self.kernel = self.add_weight(
             name="kernel",
-            shape=(self.kernel_size, self.kernel_size, channels, self.filters),
+            shape=(self.kernel_size, self.kernel_size, channels // self.groups, self.filters),
             initializer=keras.initializers.HeNormal(),
             regularizer=slim_l2_regularizer(self.weight_decay),
         )
@@ -236,8 +255,8 @@ class Conv2DSame(keras.layers.Layer):
         if offset is not None:
             offset = ops.cast(offset, "float32")
             if input_range is not None:  # an int8 input: the runtimes store an int32 bias
-                offset = round_bias(offset, input_range, kernel)
-        kernel = ops.cast(fake_quant_weights(kernel), self.compute_dtype)
+                offset = round_bias(offset, input_range, kernel, self.weight_bits)
+        kernel = ops.cast(fake_quant_weights(kernel, self.weight_bits), self.compute_dtype)
         net = self._convolve(inputs, kernel)
         if offset is not None:
             net = ops.add(net, ops.cast(offset, self.compute_dtype))
@@ -268,9 +287,11 @@ class Conv2DSame(keras.layers.Layer):
             batch_norm_epsilon=self.batch_norm_epsilon,
             batch_norm_scale=self.batch_norm_scale,
         )
+        if self.groups != 1:
+            config.update(groups=self.groups)
         if self.quantize:
             config.update(quantize=self.quantize, quantize_output=self.quantize_output,
-                          input_range=self.input_range)
+                          input_range=self.input_range, weight_bits=self.weight_bits)
         return config
 
 
@@ -300,4 +321,61 @@ class Subsample(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(factor=self.factor)
+        return config
+
+
+def make_divisible(value: float, divisor: int) -> int:
+    """`value` rounded to the nearest multiple of `divisor`, at least `divisor` (timm's
+    `make_divisible` with `round_limit=0`, as its squeeze-and-excitation uses it)."""
+    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SqueezeExcite(keras.layers.Layer):
+    """Squeeze-and-excitation (Hu et al., arXiv:1709.01507): each channel scaled by a gate
+    computed from the whole image,
+
+        x * sigmoid(expand(relu(reduce(mean over height and width of x))))
+
+    `reduce` (to `reduced_channels`) and `expand` (back to `channels`) are 1x1 convolutions
+    with biases (slim scopes `se/reduce`, `se/expand`), as timm's `SEModule` and tf_keras'
+    ResNet-RS compute it.
+    """
+
+    def __init__(self, channels: int, reduced_channels: int, weight_decay: float = 1e-4,
+                 **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("channels", channels)
+        check_positive_int("reduced_channels", reduced_channels)
+        self.channels = channels
+        self.reduced_channels = reduced_channels
+        self.weight_decay = weight_decay
+        self.reduce = Conv2DSame(reduced_channels, 1, activation="relu", name="reduce",
+                                 weight_decay=weight_decay, dtype=self.dtype_policy)
+        self.expand = Conv2DSame(channels, 1, name="expand", weight_decay=weight_decay,
+                                 dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        pooled = (input_shape[0], 1, 1, input_shape[-1])
+        self.reduce.build(pooled)
+        self.expand.build(self.reduce.compute_output_shape(pooled))
+
+    def call(self, inputs):
+        gate = ops.mean(inputs, axis=(1, 2), keepdims=True)
+        gate = ops.sigmoid(self.expand(self.reduce(gate)))
+        return ops.multiply(inputs, gate)
+
+    def slim_sublayers(self):
+        return [("reduce", self.reduce), ("expand", self.expand)]
+
+    def sublayers(self):
+        return [self.reduce, self.expand]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels, reduced_channels=self.reduced_channels,
+                      weight_decay=self.weight_decay)
         return config

@@ -5,9 +5,10 @@ int8 weights per output channel (symmetric, codes -127..127), an int32 bias in u
 `input scale * weight scale`, int32 accumulation, then the output requantized to 8 bits with its
 own scale and zero point. Fake quantization computes the same numbers in floating point:
 
-  weights      `fake_quant_weights`: per output channel, symmetric, narrow range (-127..127),
-               scale max|w_c| / 127, applied to the kernel with batch norm folded in (as the
-               exported graph holds it);
+  weights      `fake_quant_weights`: per output channel, symmetric, applied to the kernel with
+               batch norm folded in (as the exported graph holds it), on 8 bits (codes
+               -127..127, scale max|w_c| / 127) or 7 (codes -63..63, scale max|w_c| / 63,
+               stored as int8: `WEIGHT_BITS`);
   bias         `round_bias`: rounded to the int32 grid the runtimes store it on;
   activations  `ActivationQuantizer`: 8 bits per tensor, asymmetric, its range tracked as a
                moving average of the batches' min and max while training (or fixed, for the
@@ -33,9 +34,28 @@ QUANTIZE_MODES = (None, "int8")
 INCEPTION_INPUT_RANGE = (-1.0, 1.0 + 1.0 / 127.0)
 
 
+# The bits of a quantized kernel's int8 codes. On x86 CPUs without VNNI (AVX2 only, or AVX-512
+# without VNNI), int8 convolutions multiply u8 activations by s8 weights in pairs and add each
+# pair into a saturating int16 (`vpmaddubsw`): 255 * 127 * 2 exceeds 32767, 255 * 63 * 2 does
+# not. 7-bit weights (NNCF's "overflow fix") therefore give the same numbers on every x86 CPU;
+# 8-bit weights only on CPUs with VNNI (OpenVINO has no other path; ONNX Runtime's is
+# `session.x64quantprecision`). The runtimes store both as int8 with a per-channel scale.
+WEIGHT_BITS = (7, 8)
+
+
 def check_quantize(quantize) -> None:
     if quantize not in QUANTIZE_MODES:
         raise UserError(f"quantize must be None or 'int8'. Received: quantize={quantize!r}")
+
+
+def check_weight_bits(weight_bits) -> None:
+    if isinstance(weight_bits, bool) or weight_bits not in WEIGHT_BITS:
+        raise UserError(f"weight_bits must be 7 or 8. Received: weight_bits={weight_bits!r}")
+
+
+def weight_codes(weight_bits: int) -> int:
+    """The largest |code| of a `weight_bits` kernel: 127 for 8 bits, 63 for 7."""
+    return 2 ** (weight_bits - 1) - 1
 
 
 def weight_bound(kernel):
@@ -45,19 +65,22 @@ def weight_bound(kernel):
     return ops.stop_gradient(ops.maximum(ops.max(ops.abs(kernel), axis=reduce), 1e-12))
 
 
-def fake_quant_weights(kernel):
-    """`kernel` [..., out] on the symmetric per-output-channel int8 grid (-127..127)."""
-    bound = weight_bound(kernel)
+def fake_quant_weights(kernel, weight_bits: int = 8):
+    """`kernel` [..., out] on the symmetric per-output-channel grid of `weight_bits` codes
+    (-127..127 or -63..63). Always an 8-bit narrow-range fake quantization, the op every
+    converter reads as int8 weights: for 7 bits its range is widened to 127/63 of max|w|, so
+    the codes stay within -63..63 in every runtime's file."""
+    bound = weight_bound(kernel) * (127.0 / weight_codes(weight_bits))
     return keras.quantizers.fake_quant_with_min_max_vars(ops.cast(kernel, "float32"), -bound,
                                                          bound, num_bits=8, narrow_range=True,
                                                          axis=-1)
 
 
-def round_bias(bias, input_range, kernel):
+def round_bias(bias, input_range, kernel, weight_bits: int = 8):
     """The bias as the runtimes store it: int32 in units of input scale * weight scale (the
     rounding is simulated; gradients pass straight through)."""
     low, high = input_range
-    step = (high - low) / 255.0 * weight_bound(kernel) / 127.0
+    step = (high - low) / 255.0 * weight_bound(kernel) / weight_codes(weight_bits)
     return bias + ops.stop_gradient(ops.round(bias / step) * step - bias)
 
 

@@ -278,7 +278,8 @@ END_POINT_KINDS = ("convolutions", "units", "blocks")
 
 
 def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_info=None,
-                       current_stride=1, collect=END_POINT_KINDS, **arg_scope):
+                       current_stride=1, collect=END_POINT_KINDS, drop_path_rate=0.0,
+                       **arg_scope):
     """Stacks ResNet `Block`s and controls output feature density, as slim does.
 
     Units are named `<block.scope>.unit_<i>.<unit scope>` (slim: `block1/unit_1/bottleneck_v2`).
@@ -299,6 +300,8 @@ def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_i
         (`arg_scope([conv2d], outputs_collections=...)`) gets `("convolutions",)`.
       block_info: optional dict; each block's `{"stride": s, "channels": c}` is stored under its
         scope name (for feature pyramids).
+      drop_path_rate: stochastic depth in training: unit k of n (from 0) drops its residual
+        with probability `drop_path_rate * k / (n - 1)` (timm's rule; `ResidualUnit`).
       **arg_scope: `resnet_arg_scope()` keywords given to every unit.
 
     Returns:
@@ -308,16 +311,27 @@ def stack_blocks_dense(net, blocks, output_stride=None, end_points=None, block_i
     unknown = sorted(set(collect) - set(END_POINT_KINDS))
     if unknown:
         raise UserError(f"collect takes {list(END_POINT_KINDS)}. Received: collect={collect!r}")
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise UserError(f"drop_path_rate must be in [0, 1). "
+                        f"Received: drop_path_rate={drop_path_rate!r}")
     rate = 1
+    count, index = sum(len(block.args) for block in blocks), 0
     for block in blocks:
         for i, unit in enumerate(block.args):
             name = f"{block.scope}.unit_{i + 1}.{unit_class(block.unit_fn).slim_scope}"
+            extra = {}
+            if drop_path_rate:
+                extra["drop_path_rate"] = drop_path_rate * index / max(count - 1, 1)
+            index += 1
             if output_stride is not None and current_stride == output_stride:
                 # Target reached: stride 1 here, and later units dilate by this unit's stride.
-                layer = block.unit_fn(**dict(unit, stride=1), rate=rate, name=name, **arg_scope)
+                if unit["stride"] > 1:
+                    extra["dilated_stride"] = unit["stride"]
+                layer = block.unit_fn(**dict(unit, stride=1), rate=rate, name=name,
+                                      **extra, **arg_scope)
                 rate *= unit["stride"]
             else:
-                layer = block.unit_fn(**unit, rate=1, name=name, **arg_scope)
+                layer = block.unit_fn(**unit, rate=1, name=name, **extra, **arg_scope)
                 current_stride *= unit["stride"]
             # Every unit returns its end points too, in every call, so that the model and
             # `end_points(model)` call each unit with one output structure (Keras checks a
@@ -352,12 +366,14 @@ def _check_input_shape(input_shape):
 
 def resnet_model(blocks, *, root=None, postnorm=False, num_classes=None, global_pool=True,
                  output_stride=None, spatial_squeeze=True, input_shape=None, name="resnet",
-                 arg_scope=None, dtype=None) -> keras.Model:
+                 arg_scope=None, dtype=None, dropout_rate=0.0,
+                 drop_path_rate=0.0) -> keras.Model:
     """The functional model every ResNet family shares (slim's `resnet_v1` / `resnet_v2` body).
 
     images -> `root` layers (each may have a `stride`/`strides`) -> `stack_blocks_dense` ->
     optional `postnorm` (BN + ReLU, for pre-activation units) -> `pool5` (global mean,
-    keepdims) -> `logits` (1x1 conv with bias) -> `spatial_squeeze`.
+    keepdims) -> [`dropout`, training only, where `dropout_rate` > 0] -> `logits` (1x1 conv
+    with bias) -> `spatial_squeeze`. `drop_path_rate`: stochastic depth (`stack_blocks_dense`).
 
     Every layer takes the dtype policy `dtype` (None: Keras' global policy), except the last:
     under a mixed policy `spatial_squeeze` runs in float32 (`precision.output_policy`), so a
@@ -393,13 +409,17 @@ def resnet_model(blocks, *, root=None, postnorm=False, num_classes=None, global_
     net = images
     for layer in root:
         net = layer(net)
+    if not 0.0 <= dropout_rate < 1.0:
+        raise UserError(f"dropout_rate must be in [0, 1). Received: dropout_rate={dropout_rate!r}")
     net = stack_blocks_dense(net, blocks, output_stride, current_stride=root_stride,
-                             dtype=policy, **arg_scope)
+                             drop_path_rate=drop_path_rate, dtype=policy, **arg_scope)
     if postnorm:
         net = batch_norm("postnorm", dtype=policy, **arg_scope)(net)
         net = keras.layers.ReLU(name="postnorm.relu", dtype=policy)(net)
     if global_pool:
         net = keras.layers.GlobalAveragePooling2D(keepdims=True, name="pool5", dtype=policy)(net)
+    if num_classes and dropout_rate:
+        net = keras.layers.Dropout(dropout_rate, name="dropout", dtype=policy)(net)
     if num_classes:
         net = Conv2DSame(num_classes, 1, name="logits", dtype=policy, **arg_scope)(net)
         if spatial_squeeze:

@@ -11,7 +11,8 @@ Where the int8 runtimes quantize, the QAT model fake-quantizes (`quantizers`):
 
   - every convolution's kernel, with its batch norm folded in (batch norm is frozen: it runs
     on its moving statistics, in training too, exactly as the exported graph computes it), per
-    output channel; its bias on the int32 grid the runtimes store it on; its output, 8 bits
+    output channel, on 7-bit codes by default (`weight_bits`: what no x86 CPU's int8 kernels
+    can saturate, VNNI or not; 8 for CPUs with VNNI only); its bias on the int32 grid the runtimes store it on; its output, 8 bits
     (inside residual units);
   - the network's input (a fixed range for slim's [-1, 1] inputs,
     `quantizers.INCEPTION_INPUT_RANGE`), each residual unit's input (the previous unit's or the
@@ -38,13 +39,18 @@ from resnet_tf.errors import UserError
 from resnet_tf.models.feature_extraction import layer_chain
 from resnet_tf.models.layers import Conv2DSame
 from resnet_tf.models.precision import all_layers, dtype_policy_scope
-from resnet_tf.models.quantizers import INCEPTION_INPUT_RANGE, ActivationQuantizer
+from resnet_tf.models.quantizers import (
+    INCEPTION_INPUT_RANGE,
+    ActivationQuantizer,
+    check_weight_bits,
+)
 from resnet_tf.models.units import ResidualUnit, no_int8_form
 
 # Layers a quantized chain copies as they are (their outputs keep their input's grid, or are
 # quantized by the layer after them).
 _PASS_THROUGH = (keras.layers.MaxPooling2D, keras.layers.Reshape, keras.layers.ReLU,
-                 keras.layers.BatchNormalization, keras.layers.GlobalAveragePooling2D)
+                 keras.layers.BatchNormalization, keras.layers.GlobalAveragePooling2D,
+                 keras.layers.Dropout)
 
 
 def is_quantized(model) -> bool:
@@ -52,14 +58,19 @@ def is_quantized(model) -> bool:
     return any(isinstance(layer, ActivationQuantizer) for layer in all_layers(model))
 
 
-def quantize_model(model: keras.Model, input_range=INCEPTION_INPUT_RANGE) -> keras.Model:
+def quantize_model(model: keras.Model, input_range=INCEPTION_INPUT_RANGE,
+                   weight_bits: int = 7) -> keras.Model:
     """The quantization-aware form of a resnet_tf model, with its weights.
 
     `input_range`: the range of the model's input, fixed (default: slim's inception inputs,
     [-1, 1]); None tracks it like the other activations (e.g. for VGG-preprocessed inputs).
+    `weight_bits`: 7 (codes -63..63: the exports equal the model on every x86 CPU) or 8
+    (-127..127: one bit finer, but int8 kernels without VNNI saturate on it: OpenVINO on
+    AVX2-only CPUs, `quantizers.WEIGHT_BITS`).
     The activation ranges start empty: `calibrate` sets them from real images (training then
     keeps them up to date).
     """
+    check_weight_bits(weight_bits)
     if is_quantized(model):
         raise UserError(f"model {model.name!r} is quantization-aware already")
     chain = layer_chain(model)
@@ -71,19 +82,25 @@ def quantize_model(model: keras.Model, input_range=INCEPTION_INPUT_RANGE) -> ker
         if isinstance(layer, ResidualUnit):
             if not layer.int8_form:
                 raise UserError(f"cannot quantize model {model.name!r}: {no_int8_form(layer)}")
-            config.update(quantize="int8", input_range=input_range if first else None)
+            config.update(quantize="int8", input_range=input_range if first else None,
+                          weight_bits=weight_bits)
             net = type(layer).from_config(config)(net, return_end_points=True)[0]
         elif isinstance(layer, Conv2DSame):
             if layer.name == "logits":  # the logits and the softmax stay float
-                config.update(quantize="int8", quantize_output=False)
+                config.update(quantize="int8", quantize_output=False, weight_bits=weight_bits)
             else:
+                if not first and layer.name.startswith("conv1_"):
+                    raise UserError(f"cannot quantize model {model.name!r}: its deep stem "
+                                    f"({layer.name!r}) has no int8 form here; quantization-"
+                                    "aware training takes slim's one-convolution root")
                 if not first:
                     raise UserError(f"cannot quantize model {model.name!r}: convolution "
                                     f"{layer.name!r} outside a residual unit, after the root")
                 # The root convolution: its input is the network's; its output is quantized by
                 # the first unit, after the max-pool (which keeps its input's grid).
                 net = ActivationQuantizer(fixed_range=input_range, name="images_quant")(net)
-                config.update(quantize="int8", input_range=input_range, quantize_output=False)
+                config.update(quantize="int8", input_range=input_range, quantize_output=False,
+                              weight_bits=weight_bits)
             net = type(layer).from_config(config)(net)
         elif isinstance(layer, _PASS_THROUGH):
             if isinstance(previous, ResidualUnit):  # the last unit's output

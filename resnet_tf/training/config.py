@@ -60,7 +60,12 @@ class TrainConfig:
     shortcut_scale: typing.Optional[float] = None
     residual_scale: typing.Optional[float] = None
     gate_bias: typing.Optional[float] = None
-    dropout_rate: typing.Optional[float] = None  # cifar_resnet_ablation 'dropout' (default 0.5)
+    # cifar_resnet_ablation 'dropout' (default 0.5); the stronger ResNets' dropout before the
+    # logits (resnet_tf/models/variants.py: their source's default).
+    dropout_rate: typing.Optional[float] = None
+    # The stronger ResNets (resnet_tf/models/variants.py): stochastic depth in training, the
+    # last unit's drop probability (null: 0).
+    drop_path_rate: typing.Optional[float] = None
     weight_decay: float = 1e-4
     batch_norm_decay: float = 0.997
     dtype: str = "float32"
@@ -115,6 +120,9 @@ class TrainConfig:
     # Starting from trained weights (init_from, slim_checkpoint), it trains at learning_rate
     # times this: the straight-through gradients of int8 rounding want small steps.
     qat_learning_rate_scale: float = 0.1
+    # The bits of its int8 weights: 7 (the exports equal the model on every x86 CPU), or 8 (one
+    # bit finer, for CPUs with VNNI only: without it OpenVINO's int8 kernels saturate on them).
+    qat_weight_bits: int = 7
 
     def __post_init__(self):
         _check_choice("dataset", self.dataset, DATASETS)
@@ -159,6 +167,9 @@ class TrainConfig:
         if not 0.0 < self.central_fraction <= 1.0:
             raise UserError(f"central_fraction must be in (0, 1]. "
                             f"Received: central_fraction={self.central_fraction}")
+        if self.qat_weight_bits not in (7, 8) or isinstance(self.qat_weight_bits, bool):
+            raise UserError("qat_weight_bits must be 7 or 8. Received: "
+                            f"qat_weight_bits={self.qat_weight_bits!r}")
         if not 0.0 < self.qat_learning_rate_scale <= 1.0:
             raise UserError("qat_learning_rate_scale must be in (0, 1]. Received: "
                             f"qat_learning_rate_scale={self.qat_learning_rate_scale}")

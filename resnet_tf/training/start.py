@@ -146,13 +146,13 @@ def init_from_record(config: TrainConfig):
     return ModelDir(config.init_from).read_data_record(check_files=False)
 
 
-def quantization_aware(model, train_data, calibrate: bool, batches: int = 8):
+def quantization_aware(model, train_data, calibrate: bool, weight_bits: int, batches: int = 8):
     """The quantization-aware form of a run's model (`quantization.quantize_model`); a new run
     sets its activation ranges from its first training batches (a resumed one restores
     them)."""
     from resnet_tf.quantization import qat as quantization
 
-    model = quantization.quantize_model(model)
+    model = quantization.quantize_model(model, weight_bits=weight_bits)
     if calibrate:
         quantization.calibrate(model, train_data.take(batches))
     return model

@@ -258,11 +258,13 @@ def _make_model(config, strategy, data, init, run_dir, resuming, fresh, is_chief
         if init is not None:
             start_from(model, config, init, again=resuming)
         if config.quantization_aware:
-            model = quantization_aware(model, data.train, calibrate=fresh)
+            model = quantization_aware(model, data.train, calibrate=fresh,
+                                       weight_bits=config.qat_weight_bits)
             if config.peak_learning_rate() != config.learning_rate and fresh:
                 print(f"resnet-tf: quantization-aware fine-tune at learning rate "
                       f"{config.peak_learning_rate():g} (learning_rate {config.learning_rate:g} "
-                      f"x qat_learning_rate_scale {config.qat_learning_rate_scale:g})")
+                      f"x qat_learning_rate_scale {config.qat_learning_rate_scale:g}), "
+                      f"{config.qat_weight_bits}-bit weights (qat_weight_bits)")
         model.compile(optimizer=make_optimizer(config, data.steps_per_epoch),
                       loss=make_loss(config), metrics=make_metrics(data.num_classes))
         # Every worker restores the chief's committed state (the model dir is shared).

@@ -18,6 +18,7 @@ from resnet_tf.errors import UserError
 TORCHVISION_URL = "https://download.pytorch.org/models/{file}"
 TIMM_URL = "https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
 KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/{file}"
+KERAS_RS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet_rs/{file}"
 
 SLIM_URL = "http://download.tensorflow.org/models/{release}.tar.gz"
 
@@ -83,7 +84,8 @@ class Published:
         """Its name in caches filled by resnet_tf 0.1.0 (keras' rows named the file twice),
         taken over by `cache.fetch`."""
         file = os.path.basename(urllib.parse.urlparse(self.url).path)
-        return f"keras-{os.path.splitext(file)[0]}-{file}" if self.source == "keras" else None
+        return (f"keras-{os.path.splitext(file)[0]}-{file}" if self.source == "keras" and
+                self.model.startswith("resnet_v") else None)
 
 
 def _slim(model, date, top1):
@@ -93,10 +95,11 @@ def _slim(model, date, top1):
         num_classes=conventions.num_classes)
 
 
-def _torchvision(depth, file, version, top1, resize_side):
+def _torchvision(depth, file, version, top1, resize_side, model=None, weights_enum=None):
     # torchvision's file names end in the first hex digits of the file's SHA-256 (its check).
     sha256_prefix = os.path.splitext(file)[0].rsplit("-", 1)[1]
-    return Published("torchvision", f"resnet_v1_{depth}", f"ResNet{depth}_Weights.{version}",
+    return Published("torchvision", model or f"resnet_v1_{depth}",
+                     f"{weights_enum or f'ResNet{depth}_Weights'}.{version}",
                      TORCHVISION_URL.format(file=file), top1,
                      EvalPreprocessing("torchvision", 224, resize_side=resize_side),
                      sha256_prefix)
@@ -107,6 +110,23 @@ def _timm(depth, name, top1):
     # its results table measures top-1: 288 px, the whole smaller side (crop 1.0), bicubic.
     return Published("timm", f"resnet_v1_{depth}", name, TIMM_URL.format(name=name), top1,
                      EvalPreprocessing("torchvision", 288, resize_side=288))
+
+
+def _timm_variant(model, tag, top1, size, crop):
+    # timm's test recipe (pretrained_cfg test_input_size, test_crop_pct), at which its results
+    # table (results-imagenet.csv) gives top-1; resized as timm does, floor(size / crop).
+    return Published("timm", model, f"{model}.{tag}", TIMM_URL.format(name=f"{model}.{tag}"),
+                     top1, EvalPreprocessing("torchvision", size,
+                                             resize_side=int(size / crop)))
+
+
+def _keras_rs(depth, size, md5, top1):
+    # tf_keras' ResNetRS{depth}(weights="imagenet"): its largest published input size. Its
+    # model normalises x / 255 with ImageNet's mean and std ("torchvision"); the Model
+    # Garden evaluates with a central crop of size / (size + 32).
+    return Published("keras", f"resnet_rs_{depth}", f"ResNetRS{depth}",
+                     KERAS_RS_URL.format(file=f"resnet-rs-{depth}-i{size}.h5"), top1,
+                     EvalPreprocessing("torchvision", size, resize_side=size + 32), md5)
 
 
 def _keras(model, file, file_hash, top1):
@@ -152,7 +172,34 @@ for _p in (
         _keras("resnet_v2_101", "resnet101v2_weights_tf_dim_ordering_tf_kernels.h5",
                "6343647c601c52e1368623803854d971", 77.2),
         _keras("resnet_v2_152", "resnet152v2_weights_tf_dim_ordering_tf_kernels.h5",
-               "a49b44d1979771252814e80f8ec446f9", 78.0)):
+               "a49b44d1979771252814e80f8ec446f9", 78.0),
+        # The stronger ResNets (`models.variants`). torchvision's DEFAULT weights:
+        _torchvision(50, "resnext50_32x4d-1a0047aa.pth", "IMAGENET1K_V2", 81.198, 232,
+                     "resnext50_32x4d", "ResNeXt50_32X4D_Weights"),
+        _torchvision(101, "resnext101_32x8d-110c445d.pth", "IMAGENET1K_V2", 82.834, 232,
+                     "resnext101_32x8d", "ResNeXt101_32X8D_Weights"),
+        _torchvision(101, "resnext101_64x4d-173b62eb.pth", "IMAGENET1K_V1", 83.246, 232,
+                     "resnext101_64x4d", "ResNeXt101_64X4D_Weights"),
+        _torchvision(50, "wide_resnet50_2-9ba9bcbe.pth", "IMAGENET1K_V2", 81.602, 232,
+                     "wide_resnet50_2", "Wide_ResNet50_2_Weights"),
+        _torchvision(101, "wide_resnet101_2-d733dc28.pth", "IMAGENET1K_V2", 82.510, 232,
+                     "wide_resnet101_2", "Wide_ResNet101_2_Weights"),
+        # timm's default tags (RandAugment "ra2", "racm"; "ah" for the SE-ResNeXt-101-D).
+        _timm_variant("resnet50d", "ra2_in1k", 81.354, 288, 0.95),
+        _timm_variant("resnet101d", "ra2_in1k", 83.020, 320, 1.0),
+        _timm_variant("resnet152d", "ra2_in1k", 83.684, 320, 1.0),
+        _timm_variant("resnet200d", "ra2_in1k", 83.976, 320, 1.0),
+        _timm_variant("seresnext50_32x4d", "racm_in1k", 82.186, 288, 0.95),
+        _timm_variant("seresnext101d_32x8d", "ah_in1k", 84.380, 288, 1.0),
+        # tf_keras' ResNet-RS ([RS] Table; the TPU repository's checkpoints, as tf_keras
+        # converted them), with tf_keras' MD5s.
+        _keras_rs(50, 160, "69d9d925319f00a8bdd4af23c04e4102", 78.8),
+        _keras_rs(101, 192, "eb285be29ab42cf4835ff20a5e3b5d23", 81.2),
+        _keras_rs(152, 256, "ba6271b99bdeb4e7a9b15c05964ef4ad", 83.0),
+        _keras_rs(200, 256, "a76930b741884e09ce90fa7450747d5f", 83.4),
+        _keras_rs(270, 256, "20d575825ba26176b03cb51012a367a8", 83.8),
+        _keras_rs(350, 320, "7ccb858cc738305e8ceb3c0140bee393", 84.2),
+        _keras_rs(420, 320, "ae0eb9bed39e64fc8d7e0db4018dc7e8", 84.4)):
     CATALOG.setdefault(_p.source, {})[_p.model] = _p
 del _p
 NAMED = tuple(CATALOG)  # what `weights=` names: "imagenet", "torchvision", "timm", "keras"

@@ -22,20 +22,18 @@ cache, checked against the catalog's hash (`weights.cache`: one lock, one offlin
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import os
-import re
 import urllib.parse
 
 import numpy as np
 
 from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
-from resnet_tf.models.resnet_utils import BASIC_DEPTHS, RESNET_UNITS
 from resnet_tf.weights.cache import fetch
 from resnet_tf.weights.catalog import CATALOG, NAMED, published, slim_conventions
+from resnet_tf.weights.mappings import Mapped, from_keras, from_torch
 from resnet_tf.weights.readers import (
     file_kind,
     read_keras_h5,
@@ -45,8 +43,6 @@ from resnet_tf.weights.readers import (
 
 # The file names of the sources' formats (a local file is recognised by its contents).
 SOURCE_SUFFIXES = (".h5", ".hdf5", ".pth", ".pt", ".bin", ".safetensors")
-# The depth of a ResNet from its units per block, and whether it is a bottleneck one.
-DEPTHS = {(units, depth not in BASIC_DEPTHS): depth for depth, units in RESNET_UNITS.items()}
 
 
 
@@ -105,8 +101,8 @@ def resolve_weights(model_name: str, weights, num_classes, layout=None) -> Weigh
 def normalization(model_name: str, weights) -> str:
     """How the source of `weights` normalised pixels (`pixels.normalize_pixels`), read without
     loading them (a URL's file is downloaded once, not read): a name's published recipe; a
-    file's kind (a keras .h5: "caffe" for V1, "inception" for V2; a PyTorch or safetensors
-    file: "torchvision"); slim's: its family's."""
+    file's kind (a keras .h5: "caffe" for V1, "inception" for V2, "torchvision" for
+    ResNet-RS; a PyTorch or safetensors file: "torchvision"); slim's: its family's."""
     if isinstance(weights, Weights):
         return weights.preprocessing.method
     if weights in CATALOG:
@@ -120,6 +116,8 @@ def normalization(model_name: str, weights) -> str:
             group = f["model_weights"] if "model_weights" in f else f
             names = [n.decode() if isinstance(n, bytes) else n
                      for n in group.attrs.get("layer_names", [])]
+        if any(n.startswith("BlockGroup") for n in names):  # tf_keras' ResNet-RS
+            return "torchvision"
         return "inception" if any(n.endswith("_preact_bn") for n in names) else "caffe"
     if kind in ("torch", "safetensors"):
         return "torchvision"
@@ -160,6 +158,11 @@ def _from_file(model_name: str, weights) -> Weights:
     return _read(model_name, path, repr(os.fspath(weights)))
 
 
+def _weights(mapped: Mapped, what: str, path: str) -> Weights:
+    return Weights(mapped.source, mapped.layout, mapped.num_classes, mapped.preprocessing,
+                   f"weights {what}", mapped.arrays, path=path)
+
+
 def source_file(weights) -> str | None:
     """The local file of `weights` (a URL or a path) in a source's format: a local file by its
     contents (or its name), a URL by its name, downloaded once into the cache; None for slim's
@@ -183,159 +186,18 @@ def source_file(weights) -> str | None:
 def _read(model_name: str, path: str, what: str) -> Weights:
     kind = file_kind(path)
     if kind == "hdf5":
-        return dataclasses.replace(_from_keras(model_name, read_keras_h5(path, what), what),
-                                   path=path)
+        return _weights(from_keras(model_name, read_keras_h5(path, what), what), what, path)
     if kind in ("safetensors", "torch"):
         state = (read_safetensors if kind == "safetensors" else read_torch)(path, what)
-        return dataclasses.replace(_from_torch(model_name, state, what, "timm" if kind ==
-                                               "safetensors" else "torchvision"), path=path)
+        return _weights(from_torch(model_name, state, what, "timm" if kind == "safetensors"
+                                   else "torchvision"), what, path)
     raise UserError(f"weights {what} is neither a keras.applications .h5 file, a torchvision "
                     ".pth file nor a timm .safetensors file (its first bytes are "
                     f"{open(path, 'rb').read(8)!r})")
 
 
 # --------------------------------------------------------------------------------------------
-# Mappings: a source's names -> slim's (below the model's scope)
-
-
-def _check_model(model_name, family, depth, what, holds):
-    wanted = f"resnet_{family}_{depth}"
-    if model_name != wanted:
-        raise UserError(f"weights {what} hold {holds}: build it with {wanted}, not "
-                        f"{model_name}")
-
-
-def _bn(prefix, gamma, beta, mean, variance, out, bias=None):
-    """A batch norm's four arrays; a convolution's `bias` before it folds into its mean."""
-    out[f"{prefix}/gamma"] = gamma
-    out[f"{prefix}/beta"] = beta
-    out[f"{prefix}/moving_mean"] = mean if bias is None else mean - bias
-    out[f"{prefix}/moving_variance"] = variance
-
-
-def _from_torch(model_name: str, state: dict, what: str, source: str) -> Weights:
-    """torchvision's / timm's ResNet state dict (their keys are the same) in slim's names."""
-    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    units = collections.defaultdict(set)
-    for key in state:
-        match = re.match(r"layer(\d)\.(\d+)\.", key)
-        if match:
-            units[int(match.group(1))].add(int(match.group(2)))
-    bottleneck = any(".conv3." in key for key in state)
-    counts = tuple(len(units[i]) for i in (1, 2, 3, 4))
-    depth = DEPTHS.get((counts, bottleneck))
-    if depth is None or "conv1.weight" not in state:
-        raise UserError(f"weights {what} do not hold a torchvision-style ResNet (units per "
-                        f"stage {counts}; keys such as {sorted(state)[:4]})")
-    classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
-    _check_model(model_name, "v1", depth, what,
-                 f"a {source} ResNet-{depth} ({classes or 'no'} classes)")
-    unit = "bottleneck_v1" if bottleneck else "basic_v1"
-    out, used = {}, set()
-
-    def take(key):
-        used.add(key)
-        return state[key]
-
-    def conv(key, name):
-        out[f"{name}/weights"] = np.transpose(take(f"{key}.weight"), (2, 3, 1, 0))
-
-    def bn(key, name):
-        _bn(f"{name}/BatchNorm", take(f"{key}.weight"), take(f"{key}.bias"),
-            take(f"{key}.running_mean"), take(f"{key}.running_var"), out)
-
-    conv("conv1", "conv1")
-    bn("bn1", "conv1")
-    for stage in (1, 2, 3, 4):
-        for index in sorted(units[stage]):
-            key, name = f"layer{stage}.{index}", f"block{stage}/unit_{index + 1}/{unit}"
-            for k in (1, 2, 3) if bottleneck else (1, 2):
-                conv(f"{key}.conv{k}", f"{name}/conv{k}")
-                bn(f"{key}.bn{k}", f"{name}/conv{k}")
-            if f"{key}.downsample.0.weight" in state:
-                conv(f"{key}.downsample.0", f"{name}/shortcut")
-                bn(f"{key}.downsample.1", f"{name}/shortcut")
-    if classes:
-        out["logits/weights"] = take("fc.weight").T[None, None]
-        out["logits/biases"] = take("fc.bias")
-    unused = sorted(set(state) - used)
-    if unused:
-        raise UserError(f"weights {what} hold tensors a torchvision ResNet-{depth} has not "
-                        f"({len(unused)}: {', '.join(unused[:5])}); it is another network")
-    prep = EvalPreprocessing("torchvision", 224, resize_side=256)
-    return Weights(source, "torchvision", classes or 0, prep, f"weights {what}", out)
-
-
-def _from_keras(model_name: str, layers: dict, what: str) -> Weights:
-    """keras.applications' ResNet / ResNetV2 weights (layer names conv2_block1_1_conv, ...)."""
-    v2 = any(name.endswith("_preact_bn") for name in layers)
-    units = collections.defaultdict(set)
-    for name in layers:
-        match = re.match(r"conv(\d)_block(\d+)_", name)
-        if match:
-            units[int(match.group(1))].add(int(match.group(2)))
-    counts = tuple(len(units[i]) for i in (2, 3, 4, 5))
-    depth = DEPTHS.get((counts, True))
-    if depth is None or "conv1_conv" not in layers:
-        raise UserError(f"weights {what} do not hold a keras.applications ResNet (blocks per "
-                        f"stage {counts}; layers such as {sorted(layers)[:4]})")
-    classes = int(layers["predictions"][0].shape[-1]) if "predictions" in layers else None
-    family = "v2" if v2 else "v1"
-    _check_model(model_name, family, depth, what, f"a keras.applications ResNet{depth}"
-                 f"{'V2' if v2 else ''} ({classes or 'no'} classes)")
-    out, used = {}, set()
-
-    def take(layer):
-        used.add(layer)
-        return layers[layer]
-
-    if v2:
-        kernel, bias = take("conv1_conv")
-        out["conv1/weights"], out["conv1/biases"] = kernel, bias
-        _bn("postnorm", *take("post_bn"), out)
-    else:
-        kernel, bias = take("conv1_conv")
-        out["conv1/weights"] = kernel
-        _bn("conv1/BatchNorm", *take("conv1_bn"), out, bias=bias)
-    for stage in (2, 3, 4, 5):
-        for index in sorted(units[stage]):
-            _keras_unit(f"conv{stage}_block{index}", f"block{stage - 1}/unit_{index}", v2,
-                        layers, take, out)
-    if classes:
-        kernel, bias = take("predictions")
-        out["logits/weights"], out["logits/biases"] = kernel[None, None], bias
-    unused = sorted(set(layers) - used)
-    if unused:
-        raise UserError(f"weights {what} hold layers a keras.applications ResNet{depth} has "
-                        f"not ({len(unused)}: {', '.join(unused[:5])}); it is another network")
-    prep = (EvalPreprocessing("inception", 224, central_fraction=None) if v2 else
-            EvalPreprocessing("caffe", 224, resize_side=256))
-    return Weights("keras", "keras", classes or 0, prep, f"weights {what}", out)
-
-
-# --------------------------------------------------------------------------------------------
 # Loading
-
-
-def _keras_unit(key, name, v2, layers, take, out) -> None:
-    """One keras.applications block (`conv2_block1_*`) as slim's unit `name`'s variables."""
-    if v2:
-        name += "/bottleneck_v2"
-        _bn(f"{name}/preact", *take(f"{key}_preact_bn"), out)
-        for k in (1, 2):
-            (out[f"{name}/conv{k}/weights"],) = take(f"{key}_{k}_conv")
-            _bn(f"{name}/conv{k}/BatchNorm", *take(f"{key}_{k}_bn"), out)
-        for k, scope in ((3, "conv3"), (0, "shortcut")):
-            if f"{key}_{k}_conv" in layers:
-                out[f"{name}/{scope}/weights"], out[f"{name}/{scope}/biases"] = take(
-                    f"{key}_{k}_conv")
-        return
-    name += "/bottleneck_v1"
-    for k, scope in ((0, "shortcut"), (1, "conv1"), (2, "conv2"), (3, "conv3")):
-        if f"{key}_{k}_conv" in layers:
-            kernel, bias = take(f"{key}_{k}_conv")
-            out[f"{name}/{scope}/weights"] = kernel
-            _bn(f"{name}/{scope}/BatchNorm", *take(f"{key}_{k}_bn"), out, bias=bias)
 
 
 def assign_strictly(model, arrays: dict, what: str, exclude=()) -> list:

@@ -158,11 +158,34 @@ def stable_names(model):
     return model
 
 
+def _on_int8_grid(weights, tolerance):
+    """(scale per output channel, int8 codes, largest error) of OIHW `weights` that lie on a
+    per-channel grid of 7-bit codes (-63..63, `quantizers.WEIGHT_BITS`) or 8-bit ones: each
+    channel takes the 7-bit grid where it fits (the same weights, and no int8 kernel can
+    saturate on them), the 8-bit one otherwise."""
+    flat = weights.reshape(weights.shape[0], -1)
+    bound = np.abs(flat).max(1)
+    best = None
+    for largest in (127, 63):  # the later one wins where both fit
+        scale = np.where(bound > 0, bound / largest, 1.0).astype(np.float32)
+        codes = np.round(flat / scale[:, None])
+        error = np.abs(codes * scale[:, None] - flat).max(1)
+        fits = error <= tolerance * np.maximum(1.0, bound)
+        if best is None:
+            best = [scale, codes, error]
+        else:
+            best = [np.where(fits, new, old) if new.ndim == 1 else
+                    np.where(fits[:, None], new, old)
+                    for new, old in zip((scale, codes, error), best)]
+    scale, codes, error = best
+    return scale, codes.reshape(weights.shape), float(error.max(initial=0.0))
+
+
 def int8_conv_weights(model, tolerance: float = 1e-5):
     """tf2onnx folds each kernel's per-channel fake-quant into float32 weights on the int8
     grid; ONNX Runtime would re-quantize those per tensor (its `WeightBiasQuantization`).
-    Stored as int8 + `DequantizeLinear` (axis 0, scale max|w_c| / 127), they are the trained
-    weights exactly, and a quarter of the size."""
+    Stored as int8 + `DequantizeLinear` (axis 0, scale max|w_c| / 127, or / 63 for 7-bit
+    weights), they are the trained weights exactly, and a quarter of the size."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -177,12 +200,8 @@ def int8_conv_weights(model, tolerance: float = 1e-5):
             continue
         name = node.input[1]
         weights = numpy_helper.to_array(initializers[name]).astype(np.float32)
-        bound = np.abs(weights).reshape(weights.shape[0], -1).max(1)
-        scale = np.where(bound > 0, bound / 127.0, 1.0).astype(np.float32)
-        shape = (-1,) + (1,) * (weights.ndim - 1)
-        codes = np.round(weights / scale.reshape(shape))
-        error = np.abs(codes * scale.reshape(shape) - weights).max()
-        if error > tolerance * max(1.0, float(bound.max())):
+        scale, codes, error = _on_int8_grid(weights, tolerance)
+        if error > tolerance * max(1.0, float(np.abs(weights).max())):
             raise AssertionError(f"Conv {node.name}: weights off the int8 grid ({error:.3g})")
         graph.initializer.extend([
             numpy_helper.from_array(codes.astype(np.int8), name + "_quantized"),

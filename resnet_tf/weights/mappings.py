@@ -1,0 +1,278 @@
+"""A source's names -> slim's: what each source's file holds, as the variables of the builder
+that builds the same network (names below the model's scope), and which builder that is.
+
+  - torchvision's and timm's ResNet state dicts (the same keys): the plain ResNets, ResNeXt and
+    Wide ResNet (a grouped or wider conv2), timm's ResNet-D (`conv1.0`...: the deep stem;
+    `downsample.1`: the projection after the average pool) and SE-ResNeXt (`se.fc1`, `se.fc2`);
+  - keras.applications' ResNet / ResNetV2 `.h5` (`conv2_block1_1_conv`, ...) and tf_keras'
+    ResNet-RS (`BlockGroup2__block_0__conv_1`, ...).
+
+Every tensor of the file must be used (else one sentence says the file is another network);
+`sources.assign_strictly` then checks every variable of the model.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import re
+
+import numpy as np
+
+from resnet_tf.data.pixels import EvalPreprocessing
+from resnet_tf.errors import UserError
+from resnet_tf.models.resnet_utils import BASIC_DEPTHS, RESNET_UNITS
+from resnet_tf.models.variants import RS_UNITS, VARIANTS
+
+# The depth of a ResNet from its units per block, and whether it is a bottleneck one.
+DEPTHS = {(units, depth not in BASIC_DEPTHS): depth for depth, units in RESNET_UNITS.items()}
+RS_DEPTHS = {units: depth for depth, units in RS_UNITS.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mapped:
+    """A file's tensors in slim's names, with what they need."""
+
+    source: str  # "torchvision" | "timm" | "keras"
+    layout: str
+    num_classes: int
+    preprocessing: EvalPreprocessing
+    arrays: dict
+
+
+def check_builder(model_name: str, wanted: str, what: str, holds: str) -> None:
+    if model_name == wanted:
+        return
+    if wanted.startswith("resnet_v") or wanted in VARIANTS:
+        raise UserError(f"weights {what} hold {holds}: build it with {wanted}, not "
+                        f"{model_name}")
+    raise UserError(f"weights {what} hold {holds} ({wanted}), which resnet_tf does not build")
+
+
+def _bn(prefix, gamma, beta, mean, variance, out, bias=None):
+    """A batch norm's four arrays; a convolution's `bias` before it folds into its mean."""
+    out[f"{prefix}/gamma"] = gamma
+    out[f"{prefix}/beta"] = beta
+    out[f"{prefix}/moving_mean"] = mean if bias is None else mean - bias
+    out[f"{prefix}/moving_variance"] = variance
+
+
+def _torch_architecture(state, depth, bottleneck):
+    """(builder name, the network's name) of a torchvision/timm state dict."""
+    if not bottleneck:
+        return f"resnet_v1_{depth}", f"ResNet-{depth}"
+    width = int(state["layer1.0.conv2.weight"].shape[0])
+    groups = width // int(state["layer1.0.conv2.weight"].shape[1])
+    per_group = width // groups
+    deep = "conv1.0.weight" in state
+    se = "layer1.0.se.fc1.weight" in state
+    prefix, suffix = ("se" if se else ""), ("d" if deep else "")
+    title = f"{'SE-' if se else ''}{{}}-{depth}{'-D' if deep else ''}"
+    if groups > 1:
+        return (f"{prefix}resnext{depth}{suffix}_{groups}x{per_group}d",
+                f"{title.format('ResNeXt')} {groups}x{per_group}d")
+    if per_group != 64:
+        return f"wide_resnet{depth}_{per_group // 64}", f"Wide ResNet-{depth}-{per_group // 64}"
+    if deep or se:
+        return f"{prefix}resnet{depth}{suffix}", title.format("ResNet")
+    return f"resnet_v1_{depth}", f"ResNet-{depth}"
+
+
+def from_torch(model_name: str, state: dict, what: str, source: str) -> Mapped:
+    """torchvision's / timm's ResNet state dict (their keys are the same) in slim's names."""
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    units = collections.defaultdict(set)
+    for key in state:
+        match = re.match(r"layer(\d)\.(\d+)\.", key)
+        if match:
+            units[int(match.group(1))].add(int(match.group(2)))
+    bottleneck = any(".conv3." in key for key in state)
+    counts = tuple(len(units[i]) for i in (1, 2, 3, 4))
+    depth = DEPTHS.get((counts, bottleneck))
+    deep = "conv1.0.weight" in state
+    if depth is None or not ("conv1.weight" in state or deep):
+        raise UserError(f"weights {what} do not hold a torchvision-style ResNet (units per "
+                        f"stage {counts}; keys such as {sorted(state)[:4]})")
+    classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
+    wanted, network = _torch_architecture(state, depth, bottleneck)
+    check_builder(model_name, wanted, what, f"a {source} {network} ({classes or 'no'} classes)")
+    unit = "bottleneck_v1" if bottleneck else "basic_v1"
+    out, used = {}, set()
+
+    def take(key):
+        used.add(key)
+        return state[key]
+
+    def conv(key, name, bias=False):
+        out[f"{name}/weights"] = np.transpose(take(f"{key}.weight"), (2, 3, 1, 0))
+        if bias:
+            out[f"{name}/biases"] = take(f"{key}.bias")
+
+    def bn(key, name):
+        _bn(f"{name}/BatchNorm", take(f"{key}.weight"), take(f"{key}.bias"),
+            take(f"{key}.running_mean"), take(f"{key}.running_var"), out)
+
+    if deep:  # timm's deep stem: Sequential(conv, bn, relu, conv, bn, relu, conv), then bn1
+        for k, (conv_key, bn_key) in enumerate((("conv1.0", "conv1.1"), ("conv1.3", "conv1.4"),
+                                                ("conv1.6", "bn1")), start=1):
+            conv(conv_key, f"conv1_{k}")
+            bn(bn_key, f"conv1_{k}")
+    else:
+        conv("conv1", "conv1")
+        bn("bn1", "conv1")
+    for stage in (1, 2, 3, 4):
+        for index in sorted(units[stage]):
+            key, name = f"layer{stage}.{index}", f"block{stage}/unit_{index + 1}/{unit}"
+            for k in (1, 2, 3) if bottleneck else (1, 2):
+                conv(f"{key}.conv{k}", f"{name}/conv{k}")
+                bn(f"{key}.bn{k}", f"{name}/conv{k}")
+            if f"{key}.se.fc1.weight" in state:
+                conv(f"{key}.se.fc1", f"{name}/se/reduce", bias=True)
+                conv(f"{key}.se.fc2", f"{name}/se/expand", bias=True)
+            if f"{key}.downsample.0.weight" in state:
+                conv(f"{key}.downsample.0", f"{name}/shortcut")
+                bn(f"{key}.downsample.1", f"{name}/shortcut")
+            elif f"{key}.downsample.1.weight" in state:  # after ResNet-D's average pool
+                conv(f"{key}.downsample.1", f"{name}/shortcut")
+                bn(f"{key}.downsample.2", f"{name}/shortcut")
+    if classes:
+        out["logits/weights"] = take("fc.weight").T[None, None]
+        out["logits/biases"] = take("fc.bias")
+    unused = sorted(set(state) - used)
+    if unused:
+        raise UserError(f"weights {what} hold tensors a torchvision {network} has not "
+                        f"({len(unused)}: {', '.join(unused[:5])}); it is another network")
+    prep = EvalPreprocessing("torchvision", 224, resize_side=256)
+    return Mapped(source, "torchvision", classes or 0, prep, out)
+
+
+def from_keras(model_name: str, layers: dict, what: str) -> Mapped:
+    """keras.applications' ResNet / ResNetV2 weights (layer names conv2_block1_1_conv, ...),
+    or tf_keras' ResNet-RS (`from_keras_rs`)."""
+    if any(name.startswith("BlockGroup") for name in layers):
+        return from_keras_rs(model_name, layers, what)
+    v2 = any(name.endswith("_preact_bn") for name in layers)
+    units = collections.defaultdict(set)
+    for name in layers:
+        match = re.match(r"conv(\d)_block(\d+)_", name)
+        if match:
+            units[int(match.group(1))].add(int(match.group(2)))
+    counts = tuple(len(units[i]) for i in (2, 3, 4, 5))
+    depth = DEPTHS.get((counts, True))
+    if depth is None or "conv1_conv" not in layers:
+        raise UserError(f"weights {what} do not hold a keras.applications ResNet (blocks per "
+                        f"stage {counts}; layers such as {sorted(layers)[:4]})")
+    classes = int(layers["predictions"][0].shape[-1]) if "predictions" in layers else None
+    family = "v2" if v2 else "v1"
+    check_builder(model_name, f"resnet_{family}_{depth}", what,
+                  f"a keras.applications ResNet{depth}{'V2' if v2 else ''} "
+                  f"({classes or 'no'} classes)")
+    out, used = {}, set()
+
+    def take(layer):
+        used.add(layer)
+        return layers[layer]
+
+    if v2:
+        kernel, bias = take("conv1_conv")
+        out["conv1/weights"], out["conv1/biases"] = kernel, bias
+        _bn("postnorm", *take("post_bn"), out)
+    else:
+        kernel, bias = take("conv1_conv")
+        out["conv1/weights"] = kernel
+        _bn("conv1/BatchNorm", *take("conv1_bn"), out, bias=bias)
+    for stage in (2, 3, 4, 5):
+        for index in sorted(units[stage]):
+            _keras_unit(f"conv{stage}_block{index}", f"block{stage - 1}/unit_{index}", v2,
+                        layers, take, out)
+    if classes:
+        kernel, bias = take("predictions")
+        out["logits/weights"], out["logits/biases"] = kernel[None, None], bias
+    unused = sorted(set(layers) - used)
+    if unused:
+        raise UserError(f"weights {what} hold layers a keras.applications ResNet{depth} has "
+                        f"not ({len(unused)}: {', '.join(unused[:5])}); it is another network")
+    prep = (EvalPreprocessing("inception", 224, central_fraction=None) if v2 else
+            EvalPreprocessing("caffe", 224, resize_side=256))
+    return Mapped("keras", "keras", classes or 0, prep, out)
+
+
+def _keras_unit(key, name, v2, layers, take, out) -> None:
+    """One keras.applications block (`conv2_block1_*`) as slim's unit `name`'s variables."""
+    if v2:
+        name += "/bottleneck_v2"
+        _bn(f"{name}/preact", *take(f"{key}_preact_bn"), out)
+        for k in (1, 2):
+            (out[f"{name}/conv{k}/weights"],) = take(f"{key}_{k}_conv")
+            _bn(f"{name}/conv{k}/BatchNorm", *take(f"{key}_{k}_bn"), out)
+        for k, scope in ((3, "conv3"), (0, "shortcut")):
+            if f"{key}_{k}_conv" in layers:
+                out[f"{name}/{scope}/weights"], out[f"{name}/{scope}/biases"] = take(
+                    f"{key}_{k}_conv")
+        return
+    name += "/bottleneck_v1"
+    for k, scope in ((0, "shortcut"), (1, "conv1"), (2, "conv2"), (3, "conv3")):
+        if f"{key}_{k}_conv" in layers:
+            kernel, bias = take(f"{key}_{k}_conv")
+            out[f"{name}/{scope}/weights"] = kernel
+            _bn(f"{name}/{scope}/BatchNorm", *take(f"{key}_{k}_bn"), out, bias=bias)
+
+
+# tf_keras' ResNet-RS layer names: the stem's carry a counter (`stem_1_`: one per model built in
+# the process that saved them); a unit's first batch norm has one underscore before it.
+_RS_STEM = re.compile(r"stem_\d+_stem_(conv|batch_norm)_(\d)$")
+_RS_UNIT = re.compile(r"BlockGroup(\d)__block_(\d+)__?(conv_\d|batch_norm_\d|se_se_reduce|"
+                      r"se_se_expand|projection_conv|projection_batch_norm)$")
+
+
+def from_keras_rs(model_name: str, layers: dict, what: str) -> Mapped:
+    """tf_keras' ResNet-RS weights (`tf.keras.applications.ResNetRS50`'s `.h5`) in slim's names:
+    BlockGroup2-5 are blocks 1-4, `block_0` is `unit_1`."""
+    units = collections.defaultdict(set)
+    for name in layers:
+        match = _RS_UNIT.match(name)
+        if match:
+            units[int(match.group(1))].add(int(match.group(2)))
+    counts = tuple(len(units[g]) for g in (2, 3, 4, 5))
+    depth = RS_DEPTHS.get(counts)
+    if depth is None:
+        raise UserError(f"weights {what} do not hold a tf_keras ResNet-RS (units per block "
+                        f"{counts}; layers such as {sorted(layers)[:4]})")
+    classes = int(layers["predictions"][0].shape[-1]) if "predictions" in layers else None
+    check_builder(model_name, f"resnet_rs_{depth}", what,
+                  f"a tf_keras ResNet-RS-{depth} ({classes or 'no'} classes)")
+    out, used = {}, set()
+    for layer, arrays in layers.items():
+        stem, unit = _RS_STEM.match(layer), _RS_UNIT.match(layer)
+        if stem:
+            scope = f"conv1_{stem.group(2)}"
+            kind = "conv" if stem.group(1) == "conv" else "batch_norm"
+        elif unit:
+            scope = (f"block{int(unit.group(1)) - 1}/unit_{int(unit.group(2)) + 1}/"
+                     "bottleneck_v1/")
+            part = unit.group(3)
+            if part.startswith("se_se_"):
+                scope += f"se/{part[len('se_se_'):]}"
+                kind = "biased"
+            else:
+                scope += "shortcut" if part.startswith("projection") else f"conv{part[-1]}"
+                kind = "batch_norm" if "batch_norm" in part else "conv"
+        elif layer == "predictions" and classes:
+            scope, kind = "logits", "biased"
+            arrays = [arrays[0][None, None], arrays[1]]
+        else:
+            continue
+        used.add(layer)
+        if kind == "batch_norm":
+            _bn(f"{scope}/BatchNorm", *arrays, out)
+        elif kind == "biased":
+            out[f"{scope}/weights"], out[f"{scope}/biases"] = arrays
+        else:
+            (out[f"{scope}/weights"],) = arrays
+    unused = sorted(set(layers) - used)
+    if unused:
+        raise UserError(f"weights {what} hold layers a tf_keras ResNet-RS-{depth} has not "
+                        f"({len(unused)}: {', '.join(unused[:5])}); it is another network")
+    # tf_keras normalises inside the model: x / 255, then ImageNet's mean and std.
+    prep = EvalPreprocessing("torchvision", 224, resize_side=256)
+    return Mapped("keras", "torchvision", classes or 0, prep, out)
