@@ -21,6 +21,8 @@ runs).
 
 from __future__ import annotations
 
+import keras as _keras
+
 from resnet_tf.errors import UserError
 from resnet_tf.models.cifar import (
     AblationUnit,
@@ -30,6 +32,7 @@ from resnet_tf.models.cifar import (
 )
 from resnet_tf.models.feature_extraction import block_info, end_points
 from resnet_tf.models.layers import Conv2DSame, SqueezeExcite, Subsample
+from resnet_tf.models.layers import set_grouped_convolution as _set_grouped_convolution
 from resnet_tf.models.precision import float32_model
 from resnet_tf.models.registry import MODEL_NAMES, create_model
 from resnet_tf.models.resnet_utils import (
@@ -100,6 +103,10 @@ from resnet_tf.slim.variables import slim_variables
 from resnet_tf.weights.sources import resolve_weights
 
 set_weights_resolver(resolve_weights)  # what the builders' weights= load (docs/architecture.md)
+if _keras.backend.backend() == "tensorflow":  # TensorFlow's grouped Conv2D, not Keras' XLA one
+    from resnet_tf.tensorflow_ops import grouped_convolution as _grouped_convolution
+
+    _set_grouped_convolution(_grouped_convolution)
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,7 @@ PACKAGE = os.path.join(ROOT, "resnet_tf")
 
 # The layers, lowest first: a sub-package imports only from its own layer or lower ones.
 LAYERS = (
-    ("errors", "utils", "machine"),  # the shared base
+    ("errors", "utils", "machine", "tensorflow_ops"),  # the shared base
     ("models",),  # builders, layers, units, dtype policies, the model table (Keras only)
     ("quantization", "slim", "data"),  # QAT; slim's checkpoints; datasets and the eval recipe
     ("weights",),  # released weights: download, cache, load
@@ -25,7 +25,7 @@ LAYERS = (
 KERAS_ONLY = ("errors", "utils", "machine", "models", "quantization", "slim.variables", "data.pixels",
               "data.class_names")
 # The modules that import TensorFlow at their top (tf.data, checkpoints, SavedModels, ...).
-TENSORFLOW_MODULES = ("data.datasets", "data.preprocessing", "training.trainer",
+TENSORFLOW_MODULES = ("tensorflow_ops", "data.datasets", "data.preprocessing", "training.trainer",
                       "training.distribute", "training.evaluate", "export.deploy", "data.files",
                       "commands.predict")
 # Runtimes and converters: imported inside the functions that use them, never at the top.

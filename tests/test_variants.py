@@ -167,3 +167,62 @@ def test_every_variant_is_in_the_model_table_and_a_config_sets_its_options():
     assert not any(layer.name == "dropout" for layer in model.layers)
     with pytest.raises(UserError, match=r"takes none of \['drop_path_rate'\]"):
         config_from_dict(dict(dataset="digits", model="resnet_v1_50", drop_path_rate=0.1))
+
+
+# --------------------------------------------------------------------------------------------
+# Large: tiny models of the new kinds trained on the quickstart's real digits, through the CLI
+
+
+def variant_config(path, model, base_depth):
+    path.write_text(f"""dataset: digits
+validation_split: 0.2
+image_size: 32
+augment: false
+central_fraction: 1.0
+model: {model}
+base_depth: {base_depth}
+drop_path_rate: 0.1
+epochs: 6
+batch_size: 32
+optimizer: adam
+learning_rate: 0.002
+schedule: cosine
+batch_norm_decay: 0.9
+""")
+    return path
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("model, base_depth", [("seresnext50_32x4d", 16), ("resnet_rs_50", 8)])
+def test_tiny_variants_learn_the_digits_with_stochastic_depth_and_int8_keeps_the_bound(
+        tmp_path, model, base_depth):
+    """`resnet-tf train` of a tiny SE-ResNeXt (grouped convolutions, squeeze-and-excitation)
+    and a tiny ResNet-RS (deep strided stem, average-pool shortcuts, SE, dropout) with
+    stochastic depth on: they learn the real digits, `evaluate` gives the logged val_accuracy
+    (stochastic depth and dropout are training-only), and the SE-ResNeXt's int8 files keep
+    `--max-accuracy-drop` on all three runtimes (squeeze-and-excitation's mean and gate and the
+    grouped convolutions convert on each)."""
+    import json
+
+    from conftest import resnet_tf_command
+
+    run = tmp_path / "run"
+    config = variant_config(tmp_path / f"{model}.yaml", model, base_depth)
+    trained = resnet_tf_command("train", "--config", config, "--model-dir", run)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    metrics = json.load(open(run / "metrics.json"))
+    assert metrics["val_accuracy"] >= 0.75, metrics["val_accuracy"]
+    evaluated = resnet_tf_command("evaluate", "--model-dir", run, "--json", tmp_path / "e.json")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.load(open(tmp_path / "e.json"))["top1"] == pytest.approx(
+        metrics["val_accuracy"], abs=1e-6)
+    if model != "seresnext50_32x4d":
+        return
+    for fmt in ("tflite", "onnx", "openvino"):
+        output = tmp_path / f"{fmt}-int8"
+        exported = resnet_tf_command("export", "--model-dir", run, "--output", output,
+                                     "--format", fmt, "--precision", "int8",
+                                     "--max-accuracy-drop", "0.01")
+        assert exported.returncode == 0, exported.stderr[-3000:]
+        accuracy = json.load(open(output / "accuracy.json"))
+        assert accuracy["count"] == 359 and accuracy["drop"] <= 0.01, (fmt, accuracy)
