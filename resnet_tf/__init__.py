@@ -24,6 +24,15 @@ from __future__ import annotations
 import keras as _keras
 
 from resnet_tf.errors import UserError
+from resnet_tf.models.bit import (
+    BIT_MODELS,
+    resnet_v2_50x1_bit,
+    resnet_v2_50x3_bit,
+    resnet_v2_101x1_bit,
+    resnet_v2_101x3_bit,
+    resnet_v2_152x2_bit,
+    resnet_v2_152x4_bit,
+)
 from resnet_tf.models.cifar import (
     AblationUnit,
     cifar_resnet_ablation,
@@ -127,6 +136,9 @@ __all__ = [
     "resnet152d", "resnet200d", "seresnext50_32x4d", "seresnext101d_32x8d", "resnet_rs_50",
     "resnet_rs_101", "resnet_rs_152", "resnet_rs_200", "resnet_rs_270", "resnet_rs_350",
     "resnet_rs_420",
+    # Big Transfer (`resnet_tf.models.bit`).
+    "BIT_MODELS", "resnet_v2_50x1_bit", "resnet_v2_50x3_bit", "resnet_v2_101x1_bit",
+    "resnet_v2_101x3_bit", "resnet_v2_152x2_bit", "resnet_v2_152x4_bit",
 ]
 
 

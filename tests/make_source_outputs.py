@@ -30,7 +30,9 @@ CASES = [("torchvision", 18, 224, None), ("torchvision", 50, 224, None),
          ("timm", "resnet50d", 224, None), ("timm", "resnet50d", 225, 16),
          ("timm", "seresnext50_32x4d", 161, None), ("timm", "seresnext50_32x4d", 224, 16),
          ("timm", "resnet101d", 225, None), ("timm", "seresnext101d_32x8d", 224, None),
-         ("timm", "seresnext101d_32x8d", 193, 16)]
+         ("timm", "seresnext101d_32x8d", 193, 16),
+         ("timm", "resnetv2_50x1_bit", 224, None), ("timm", "resnetv2_50x1_bit", 161, 16),
+         ("timm", "resnetv2_101x1_bit", 225, None)]
 
 
 def import_torchvision():

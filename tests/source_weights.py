@@ -98,9 +98,39 @@ def random_arrays(shapes, seed):
     return arrays
 
 
+# timm's Big Transfer ResNet V2s: name -> (depth, width factor).
+BIT = {"resnetv2_50x1_bit": (50, 1), "resnetv2_101x1_bit": (101, 1)}
+
+
+def bit_state_shapes(depth, width, num_classes=1000):
+    """{key: shape} of timm's `resnetv2_<depth>x<width>_bit` state dict (group norms: no
+    running statistics; standardised convolutions: no biases; the head a 1x1 convolution)."""
+    shapes = {"stem.conv.weight": (64 * width, 3, 7, 7)}
+    channels_in = 64 * width
+    for stage, count in enumerate(UNITS[depth]):
+        planes = 64 * width * 2 ** stage
+        out = 4 * planes
+        for unit in range(count):
+            key = f"stages.{stage}.blocks.{unit}"
+            if unit == 0:
+                shapes[f"{key}.downsample.conv.weight"] = (out, channels_in, 1, 1)
+            for norm, channels in (("norm1", channels_in), ("norm2", planes), ("norm3", planes)):
+                shapes[f"{key}.{norm}.weight"] = shapes[f"{key}.{norm}.bias"] = (channels,)
+            shapes[f"{key}.conv1.weight"] = (planes, channels_in, 1, 1)
+            shapes[f"{key}.conv2.weight"] = (planes, planes, 3, 3)
+            shapes[f"{key}.conv3.weight"] = (out, planes, 1, 1)
+            channels_in = out
+    shapes["norm.weight"] = shapes["norm.bias"] = (channels_in,)
+    shapes["head.fc.weight"] = (num_classes, channels_in, 1, 1)
+    shapes["head.fc.bias"] = (num_classes,)
+    return shapes
+
+
 def torch_state(arch, seed=0, num_classes=1000):
     """Random weights of a torchvision/timm ResNet: `arch` a depth (the plain ones) or a name
-    of `TORCH_VARIANTS`."""
+    of `TORCH_VARIANTS` or `BIT`."""
+    if arch in BIT:
+        return random_arrays(bit_state_shapes(*BIT[arch], num_classes), seed)
     options = TORCH_VARIANTS[arch] if isinstance(arch, str) else {"depth": arch}
     return random_arrays(torch_state_shapes(num_classes=num_classes, **options), seed)
 

@@ -22,6 +22,26 @@ from resnet_tf.quantization.qat import (
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Each file with its own runtime only (no resnet_tf, no TensorFlow): top-1 on the digits.
+def test_a_quantization_aware_run_recorded_before_weight_bits_resumes_on_8_bits(tmp_path,
+                                                                               capsys):
+    """A QAT run whose recorded config predates `qat_weight_bits` trained 8-bit weights: its
+    resume keeps them (and says so) instead of switching grids mid-run."""
+    import yaml
+
+    from resnet_tf.training.config import load_config
+    from resnet_tf.training.trainer import config_for_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    recorded = load_config("quickstart", quantization_aware=True).to_dict()
+    del recorded["qat_weight_bits"]
+    (run / "config.yaml").write_text(yaml.safe_dump(recorded))
+    resumed = config_for_run("quickstart", str(run), quantization_aware=True)
+    assert resumed.qat_weight_bits == 8
+    assert "resuming with the run's own qat_weight_bits 8 (the config says 7)" in \
+        capsys.readouterr().out
+
+
 def cpu_has(flag: str) -> bool:
     """Whether the CPU's /proc/cpuinfo flags include `flag` (False where there are none)."""
     try:
@@ -143,12 +163,40 @@ def test_the_activations_land_on_an_8_bit_grid_and_weights_on_their_int8_grid(we
 
     largest = {None: 63, 8: 127}[weight_bits]
     assert unit.conv1.weight_bits == (weight_bits or 7)
-    kernel = np.asarray(fake_quant_weights(unit.conv1.inference_kernel(), unit.conv1.weight_bits))
-    codes = kernel / (np.abs(kernel).max(axis=(0, 1, 2)) / largest)
+    original = unit.conv1.inference_kernel()
+    kernel = np.asarray(fake_quant_weights(original, unit.conv1.weight_bits))
+    step = np.abs(original).max(axis=(0, 1, 2)) / largest  # the runtimes' weight scale
+    codes = kernel / step
     np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
-    assert np.abs(np.round(codes)).max() == largest
+    assert np.abs(np.round(codes)).max(axis=(0, 1, 2)).tolist() == [largest] * codes.shape[-1]
+    # The bias on the int32 grid of input scale x that weight scale.
+    from resnet_tf.models.quantizers import round_bias
+
+    input_range = (-1.0, 1.0 + 1.0 / 127.0)
+    bias = np.random.default_rng(2).normal(0, 0.3, codes.shape[-1]).astype(np.float32)
+    rounded = np.asarray(round_bias(bias, input_range, original, unit.conv1.weight_bits))
+    grid = rounded / ((input_range[1] - input_range[0]) / 255.0 * step)
+    np.testing.assert_allclose(grid, np.round(grid), atol=1e-2)
     with pytest.raises(ValueError, match=r"weight_bits must be 7 or 8\. Received: weight_bits=6"):
         quantize_model(tiny(), weight_bits=6)
+
+
+def test_the_onnx_export_recovers_either_weight_grid_exactly():
+    """tf2onnx writes fake-quantized kernels as float32 on their grid; the export stores them
+    as int8 codes: 7-bit weights within +-63, 8-bit ones on their own grid, tiny channels
+    (a batch norm's near-zero gamma folded in) included."""
+    from resnet_tf.export.formats.onnx import _on_int8_grid
+
+    rng = np.random.default_rng(0)
+    bounds = np.array([1.0, 0.5, 1e-3, 2e-4], np.float32)
+    for largest in (63, 127):
+        codes = rng.integers(-largest, largest + 1, (4, 8, 3, 3))
+        codes[:, 0, 0, 0] = largest  # each channel's max
+        weights = (codes * (bounds / largest)[:, None, None, None]).astype(np.float32)
+        scale, found, error = _on_int8_grid(weights)
+        np.testing.assert_array_equal(found, codes)
+        np.testing.assert_allclose(scale, bounds / largest, rtol=1e-6)
+        assert error <= 1e-6
 
 
 # One int8 convolution in OpenVINO, its weights all +-CODE and its u8 inputs 0 or 255: the

@@ -216,7 +216,18 @@ def test_tiny_variants_learn_the_digits_with_stochastic_depth_and_int8_keeps_the
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.load(open(tmp_path / "e.json"))["top1"] == pytest.approx(
         metrics["val_accuracy"], abs=1e-6)
-    if model != "seresnext50_32x4d":
+    if model == "resnet_rs_50":  # average pool, SE and dropout in every float format
+        keras_top1 = json.load(open(tmp_path / "e.json"))["top1"]
+        for fmt in ("tflite", "onnx", "openvino"):
+            output = tmp_path / f"{fmt}-f32"
+            exported = resnet_tf_command("export", "--model-dir", run, "--output", output,
+                                         "--format", fmt)
+            assert exported.returncode == 0, exported.stderr[-3000:]
+            evaluated = resnet_tf_command("evaluate", "--export", output, "--model-dir", run,
+                                          "--json", tmp_path / f"{fmt}.json")
+            assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+            assert json.load(open(tmp_path / f"{fmt}.json"))["top1"] == pytest.approx(
+                keras_top1, abs=1 / 359 + 1e-9), fmt
         return
     for fmt in ("tflite", "onnx", "openvino"):
         output = tmp_path / f"{fmt}-int8"
@@ -226,3 +237,35 @@ def test_tiny_variants_learn_the_digits_with_stochastic_depth_and_int8_keeps_the
         assert exported.returncode == 0, exported.stderr[-3000:]
         accuracy = json.load(open(output / "accuracy.json"))
         assert accuracy["count"] == 359 and accuracy["drop"] <= 0.01, (fmt, accuracy)
+
+
+@pytest.mark.large
+def test_a_run_from_a_variants_weights_file_fine_tunes_in_their_layout(tmp_path):
+    """`train --weights FILE` with a timm ResNet-D file: the run builds resnet50d in the
+    file's layout, starts from its weights (all but the head: 10 classes), normalises as timm
+    did and records both; `evaluate` gives the logged val_accuracy."""
+    import json
+
+    from conftest import resnet_tf_command
+    from source_weights import torch_state, write_safetensors
+
+    path = write_safetensors(torch_state("resnet50d"), tmp_path / "resnet50d.safetensors")
+    config = tmp_path / "d.yaml"
+    config.write_text("dataset: digits\nvalidation_split: 0.2\nimage_size: 32\naugment: false\n"
+                      "central_fraction: 1.0\nmodel: resnet50d\nepochs: 1\nbatch_size: 32\n"
+                      "optimizer: adam\nlearning_rate: 0.001\nbatch_norm_decay: 0.9\n"
+                      "drop_path_rate: 0.05\n")
+    run = tmp_path / "run"
+    trained = resnet_tf_command("train", "--config", config, "--model-dir", run, "--weights",
+                                path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert f"starting from {path} (weights, sha256" in trained.stdout
+    init = json.load(open(run / "init.json"))
+    assert (init["layout"], init["path"]) == ("torchvision", str(path))
+    assert "normalization: torchvision" in (run / "config.yaml").read_text()
+    model = keras.saving.load_model(run / "model.keras")
+    assert [layer.name for layer in model.layers][1:4] == ["conv1_1", "conv1_2", "conv1_3"]
+    evaluated = resnet_tf_command("evaluate", "--model-dir", run, "--json", tmp_path / "e.json")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    logged = json.load(open(run / "metrics.json"))["val_accuracy"]
+    assert json.load(open(tmp_path / "e.json"))["top1"] == pytest.approx(logged, abs=1e-6)

@@ -61,14 +61,35 @@ def slim_l2_regularizer(weight_decay: float):
     return keras.regularizers.L2(weight_decay / 2.0) if weight_decay > 0 else None
 
 
+# The normalisation layers a unit can use: slim's batch norm, or group norm over 32 groups
+# (Wu & He, arXiv:1803.08494; Big Transfer's ResNet V2, `models.bit`), slim scope "GroupNorm".
+NORMALIZERS = ("batch_norm", "group_norm")
+GROUP_NORM_GROUPS = 32
+# Weight standardisation's epsilon (Qiao et al., arXiv:1903.10520; timm's BiT `StdConv2d`).
+WEIGHT_STANDARDIZATION_EPSILON = 1e-8
+
+
+def check_normalizer(normalizer) -> None:
+    if normalizer not in NORMALIZERS:
+        raise UserError(f"normalizer must be one of {list(NORMALIZERS)}. "
+                        f"Received: normalizer={normalizer!r}")
+
+
 def batch_norm(name: str, batch_norm_decay=0.997, batch_norm_epsilon=1e-5, batch_norm_scale=True,
-               dtype=None, **unused_arg_scope):
-    """slim's `batch_norm` under a `resnet_arg_scope`, as a Keras layer.
+               dtype=None, normalizer="batch_norm", **unused_arg_scope):
+    """slim's `batch_norm` under a `resnet_arg_scope`, as a Keras layer (or, with
+    `normalizer="group_norm"`, group norm over `GROUP_NORM_GROUPS` groups with the same epsilon
+    and scale: it has no moving statistics, and trains and infers alike).
 
     Deliberate difference from slim: in training mode slim's fused batch norm updates the moving
     variance with the Bessel-corrected (n / (n - 1)) batch variance, Keras with the biased one. The
     normalised outputs are identical; only the moving average drifts differently.
     """
+    check_normalizer(normalizer)
+    if normalizer == "group_norm":
+        return keras.layers.GroupNormalization(groups=GROUP_NORM_GROUPS, axis=-1,
+                                               epsilon=batch_norm_epsilon, center=True,
+                                               scale=batch_norm_scale, name=name, dtype=dtype)
     return keras.layers.BatchNormalization(
         axis=-1,
         momentum=batch_norm_decay,
@@ -101,6 +122,12 @@ class Conv2DSame(keras.layers.Layer):
     after the convolution. Without batch norm it has a bias, with it none (slim's `normalizer_fn`
     replaces the bias). Weight decay applies to the kernel only.
 
+    `normalizer="group_norm"` normalises with group norm instead (scope `GroupNorm`; never
+    folded into the kernel). `weight_standardization=True` convolves with the kernel
+    standardised per output channel, (w - mean) / sqrt(var + 1e-8) (Big Transfer's
+    convolutions), and has no bias; an export holds the kernel as it is and the converters fold
+    the standardisation of a constant, so runtimes see a plain convolution.
+
     `quantize="int8"` computes what the int8 runtimes compute (quantization-aware training,
     `resnet_tf.quantization.qat`): batch norm frozen and folded into the kernel in training too,
     the kernel on the per-channel int8 grid (`weight_bits` 8 or 7: `quantizers.WEIGHT_BITS`),
@@ -128,10 +155,16 @@ class Conv2DSame(keras.layers.Layer):
         input_range=None,
         weight_bits: int = 8,
         groups: int = 1,
+        normalizer: str = "batch_norm",
+        weight_standardization: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_quantize(quantize)
+        check_normalizer(normalizer)
+        if quantize and (normalizer != "batch_norm" or weight_standardization):
+            raise UserError(f"{self.name}: group norm and weight standardisation have no int8 "
+                            "form here (quantization-aware training takes batch norm)")
         check_weight_bits(weight_bits)
         check_positive_int("groups", groups)
         check_positive_int("filters", filters)
@@ -149,6 +182,8 @@ class Conv2DSame(keras.layers.Layer):
                             f"groups={groups}")
         self.filters = filters
         self.groups = groups
+        self.normalizer = normalizer
+        self.weight_standardization = bool(weight_standardization)
         self.kernel_size = kernel_size
         self.stride = stride
         self.rate = rate
@@ -161,8 +196,9 @@ class Conv2DSame(keras.layers.Layer):
         # The batch norm computes under the convolution's dtype policy (mixed precision is a
         # property of the whole model, sublayers included).
         self.batch_norm = (
-            batch_norm("BatchNorm", batch_norm_decay, batch_norm_epsilon, batch_norm_scale,
-                       dtype=self.dtype_policy)
+            batch_norm("GroupNorm" if normalizer == "group_norm" else "BatchNorm",
+                       batch_norm_decay, batch_norm_epsilon, batch_norm_scale,
+                       dtype=self.dtype_policy, normalizer=normalizer)
             if use_batch_norm
             else None
         )
@@ -198,7 +234,7 @@ class Conv2DSame(keras.layers.Layer):
             regularizer=slim_l2_regularizer(self.weight_decay),
         )
         self.bias = None
-        if not self.use_batch_norm:
+        if not (self.use_batch_norm or self.weight_standardization):
             self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
         if self.batch_norm is not None:
             self.batch_norm.build(tuple(input_shape[:-1]) + (self.filters,))
@@ -242,21 +278,37 @@ class Conv2DSame(keras.layers.Layer):
             offset = offset + ops.cast(norm.beta, "float32")
         return scale, offset
 
+    @property
+    def folds_batch_norm(self) -> bool:
+        return self.batch_norm is not None and self.normalizer == "batch_norm"
+
     def inference_kernel(self):
-        """The kernel the exported graph holds (batch norm folded in), as a float32 array."""
-        kernel = ops.cast(self.kernel, "float32")
-        if self.batch_norm is not None:
+        """The kernel the exported graph holds (batch norm folded in, weights standardised), as
+        a float32 array."""
+        kernel = ops.cast(self.standardized_kernel(), "float32")
+        if self.folds_batch_norm:
             kernel = kernel * self.folded_batch_norm()[0]
         return ops.convert_to_numpy(kernel)
+
+    def standardized_kernel(self):
+        """The kernel, standardised per output channel where `weight_standardization` is on."""
+        if not self.weight_standardization:
+            return self.kernel
+        kernel = ops.cast(self.kernel, "float32")
+        mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
+        variance = ops.mean(ops.square(kernel - mean), axis=(0, 1, 2), keepdims=True)
+        kernel = (kernel - mean) * ops.rsqrt(variance + WEIGHT_STANDARDIZATION_EPSILON)
+        return ops.cast(kernel, self.compute_dtype)
 
     def call(self, inputs, training=None, input_range=None):
         if self.quantize:
             return self._quantized_call(inputs, training, input_range)
-        if self.batch_norm is not None and not (training and self.batch_norm.trainable):
+        if self.folds_batch_norm and not (training and self.batch_norm.trainable):
             scale, offset = (ops.cast(v, self.compute_dtype) for v in self.folded_batch_norm())
-            net = ops.add(self._convolve(inputs, ops.multiply(self.kernel, scale)), offset)
+            net = ops.add(self._convolve(inputs, ops.multiply(self.standardized_kernel(), scale)),
+                          offset)
         else:
-            net = self._convolve(inputs, self.kernel)
+            net = self._convolve(inputs, self.standardized_kernel())
             if self.bias is not None:
                 net = ops.add(net, self.bias)
             if self.batch_norm is not None:
@@ -309,6 +361,10 @@ class Conv2DSame(keras.layers.Layer):
         )
         if self.groups != 1:
             config.update(groups=self.groups)
+        if self.normalizer != "batch_norm":  # (files without these are slim's)
+            config.update(normalizer=self.normalizer)
+        if self.weight_standardization:
+            config.update(weight_standardization=True)
         if self.quantize:
             config.update(quantize=self.quantize, quantize_output=self.quantize_output,
                           input_range=self.input_range, weight_bits=self.weight_bits)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 
 from resnet_tf.errors import UserError
-from resnet_tf.models import cifar, resnet_v1, resnet_v2, variants
+from resnet_tf.models import bit, cifar, resnet_v1, resnet_v2, variants
 from resnet_tf.models.resnet_utils import RESNET_UNITS
 
 # name -> builder
@@ -23,6 +23,7 @@ MODELS = {
     **{name: getattr(cifar, name) for name in ("cifar_resnet_v1", "cifar_resnet_v2",
                                                "cifar_resnet_ablation")},
     **{name: getattr(variants, name) for name in variants.VARIANTS},
+    **{name: getattr(bit, name) for name in bit.BIT_MODELS},
 }
 MODEL_NAMES = tuple(MODELS)
 NAMED_MODELS = tuple(name for name in MODEL_NAMES if name != "resnet_v2_stack")

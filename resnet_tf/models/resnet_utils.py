@@ -367,13 +367,14 @@ def _check_input_shape(input_shape):
 def resnet_model(blocks, *, root=None, postnorm=False, num_classes=None, global_pool=True,
                  output_stride=None, spatial_squeeze=True, input_shape=None, name="resnet",
                  arg_scope=None, dtype=None, dropout_rate=0.0,
-                 drop_path_rate=0.0) -> keras.Model:
+                 drop_path_rate=0.0, normalizer="batch_norm") -> keras.Model:
     """The functional model every ResNet family shares (slim's `resnet_v1` / `resnet_v2` body).
 
     images -> `root` layers (each may have a `stride`/`strides`) -> `stack_blocks_dense` ->
     optional `postnorm` (BN + ReLU, for pre-activation units) -> `pool5` (global mean,
     keepdims) -> [`dropout`, training only, where `dropout_rate` > 0] -> `logits` (1x1 conv
-    with bias) -> `spatial_squeeze`. `drop_path_rate`: stochastic depth (`stack_blocks_dense`).
+    with bias) -> `spatial_squeeze`. `drop_path_rate`: stochastic depth (`stack_blocks_dense`);
+    `normalizer`: postnorm's (`layers.NORMALIZERS`).
 
     Every layer takes the dtype policy `dtype` (None: Keras' global policy), except the last:
     under a mixed policy `spatial_squeeze` runs in float32 (`precision.output_policy`), so a
@@ -414,7 +415,7 @@ def resnet_model(blocks, *, root=None, postnorm=False, num_classes=None, global_
     net = stack_blocks_dense(net, blocks, output_stride, current_stride=root_stride,
                              drop_path_rate=drop_path_rate, dtype=policy, **arg_scope)
     if postnorm:
-        net = batch_norm("postnorm", dtype=policy, **arg_scope)(net)
+        net = batch_norm("postnorm", dtype=policy, normalizer=normalizer, **arg_scope)(net)
         net = keras.layers.ReLU(name="postnorm.relu", dtype=policy)(net)
     if global_pool:
         net = keras.layers.GlobalAveragePooling2D(keepdims=True, name="pool5", dtype=policy)(net)

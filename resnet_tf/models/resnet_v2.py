@@ -145,6 +145,9 @@ def resnet_v2(
     batch_norm_scale: bool = True,
     dtype=None,
     layout: str = "slim",
+    normalizer: str = "batch_norm",
+    weight_standardization: bool = False,
+    root_depth: int = 64,
 ) -> keras.Model:
     """slim's `resnet_v2` generator: a functional Keras model over any list of `Block`s.
 
@@ -168,6 +171,9 @@ def resnet_v2(
       layout: where the layers sit (`resnet_utils.LAYOUTS`): "slim"; "keras" (keras.
         applications' ResNetV2: the max-pool pads 1 on every side with zeros); "torchvision"
         (also the strides in each block's first unit).
+      normalizer, weight_standardization: Big Transfer's options (`models.bit`): the root's
+        convolution standardised, `postnorm` a group norm (the units take theirs from their
+        `unit_fn`); `root_depth`: the root convolution's channels (64; BiT's are 64 x width).
     """
     check_layout(layout)
     if layout == "torchvision":
@@ -178,13 +184,14 @@ def resnet_v2(
     root = None
     if include_root_block:
         # "slim": TF 'SAME', on even sizes 0 pad before, 1 after; the others pad 1 + 1.
-        root = [Conv2DSame(64, 7, stride=2, name="conv1", dtype=policy, **arg_scope)] + \
+        root = [Conv2DSame(root_depth, 7, stride=2, name="conv1", dtype=policy,
+                           weight_standardization=weight_standardization, **arg_scope)] + \
             root_pool(layout, policy)
     # Pre-activation units leave their output un-normalised: a final BN + ReLU ([2] appendix).
     return resnet_model(blocks, root=root, postnorm=True, num_classes=num_classes,
                         global_pool=global_pool, output_stride=output_stride,
                         spatial_squeeze=spatial_squeeze, input_shape=input_shape, name=name,
-                        arg_scope=arg_scope, dtype=policy)
+                        arg_scope=arg_scope, dtype=policy, normalizer=normalizer)
 
 
 def resnet_v2_stack(units, base_depth: int = 64, block_strides=None,

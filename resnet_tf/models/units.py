@@ -15,7 +15,13 @@ import keras
 from keras import ops
 
 from resnet_tf.errors import UserError
-from resnet_tf.models.layers import PACKAGE, Conv2DSame, Subsample, same_output_size
+from resnet_tf.models.layers import (
+    PACKAGE,
+    Conv2DSame,
+    Subsample,
+    check_normalizer,
+    same_output_size,
+)
 from resnet_tf.models.quantizers import (
     ActivationQuantizer,
     check_quantize,
@@ -131,10 +137,12 @@ class AveragePoolShortcut(keras.layers.Layer):
 
 
 def no_int8_form(unit) -> str:
-    reason = getattr(unit, "no_int8_reason", None) or (
-        "e.g. [2]'s ablations: their gates, scalings and dropout are not operations the int8 "
-        "runtimes quantize")
-    return (f"{type(unit).__name__} units have no int8 form ({reason}); "
+    reason = getattr(unit, "no_int8_reason", None)
+    if reason:
+        return (f"unit {unit.name!r} has no int8 form ({reason}); quantization-aware training "
+                "takes V1 and V2 units without it")
+    return (f"{type(unit).__name__} units have no int8 form (e.g. [2]'s ablations: their "
+            "gates, scalings and dropout are not operations the int8 runtimes quantize); "
             "quantization-aware training takes the V1 and V2 units")
 
 
@@ -176,8 +184,13 @@ class ResidualUnit(keras.layers.Layer):
     def __init__(self, depth, stride=1, rate=1, depth_bottleneck=None, shortcut="B",
                  weight_decay=1e-4, batch_norm_decay=0.997, batch_norm_epsilon=1e-5,
                  batch_norm_scale=True, quantize=None, input_range=None, weight_bits=8,
-                 drop_path_rate=0.0, dilated_stride=1, **kwargs):
+                 drop_path_rate=0.0, dilated_stride=1, normalizer="batch_norm",
+                 weight_standardization=False, **kwargs):
         super().__init__(**kwargs)
+        check_normalizer(normalizer)
+        if normalizer != "batch_norm" or weight_standardization:
+            self.no_int8_reason = ("group norm and weight standardisation are not operations the "
+                                   "int8 runtimes fold into a convolution")
         check_quantize(quantize)
         check_weight_bits(weight_bits)
         check_positive_int("dilated_stride", dilated_stride)
@@ -220,6 +233,12 @@ class ResidualUnit(keras.layers.Layer):
         # What every sublayer is built with: slim's arg scope and this unit's dtype policy
         # (each sublayer computes as the unit does, also in a model loaded elsewhere).
         self.layer_scope = dict(self.arg_scope, dtype=self.dtype_policy)
+        self.normalizer = normalizer
+        self.weight_standardization = bool(weight_standardization)
+        if normalizer != "batch_norm":  # (a tracked dict: one key at a time)
+            self.layer_scope["normalizer"] = normalizer
+        if weight_standardization:
+            self.layer_scope["weight_standardization"] = True
         if quantize:
             self.layer_scope["quantize"] = quantize  # (a tracked dict: no update(**kwargs))
             self.layer_scope["weight_bits"] = self.weight_bits
@@ -354,6 +373,10 @@ class ResidualUnit(keras.layers.Layer):
             config.update(drop_path_rate=self.drop_path_rate)
         if self.dilated_stride != 1:
             config.update(dilated_stride=self.dilated_stride)
+        if self.normalizer != "batch_norm":
+            config.update(normalizer=self.normalizer)
+        if self.weight_standardization:
+            config.update(weight_standardization=True)
         if "depth_bottleneck" in self.unit_arg_names:
             config.update(depth_bottleneck=self.depth_bottleneck)
         if self.quantize:

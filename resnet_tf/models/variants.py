@@ -76,9 +76,11 @@ VARIANTS = {
                                    se_ratio=1 / 16, se_divisor=8,
                                    description="SE-ResNeXt-101-D 32x8d"),
     # tf_keras' ResNet-RS: the deep stem with a strided fourth convolution, average-pool
-    # shortcuts, SE at 1/4 of the unit's output, dropout 0.25 before the classifier.
+    # shortcuts, SE at 1/4 of the unit's output, dropout 0.25 before the classifier (0.4 from
+    # ResNet-RS-350 on).
     **{f"resnet_rs_{depth}": Variant(units, stem="deep_strided", shortcut="D", se_ratio=0.25,
-                                     dropout_rate=0.25, description=f"ResNet-RS-{depth}")
+                                     dropout_rate=0.4 if depth >= 350 else 0.25,
+                                     description=f"ResNet-RS-{depth}")
        for depth, units in RS_UNITS.items()},
 }
 

@@ -86,6 +86,11 @@ def quantize_model(model: keras.Model, input_range=INCEPTION_INPUT_RANGE,
                           weight_bits=weight_bits)
             net = type(layer).from_config(config)(net, return_end_points=True)[0]
         elif isinstance(layer, Conv2DSame):
+            if layer.normalizer != "batch_norm" or layer.weight_standardization:
+                raise UserError(f"cannot quantize model {model.name!r}: its convolution "
+                                f"{layer.name!r} has no int8 form (group norm and weight "
+                                "standardisation are not operations the int8 runtimes fold "
+                                "into a convolution)")
             if layer.name == "logits":  # the logits and the softmax stay float
                 config.update(quantize="int8", quantize_output=False, weight_bits=weight_bits)
             else:

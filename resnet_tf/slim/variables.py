@@ -23,15 +23,24 @@ def _batch_norm_variables(layer, prefix, out):
     out[f"{prefix}/moving_variance"] = layer.moving_variance
 
 
+def _group_norm_variables(layer, prefix, out):
+    if layer.scale:
+        out[f"{prefix}/gamma"] = layer.gamma
+    if layer.center:
+        out[f"{prefix}/beta"] = layer.beta
+
+
 def _collect(layer, prefix, out):
     if isinstance(layer, keras.layers.BatchNormalization):
         _batch_norm_variables(layer, prefix, out)
+    elif isinstance(layer, keras.layers.GroupNormalization):
+        _group_norm_variables(layer, prefix, out)
     elif isinstance(layer, Conv2DSame):
         out[f"{prefix}/weights"] = layer.kernel
         if layer.bias is not None:
             out[f"{prefix}/biases"] = layer.bias
         if layer.batch_norm is not None:
-            _batch_norm_variables(layer.batch_norm, f"{prefix}/BatchNorm", out)
+            _collect(layer.batch_norm, f"{prefix}/{layer.batch_norm.name}", out)
     elif hasattr(layer, "slim_sublayers"):
         for name, sublayer in layer.slim_sublayers():
             _collect(sublayer, f"{prefix}/{name}", out)

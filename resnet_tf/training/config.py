@@ -400,6 +400,18 @@ def load_config(path: str, **overrides) -> TrainConfig:
     return config_from_dict(values, source=path)
 
 
+def load_recorded_config(path: str) -> TrainConfig:
+    """The config a model dir's run recorded (`save_config` writes every key). A
+    quantization-aware run recorded before `qat_weight_bits` existed trained 8-bit weights."""
+    config = load_config(path)
+    if config.quantization_aware:
+        with open(path) as f:
+            recorded = yaml.load(f, Loader=_YamlLoader) or {}
+        if isinstance(recorded, dict) and "qat_weight_bits" not in recorded:
+            config = dataclasses.replace(config, qat_weight_bits=8)
+    return config
+
+
 def save_config(config: TrainConfig, path: str):
     """Writes the resolved config (atomically: other workers may be reading it)."""
     write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -9,7 +9,7 @@ import dataclasses
 import os
 
 from resnet_tf.errors import UserError
-from resnet_tf.training.config import TrainConfig, load_config
+from resnet_tf.training.config import TrainConfig, load_recorded_config
 from resnet_tf.training.model_dir import ModelDir
 from resnet_tf.utils import sha256_of_files
 
@@ -37,7 +37,7 @@ def with_normalization(config: TrainConfig) -> TrainConfig:
 def recorded_config(model_dir: str):
     """The config a model dir's run recorded, or None (no run there yet)."""
     run_dir = ModelDir(model_dir)
-    return load_config(run_dir.config) if os.path.isfile(run_dir.config) else None
+    return load_recorded_config(run_dir.config) if os.path.isfile(run_dir.config) else None
 
 
 def initialization(config: TrainConfig, recorded: dict | None = None) -> dict | None:

@@ -27,6 +27,7 @@ from resnet_tf.training.config import (
     MODEL_ARGUMENTS,
     TrainConfig,
     load_config,
+    load_recorded_config,
     save_config,
 )
 from resnet_tf.training.distribute import (
@@ -93,9 +94,10 @@ def build_model(config: TrainConfig, num_classes: int, layout: str | None = None
 
 
 # The settings of a run that the command line gives (`--dtype`, `--init-from`, `--weights`,
-# `--quantization-aware`): a resume that leaves one out keeps the run's own (the config file's
-# value would otherwise be refused as another config).
-RUN_SETTINGS = ("dtype", "init_from", "weights", "quantization_aware")
+# `--quantization-aware`), and `qat_weight_bits` (a quantization-aware run recorded before it
+# existed trained 8-bit weights): a resume that leaves one out keeps the run's own (the config
+# file's value would otherwise be refused as another config).
+RUN_SETTINGS = ("dtype", "init_from", "weights", "quantization_aware", "qat_weight_bits")
 
 
 def config_for_run(config_file: str, model_dir: str, epochs: int | None = None,
@@ -124,7 +126,7 @@ def check_model_dir(model_dir: str, config: TrainConfig) -> tuple[ModelDir, bool
     run_dir = ModelDir(model_dir)
     resuming = run_dir.check_for_training()
     if resuming:
-        previous = load_config(run_dir.config).to_dict()
+        previous = load_recorded_config(run_dir.config).to_dict()
         current = config.to_dict()
         changed = sorted(k for k in current if k != "epochs" and current[k] != previous.get(k))
         if changed:

@@ -120,6 +120,14 @@ def _timm_variant(model, tag, top1, size, crop):
                                              resize_side=int(size / crop)))
 
 
+def _timm_bit(depth, width, top1, size):
+    # Big Transfer's BiT-M (ImageNet-21k) fine-tuned on ImageNet-1k, as timm hosts it: [-1, 1]
+    # pixels, the whole image resized to the fine-tuned size (no crop), as BiT evaluates.
+    name = f"resnetv2_{depth}x{width}_bit.goog_in21k_ft_in1k"
+    return Published("timm", f"resnet_v2_{depth}x{width}_bit", name, TIMM_URL.format(name=name),
+                     top1, EvalPreprocessing("inception", size, central_fraction=None))
+
+
 def _keras_rs(depth, size, md5, top1):
     # tf_keras' ResNetRS{depth}(weights="imagenet"): its largest published input size. Its
     # model normalises x / 255 with ImageNet's mean and std ("torchvision"); the Model
@@ -199,7 +207,14 @@ for _p in (
         _keras_rs(200, 256, "a76930b741884e09ce90fa7450747d5f", 83.4),
         _keras_rs(270, 256, "20d575825ba26176b03cb51012a367a8", 83.8),
         _keras_rs(350, 320, "7ccb858cc738305e8ceb3c0140bee393", 84.2),
-        _keras_rs(420, 320, "ae0eb9bed39e64fc8d7e0db4018dc7e8", 84.4)):
+        _keras_rs(420, 320, "ae0eb9bed39e64fc8d7e0db4018dc7e8", 84.4),
+        # Big Transfer (`models.bit`): timm's results-imagenet.csv at the fine-tuned size.
+        _timm_bit(50, 1, 80.386, 448),
+        _timm_bit(50, 3, 83.982, 448),
+        _timm_bit(101, 1, 82.332, 448),
+        _timm_bit(101, 3, 84.430, 448),
+        _timm_bit(152, 2, 84.468, 448),
+        _timm_bit(152, 4, 84.936, 480)):
     CATALOG.setdefault(_p.source, {})[_p.model] = _p
 del _p
 NAMED = tuple(CATALOG)  # what `weights=` names: "imagenet", "torchvision", "timm", "keras"

@@ -59,13 +59,16 @@ def _bn(prefix, gamma, beta, mean, variance, out, bias=None):
 
 def _torch_architecture(state, depth, bottleneck):
     """(builder name, the network's name) of a torchvision/timm state dict."""
+    deep = "conv1.0.weight" in state
+    se = "layer1.0.se.fc1.weight" in state
     if not bottleneck:
+        if deep or se:  # timm's resnet18d, resnet34d, seresnet34, ...
+            return (f"{'se' if se else ''}resnet{depth}{'d' if deep else ''}",
+                    f"{'SE-' if se else ''}ResNet-{depth}{'-D' if deep else ''}")
         return f"resnet_v1_{depth}", f"ResNet-{depth}"
     width = int(state["layer1.0.conv2.weight"].shape[0])
     groups = width // int(state["layer1.0.conv2.weight"].shape[1])
     per_group = width // groups
-    deep = "conv1.0.weight" in state
-    se = "layer1.0.se.fc1.weight" in state
     prefix, suffix = ("se" if se else ""), ("d" if deep else "")
     title = f"{'SE-' if se else ''}{{}}-{depth}{'-D' if deep else ''}"
     if groups > 1:
@@ -79,8 +82,11 @@ def _torch_architecture(state, depth, bottleneck):
 
 
 def from_torch(model_name: str, state: dict, what: str, source: str) -> Mapped:
-    """torchvision's / timm's ResNet state dict (their keys are the same) in slim's names."""
+    """torchvision's / timm's ResNet state dict (their keys are the same) in slim's names;
+    timm's ResNet V2 of Big Transfer (`stem.conv`, `stages.0.blocks.0...`: `from_timm_bit`)."""
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    if "stem.conv.weight" in state:
+        return from_timm_bit(model_name, state, what, source)
     units = collections.defaultdict(set)
     for key in state:
         match = re.match(r"layer(\d)\.(\d+)\.", key)
@@ -140,16 +146,72 @@ def from_torch(model_name: str, state: dict, what: str, source: str) -> Mapped:
         out["logits/biases"] = take("fc.bias")
     unused = sorted(set(state) - used)
     if unused:
-        raise UserError(f"weights {what} hold tensors a torchvision {network} has not "
+        raise UserError(f"weights {what} hold tensors a {source} {network} has not "
                         f"({len(unused)}: {', '.join(unused[:5])}); it is another network")
     prep = EvalPreprocessing("torchvision", 224, resize_side=256)
+    return Mapped(source, "torchvision", classes or 0, prep, out)
+
+
+def from_timm_bit(model_name: str, state: dict, what: str, source: str) -> Mapped:
+    """timm's `resnetv2_<depth>x<width>_bit` (Big Transfer: group norm, weight-standardised
+    convolutions without biases) as `models.bit`'s builder: timm's `norm1` is slim's `preact`,
+    `norm2` / `norm3` are conv1's / conv2's `GroupNorm`, `norm` is `postnorm`."""
+    units = collections.defaultdict(set)
+    for key in state:
+        match = re.match(r"stages\.(\d)\.blocks\.(\d+)\.", key)
+        if match:
+            units[int(match.group(1))].add(int(match.group(2)))
+    counts = tuple(len(units[i]) for i in (0, 1, 2, 3))
+    depth = DEPTHS.get((counts, True))
+    if depth is None or "stages.0.blocks.0.norm1.weight" not in state or \
+            "stages.0.blocks.0.norm1.running_mean" in state:
+        raise UserError(f"weights {what} do not hold a timm Big Transfer ResNet V2 (units per "
+                        f"stage {counts}; keys such as {sorted(state)[:4]})")
+    width = int(state["stem.conv.weight"].shape[0]) // 64
+    classes = int(state["head.fc.weight"].shape[0]) if "head.fc.weight" in state else None
+    check_builder(model_name, f"resnet_v2_{depth}x{width}_bit", what,
+                  f"a {source} BiT ResNet V2-{depth}x{width} ({classes or 'no'} classes)")
+    out, used = {}, set()
+
+    def take(key):
+        used.add(key)
+        return state[key]
+
+    def conv(key, name):
+        out[f"{name}/weights"] = np.transpose(take(f"{key}.weight"), (2, 3, 1, 0))
+
+    def group_norm(key, name):
+        out[f"{name}/gamma"], out[f"{name}/beta"] = take(f"{key}.weight"), take(f"{key}.bias")
+
+    conv("stem.conv", "conv1")
+    for stage in (0, 1, 2, 3):
+        for index in sorted(units[stage]):
+            key = f"stages.{stage}.blocks.{index}"
+            name = f"block{stage + 1}/unit_{index + 1}/bottleneck_v2"
+            group_norm(f"{key}.norm1", f"{name}/preact")
+            for k in (1, 2, 3):
+                conv(f"{key}.conv{k}", f"{name}/conv{k}")
+            group_norm(f"{key}.norm2", f"{name}/conv1/GroupNorm")
+            group_norm(f"{key}.norm3", f"{name}/conv2/GroupNorm")
+            if f"{key}.downsample.conv.weight" in state:
+                conv(f"{key}.downsample.conv", f"{name}/shortcut")
+    group_norm("norm", "postnorm")
+    if classes:
+        out["logits/weights"] = np.transpose(take("head.fc.weight"), (2, 3, 1, 0))
+        out["logits/biases"] = take("head.fc.bias")
+    unused = sorted(set(state) - used)
+    if unused:
+        raise UserError(f"weights {what} hold tensors a BiT ResNet V2-{depth}x{width} has not "
+                        f"({len(unused)}: {', '.join(unused[:5])}); it is another network")
+    # BiT's recipe: [-1, 1] pixels, the whole image resized (no crop) at the fine-tuned size.
+    prep = EvalPreprocessing("inception", 448, central_fraction=None)
     return Mapped(source, "torchvision", classes or 0, prep, out)
 
 
 def from_keras(model_name: str, layers: dict, what: str) -> Mapped:
     """keras.applications' ResNet / ResNetV2 weights (layer names conv2_block1_1_conv, ...),
     or tf_keras' ResNet-RS (`from_keras_rs`)."""
-    if any(name.startswith("BlockGroup") for name in layers):
+    if is_resnet_rs(layers):
         return from_keras_rs(model_name, layers, what)
     v2 = any(name.endswith("_preact_bn") for name in layers)
     units = collections.defaultdict(set)
@@ -218,11 +280,20 @@ def _keras_unit(key, name, v2, layers, take, out) -> None:
             _bn(f"{name}/{scope}/BatchNorm", *take(f"{key}_{k}_bn"), out, bias=bias)
 
 
-# tf_keras' ResNet-RS layer names: the stem's carry a counter (`stem_1_`: one per model built in
-# the process that saved them); a unit's first batch norm has one underscore before it.
-_RS_STEM = re.compile(r"stem_\d+_stem_(conv|batch_norm)_(\d)$")
-_RS_UNIT = re.compile(r"BlockGroup(\d)__block_(\d+)__?(conv_\d|batch_norm_\d|se_se_reduce|"
-                      r"se_se_expand|projection_conv|projection_batch_norm)$")
+# ResNet-RS layer names in two schemes. The released files (tf_keras' URLs and MD5s are
+# sebastian-sz/resnet-rs-keras's) name them `stem_conv_1`, `c2_block_0_conv_1`,
+# `c2_block_0_se_reduce`; tf_keras' own code `stem_1_stem_conv_1` (a counter per model built in
+# the process), `BlockGroup2__block_0__conv_1`, `BlockGroup2__block_0_batch_norm_1`,
+# `BlockGroup2__block_0__se_se_reduce`. tf_keras loads either by order, not name.
+_RS_STEM = re.compile(r"(?:stem_\d+_)?stem_(conv|batch_norm)_(\d)$")
+_RS_UNIT = re.compile(r"(?:BlockGroup|c)(\d)_{1,2}block_(\d+)_{1,2}(conv_\d|batch_norm_\d|"
+                      r"(?:se_)?se_reduce|(?:se_)?se_expand|projection_conv|"
+                      r"projection_batch_norm)$")
+
+
+def is_resnet_rs(layer_names) -> bool:
+    """Whether a Keras `.h5`'s layers are a ResNet-RS's (either naming scheme)."""
+    return any(_RS_UNIT.match(name) for name in layer_names)
 
 
 def from_keras_rs(model_name: str, layers: dict, what: str) -> Mapped:
@@ -251,8 +322,8 @@ def from_keras_rs(model_name: str, layers: dict, what: str) -> Mapped:
             scope = (f"block{int(unit.group(1)) - 1}/unit_{int(unit.group(2)) + 1}/"
                      "bottleneck_v1/")
             part = unit.group(3)
-            if part.startswith("se_se_"):
-                scope += f"se/{part[len('se_se_'):]}"
+            if part.endswith(("se_reduce", "se_expand")):
+                scope += f"se/{part.rsplit('_', 1)[1]}"
                 kind = "biased"
             else:
                 scope += "shortcut" if part.startswith("projection") else f"conv{part[-1]}"

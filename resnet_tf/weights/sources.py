@@ -33,7 +33,7 @@ from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
 from resnet_tf.weights.cache import fetch
 from resnet_tf.weights.catalog import CATALOG, NAMED, published, slim_conventions
-from resnet_tf.weights.mappings import Mapped, from_keras, from_torch
+from resnet_tf.weights.mappings import Mapped, from_keras, from_torch, is_resnet_rs
 from resnet_tf.weights.readers import (
     file_kind,
     read_keras_h5,
@@ -116,7 +116,7 @@ def normalization(model_name: str, weights) -> str:
             group = f["model_weights"] if "model_weights" in f else f
             names = [n.decode() if isinstance(n, bytes) else n
                      for n in group.attrs.get("layer_names", [])]
-        if any(n.startswith("BlockGroup") for n in names):  # tf_keras' ResNet-RS
+        if is_resnet_rs(names):  # ResNet-RS: ImageNet's mean and std (its model's own layers)
             return "torchvision"
         return "inception" if any(n.endswith("_preact_bn") for n in names) else "caffe"
     if kind in ("torch", "safetensors"):

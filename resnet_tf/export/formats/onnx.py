@@ -158,7 +158,7 @@ def stable_names(model):
     return model
 
 
-def _on_int8_grid(weights, tolerance):
+def _on_int8_grid(weights):
     """(scale per output channel, int8 codes, largest error) of OIHW `weights` that lie on a
     per-channel grid of 7-bit codes (-63..63, `quantizers.WEIGHT_BITS`) or 8-bit ones: each
     channel takes the 7-bit grid where it fits (the same weights, and no int8 kernel can
@@ -170,7 +170,7 @@ def _on_int8_grid(weights, tolerance):
         scale = np.where(bound > 0, bound / largest, 1.0).astype(np.float32)
         codes = np.round(flat / scale[:, None])
         error = np.abs(codes * scale[:, None] - flat).max(1)
-        fits = error <= tolerance * np.maximum(1.0, bound)
+        fits = error <= 1e-3 * scale  # on this grid: within float32 rounding of its step
         if best is None:
             best = [scale, codes, error]
         else:
@@ -200,7 +200,7 @@ def int8_conv_weights(model, tolerance: float = 1e-5):
             continue
         name = node.input[1]
         weights = numpy_helper.to_array(initializers[name]).astype(np.float32)
-        scale, codes, error = _on_int8_grid(weights, tolerance)
+        scale, codes, error = _on_int8_grid(weights)
         if error > tolerance * max(1.0, float(np.abs(weights).max())):
             raise AssertionError(f"Conv {node.name}: weights off the int8 grid ({error:.3g})")
         graph.initializer.extend([
