@@ -65,6 +65,9 @@ def slim_l2_regularizer(weight_decay: float):
 # (Wu & He, arXiv:1803.08494; Big Transfer's ResNet V2, `models.bit`), slim scope "GroupNorm".
 NORMALIZERS = ("batch_norm", "group_norm")
 GROUP_NORM_GROUPS = 32
+# Why quantization-aware training refuses them (`Conv2DSame`, `ResidualUnit`, `quantize_model`).
+NO_INT8_NORMALIZATION = ("group norm and weight standardisation are not operations the int8 "
+                         "runtimes fold into a convolution")
 # Weight standardisation's epsilon (Qiao et al., arXiv:1903.10520; timm's BiT `StdConv2d`).
 WEIGHT_STANDARDIZATION_EPSILON = 1e-8
 
@@ -163,8 +166,8 @@ class Conv2DSame(keras.layers.Layer):
         check_quantize(quantize)
         check_normalizer(normalizer)
         if quantize and (normalizer != "batch_norm" or weight_standardization):
-            raise UserError(f"{self.name}: group norm and weight standardisation have no int8 "
-                            "form here (quantization-aware training takes batch norm)")
+            raise UserError(f"{self.name} has no int8 form ({NO_INT8_NORMALIZATION}); "
+                            "quantization-aware training takes batch norm")
         check_weight_bits(weight_bits)
         check_positive_int("groups", groups)
         check_positive_int("filters", filters)

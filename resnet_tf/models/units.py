@@ -16,6 +16,7 @@ from keras import ops
 
 from resnet_tf.errors import UserError
 from resnet_tf.models.layers import (
+    NO_INT8_NORMALIZATION,
     PACKAGE,
     Conv2DSame,
     Subsample,
@@ -189,8 +190,7 @@ class ResidualUnit(keras.layers.Layer):
         super().__init__(**kwargs)
         check_normalizer(normalizer)
         if normalizer != "batch_norm" or weight_standardization:
-            self.no_int8_reason = ("group norm and weight standardisation are not operations the "
-                                   "int8 runtimes fold into a convolution")
+            self.no_int8_reason = NO_INT8_NORMALIZATION
         check_quantize(quantize)
         check_weight_bits(weight_bits)
         check_positive_int("dilated_stride", dilated_stride)

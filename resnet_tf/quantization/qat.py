@@ -12,7 +12,8 @@ Where the int8 runtimes quantize, the QAT model fake-quantizes (`quantizers`):
   - every convolution's kernel, with its batch norm folded in (batch norm is frozen: it runs
     on its moving statistics, in training too, exactly as the exported graph computes it), per
     output channel, on 7-bit codes by default (`weight_bits`: what no x86 CPU's int8 kernels
-    can saturate, VNNI or not; 8 for CPUs with VNNI only); its bias on the int32 grid the runtimes store it on; its output, 8 bits
+    can saturate, VNNI or not; 8 for CPUs with VNNI only); its bias on the int32 grid the
+    runtimes store it on; its output, 8 bits
     (inside residual units);
   - the network's input (a fixed range for slim's [-1, 1] inputs,
     `quantizers.INCEPTION_INPUT_RANGE`), each residual unit's input (the previous unit's or the
@@ -37,7 +38,7 @@ import numpy as np
 
 from resnet_tf.errors import UserError
 from resnet_tf.models.feature_extraction import layer_chain
-from resnet_tf.models.layers import Conv2DSame
+from resnet_tf.models.layers import NO_INT8_NORMALIZATION, Conv2DSame
 from resnet_tf.models.precision import all_layers, dtype_policy_scope
 from resnet_tf.models.quantizers import (
     INCEPTION_INPUT_RANGE,
@@ -88,9 +89,7 @@ def quantize_model(model: keras.Model, input_range=INCEPTION_INPUT_RANGE,
         elif isinstance(layer, Conv2DSame):
             if layer.normalizer != "batch_norm" or layer.weight_standardization:
                 raise UserError(f"cannot quantize model {model.name!r}: its convolution "
-                                f"{layer.name!r} has no int8 form (group norm and weight "
-                                "standardisation are not operations the int8 runtimes fold "
-                                "into a convolution)")
+                                f"{layer.name!r} has no int8 form ({NO_INT8_NORMALIZATION})")
             if layer.name == "logits":  # the logits and the softmax stay float
                 config.update(quantize="int8", quantize_output=False, weight_bits=weight_bits)
             else:

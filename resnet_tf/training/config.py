@@ -24,6 +24,7 @@ import yaml
 
 from resnet_tf.data.pixels import PREPROCESSINGS, EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
+from resnet_tf.models.quantizers import WEIGHT_BITS
 from resnet_tf.models.registry import MODEL_NAMES, model_arguments
 from resnet_tf.utils import write_text
 
@@ -167,7 +168,7 @@ class TrainConfig:
         if not 0.0 < self.central_fraction <= 1.0:
             raise UserError(f"central_fraction must be in (0, 1]. "
                             f"Received: central_fraction={self.central_fraction}")
-        if self.qat_weight_bits not in (7, 8) or isinstance(self.qat_weight_bits, bool):
+        if self.qat_weight_bits not in WEIGHT_BITS or isinstance(self.qat_weight_bits, bool):
             raise UserError("qat_weight_bits must be 7 or 8. Received: "
                             f"qat_weight_bits={self.qat_weight_bits!r}")
         if not 0.0 < self.qat_learning_rate_scale <= 1.0:

@@ -57,6 +57,24 @@ def _bn(prefix, gamma, beta, mean, variance, out, bias=None):
     out[f"{prefix}/moving_variance"] = variance
 
 
+class _Taken:
+    """A file's tensors (a Keras `.h5`: its layers) by name, and which were taken: every one
+    must be (`check_all_taken`), else the file is another network."""
+
+    def __init__(self, items: dict):
+        self.items, self.taken = items, set()
+
+    def __call__(self, key):
+        self.taken.add(key)
+        return self.items[key]
+
+    def check_all_taken(self, what: str, kind: str, network: str) -> None:
+        unused = sorted(set(self.items) - self.taken)
+        if unused:
+            raise UserError(f"weights {what} hold {kind} {network} has not ({len(unused)}: "
+                            f"{', '.join(unused[:5])}); it is another network")
+
+
 def _torch_architecture(state, depth, bottleneck):
     """(builder name, the network's name) of a torchvision/timm state dict."""
     deep = "conv1.0.weight" in state
@@ -103,11 +121,7 @@ def from_torch(model_name: str, state: dict, what: str, source: str) -> Mapped:
     wanted, network = _torch_architecture(state, depth, bottleneck)
     check_builder(model_name, wanted, what, f"a {source} {network} ({classes or 'no'} classes)")
     unit = "bottleneck_v1" if bottleneck else "basic_v1"
-    out, used = {}, set()
-
-    def take(key):
-        used.add(key)
-        return state[key]
+    out, take = {}, _Taken(state)
 
     def conv(key, name, bias=False):
         out[f"{name}/weights"] = np.transpose(take(f"{key}.weight"), (2, 3, 1, 0))
@@ -144,10 +158,7 @@ def from_torch(model_name: str, state: dict, what: str, source: str) -> Mapped:
     if classes:
         out["logits/weights"] = take("fc.weight").T[None, None]
         out["logits/biases"] = take("fc.bias")
-    unused = sorted(set(state) - used)
-    if unused:
-        raise UserError(f"weights {what} hold tensors a {source} {network} has not "
-                        f"({len(unused)}: {', '.join(unused[:5])}); it is another network")
+    take.check_all_taken(what, "tensors", f"a {source} {network}")
     prep = EvalPreprocessing("torchvision", 224, resize_side=256)
     return Mapped(source, "torchvision", classes or 0, prep, out)
 
@@ -171,11 +182,7 @@ def from_timm_bit(model_name: str, state: dict, what: str, source: str) -> Mappe
     classes = int(state["head.fc.weight"].shape[0]) if "head.fc.weight" in state else None
     check_builder(model_name, f"resnet_v2_{depth}x{width}_bit", what,
                   f"a {source} BiT ResNet V2-{depth}x{width} ({classes or 'no'} classes)")
-    out, used = {}, set()
-
-    def take(key):
-        used.add(key)
-        return state[key]
+    out, take = {}, _Taken(state)
 
     def conv(key, name):
         out[f"{name}/weights"] = np.transpose(take(f"{key}.weight"), (2, 3, 1, 0))
@@ -199,10 +206,7 @@ def from_timm_bit(model_name: str, state: dict, what: str, source: str) -> Mappe
     if classes:
         out["logits/weights"] = np.transpose(take("head.fc.weight"), (2, 3, 1, 0))
         out["logits/biases"] = take("head.fc.bias")
-    unused = sorted(set(state) - used)
-    if unused:
-        raise UserError(f"weights {what} hold tensors a BiT ResNet V2-{depth}x{width} has not "
-                        f"({len(unused)}: {', '.join(unused[:5])}); it is another network")
+    take.check_all_taken(what, "tensors", f"a BiT ResNet V2-{depth}x{width}")
     # BiT's recipe: [-1, 1] pixels, the whole image resized (no crop) at the fine-tuned size.
     prep = EvalPreprocessing("inception", 448, central_fraction=None)
     return Mapped(source, "torchvision", classes or 0, prep, out)
@@ -229,11 +233,7 @@ def from_keras(model_name: str, layers: dict, what: str) -> Mapped:
     check_builder(model_name, f"resnet_{family}_{depth}", what,
                   f"a keras.applications ResNet{depth}{'V2' if v2 else ''} "
                   f"({classes or 'no'} classes)")
-    out, used = {}, set()
-
-    def take(layer):
-        used.add(layer)
-        return layers[layer]
+    out, take = {}, _Taken(layers)
 
     if v2:
         kernel, bias = take("conv1_conv")
@@ -250,10 +250,7 @@ def from_keras(model_name: str, layers: dict, what: str) -> Mapped:
     if classes:
         kernel, bias = take("predictions")
         out["logits/weights"], out["logits/biases"] = kernel[None, None], bias
-    unused = sorted(set(layers) - used)
-    if unused:
-        raise UserError(f"weights {what} hold layers a keras.applications ResNet{depth} has "
-                        f"not ({len(unused)}: {', '.join(unused[:5])}); it is another network")
+    take.check_all_taken(what, "layers", f"a keras.applications ResNet{depth}")
     prep = (EvalPreprocessing("inception", 224, central_fraction=None) if v2 else
             EvalPreprocessing("caffe", 224, resize_side=256))
     return Mapped("keras", "keras", classes or 0, prep, out)
@@ -312,9 +309,10 @@ def from_keras_rs(model_name: str, layers: dict, what: str) -> Mapped:
     classes = int(layers["predictions"][0].shape[-1]) if "predictions" in layers else None
     check_builder(model_name, f"resnet_rs_{depth}", what,
                   f"a tf_keras ResNet-RS-{depth} ({classes or 'no'} classes)")
-    out, used = {}, set()
-    for layer, arrays in layers.items():
+    out, take = {}, _Taken(layers)
+    for layer in layers:
         stem, unit = _RS_STEM.match(layer), _RS_UNIT.match(layer)
+        arrays = layers[layer]
         if stem:
             scope = f"conv1_{stem.group(2)}"
             kind = "conv" if stem.group(1) == "conv" else "batch_norm"
@@ -333,17 +331,14 @@ def from_keras_rs(model_name: str, layers: dict, what: str) -> Mapped:
             arrays = [arrays[0][None, None], arrays[1]]
         else:
             continue
-        used.add(layer)
+        take(layer)
         if kind == "batch_norm":
             _bn(f"{scope}/BatchNorm", *arrays, out)
         elif kind == "biased":
             out[f"{scope}/weights"], out[f"{scope}/biases"] = arrays
         else:
             (out[f"{scope}/weights"],) = arrays
-    unused = sorted(set(layers) - used)
-    if unused:
-        raise UserError(f"weights {what} hold layers a tf_keras ResNet-RS-{depth} has not "
-                        f"({len(unused)}: {', '.join(unused[:5])}); it is another network")
+    take.check_all_taken(what, "layers", f"a tf_keras ResNet-RS-{depth}")
     # tf_keras normalises inside the model: x / 255, then ImageNet's mean and std.
     prep = EvalPreprocessing("torchvision", 224, resize_side=256)
     return Mapped("keras", "torchvision", classes or 0, prep, out)

@@ -165,19 +165,16 @@ def _on_int8_grid(weights):
     saturate on them), the 8-bit one otherwise."""
     flat = weights.reshape(weights.shape[0], -1)
     bound = np.abs(flat).max(1)
-    best = None
-    for largest in (127, 63):  # the later one wins where both fit
-        scale = np.where(bound > 0, bound / largest, 1.0).astype(np.float32)
-        codes = np.round(flat / scale[:, None])
-        error = np.abs(codes * scale[:, None] - flat).max(1)
-        fits = error <= 1e-3 * scale  # on this grid: within float32 rounding of its step
-        if best is None:
-            best = [scale, codes, error]
-        else:
-            best = [np.where(fits, new, old) if new.ndim == 1 else
-                    np.where(fits[:, None], new, old)
-                    for new, old in zip((scale, codes, error), best)]
-    scale, codes, error = best
+
+    def step(largest):
+        return np.where(bound > 0, bound / largest, 1.0).astype(np.float32)
+
+    seven = step(63)  # on it: within float32 rounding of its step
+    on_seven = np.abs(np.round(flat / seven[:, None]) * seven[:, None] - flat).max(1) <= \
+        1e-3 * seven
+    scale = np.where(on_seven, seven, step(127))
+    codes = np.round(flat / scale[:, None])
+    error = np.abs(codes * scale[:, None] - flat).max(1)
     return scale, codes.reshape(weights.shape), float(error.max(initial=0.0))
 
 
