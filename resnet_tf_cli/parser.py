@@ -21,7 +21,7 @@ DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
 FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 PRECISIONS = ("float32", "float16", "int8")
 CHECKPOINTS = ("final", "last", "best")
-WEIGHT_SOURCES = ("imagenet", "torchvision", "timm", "keras")
+WEIGHT_SOURCES = ("imagenet", "torchvision", "timm", "keras", "bit-m", "bit-m-in1k")
 
 
 def command(name: str, parser):
@@ -110,7 +110,8 @@ def add_train_parser(subparsers, common):
                              "final one); overrides the config's init_from")
     parser.add_argument("--weights", metavar="SOURCE|URL|PATH",
                         help="start from released ImageNet weights, all but the head: "
-                             "imagenet (slim's), torchvision, timm or keras, or a URL or path "
+                             "imagenet (slim's), torchvision, timm, keras, bit-m (Big "
+                             "Transfer's ImageNet-21k) or bit-m-in1k, or a URL or path "
                              "of such a file; the model takes their layout and images their "
                              "normalisation; overrides the config's weights")
     parser.add_argument("--quantization-aware", action="store_true", default=None,
@@ -132,9 +133,10 @@ def _add_source_arguments(parser, what, export=False, export_on_model_dir=False)
                         help="a slim checkpoint (with --model and --num-classes)")
     source.add_argument("--weights", metavar="SOURCE|URL|PATH",
                         help="with --model: released ImageNet weights, downloaded once, then "
-                             "cached: imagenet (slim's), torchvision, timm or keras "
-                             "(keras.applications'); or a URL or path of such a file (a slim "
-                             "tarball or checkpoint, .pth, .safetensors, .h5)")
+                             "cached: imagenet (slim's), torchvision, timm, keras "
+                             "(keras.applications'), bit-m or bit-m-in1k (Big Transfer's); or "
+                             "a URL or path of such a file (a slim tarball or checkpoint, .pth, "
+                             ".safetensors, .h5, .npz)")
     if export or export_on_model_dir:
         (group if export_on_model_dir else source).add_argument(
             "--export", metavar="EXPORT",
@@ -250,7 +252,8 @@ def add_download_parser(subparsers, common):
                                              "(docs/models.md lists them)")
     parser.add_argument("--weights", choices=WEIGHT_SOURCES, default="imagenet",
                         help="whose weights: imagenet (slim's releases, the default), "
-                             "torchvision, timm or keras (keras.applications')")
+                             "torchvision, timm, keras (keras.applications'), bit-m or "
+                             "bit-m-in1k (Big Transfer's own files)")
     parser.set_defaults(handler=command("download", parser))
 
 

@@ -18,7 +18,7 @@ import types
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from source_weights import DATA, images, torch_state  # noqa: E402
+from source_weights import DATA, images, torch_state, write_bit_npz  # noqa: E402
 
 # (source, depth or builder name (`source_weights.TORCH_VARIANTS`), image size, output stride)
 CASES = [("torchvision", 18, 224, None), ("torchvision", 50, 224, None),
@@ -32,7 +32,10 @@ CASES = [("torchvision", 18, 224, None), ("torchvision", 50, 224, None),
          ("timm", "resnet101d", 225, None), ("timm", "seresnext101d_32x8d", 224, None),
          ("timm", "seresnext101d_32x8d", 193, 16),
          ("timm", "resnetv2_50x1_bit", 224, None), ("timm", "resnetv2_50x1_bit", 161, 16),
-         ("timm", "resnetv2_101x1_bit", 225, None)]
+         ("timm", "resnetv2_101x1_bit", 225, None),
+         # Google's BiT .npz layout of the same weights, read by timm's npz loader:
+         ("bit", "resnetv2_50x1_bit", 224, None), ("bit", "resnetv2_50x1_bit", 161, 16),
+         ("bit", "resnetv2_101x1_bit", 225, None)]
 
 
 def import_torchvision():
@@ -72,17 +75,32 @@ def source_model(source, arch, output_stride):
 
 
 def source_logits(source, arch, size, output_stride, seed=0):
+    """The logits of the source's own model on `torch_state(arch, seed)`; source "bit": timm's
+    model loaded by timm's loader of Google's `.npz` files from `write_bit_npz`'s file, which
+    must give what the same weights as a state dict give (every array read, none missed)."""
+    import tempfile
+
     import torch
 
-    model = source_model(source, arch, output_stride)
-    state = {k: torch.from_numpy(v) for k, v in torch_state(arch, seed).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (
-        missing, unexpected)
+    model = source_model("timm" if source == "bit" else source, arch, output_stride)
+    if source == "bit":
+        from timm.models.resnetv2 import _load_weights
+
+        with tempfile.TemporaryDirectory() as tmp:
+            _load_weights(model, write_bit_npz(torch_state(arch, seed), f"{tmp}/bit.npz"))
+    else:
+        state = {k: torch.from_numpy(v) for k, v in torch_state(arch, seed).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (
+            missing, unexpected)
     model.eval()
     with torch.no_grad():
         x = torch.from_numpy(images(size).transpose(0, 3, 1, 2).copy())
-        return model(x).numpy()
+        logits = model(x).numpy()
+    if source == "bit":
+        np.testing.assert_allclose(logits, source_logits("timm", arch, size, output_stride,
+                                                         seed), rtol=1e-5, atol=1e-5)
+    return logits
 
 
 def case_path(source, arch, size, output_stride):

@@ -1,9 +1,11 @@
 """Random ResNet weights in other libraries' own names and formats, the same from a seed with
 numpy alone: torchvision's / timm's state dict (`torch_state`) and keras.applications' models
-written by tf_keras (`keras_applications_h5`). `tests/make_source_outputs.py` runs the real
+written by tf_keras (`keras_applications_h5`), and timm's BiT in Google's `.npz` layout
+(`write_bit_npz`). `tests/make_source_outputs.py` runs the real
 torchvision and timm on the same weights and stores their logits in tests/data/sources/."""
 
 import os
+import re
 
 import numpy as np
 
@@ -124,6 +126,39 @@ def bit_state_shapes(depth, width, num_classes=1000):
     shapes["head.fc.weight"] = (num_classes, channels_in, 1, 1)
     shapes["head.fc.bias"] = (num_classes,)
     return shapes
+
+
+def bit_npz_arrays(state):
+    """timm's BiT state dict (`torch_state`) in Google's BiT `.npz` layout: the names timm's
+    npz loader (`timm.models.resnetv2._load_weights`) reads, kernels HWIO, group norms (C,)."""
+    def hwio(x):
+        return np.ascontiguousarray(np.transpose(x, (2, 3, 1, 0)))
+
+    arrays = {"resnet/root_block/standardized_conv2d/kernel": hwio(state["stem.conv.weight"]),
+              "resnet/group_norm/gamma": state["norm.weight"],
+              "resnet/group_norm/beta": state["norm.bias"]}
+    if "head.fc.weight" in state:
+        arrays["resnet/head/conv2d/kernel"] = hwio(state["head.fc.weight"])
+        arrays["resnet/head/conv2d/bias"] = state["head.fc.bias"]
+    for key, value in state.items():
+        match = re.match(r"stages\.(\d)\.blocks\.(\d+)\.(.+)\.(weight|bias)$", key)
+        if not match:
+            continue
+        stage, block, part, kind = match.groups()
+        unit = f"resnet/block{int(stage) + 1}/unit{int(block) + 1:02d}"
+        if part == "downsample.conv":
+            arrays[f"{unit}/a/proj/standardized_conv2d/kernel"] = hwio(value)
+        elif part.startswith("conv"):
+            arrays[f"{unit}/{'abc'[int(part[-1]) - 1]}/standardized_conv2d/kernel"] = hwio(value)
+        else:  # norm1..3
+            name = "gamma" if kind == "weight" else "beta"
+            arrays[f"{unit}/{'abc'[int(part[-1]) - 1]}/group_norm/{name}"] = value
+    return arrays
+
+
+def write_bit_npz(state, path):
+    np.savez(path, **bit_npz_arrays(state))
+    return path
 
 
 def torch_state(arch, seed=0, num_classes=1000):

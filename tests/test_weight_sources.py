@@ -397,7 +397,8 @@ def test_every_published_weight_names_a_builder_of_the_model_table():
     from resnet_tf.models.registry import MODEL_NAMES
     from resnet_tf.weights.catalog import CATALOG
 
-    assert set(CATALOG) == set(sources.NAMED) == {"imagenet", "torchvision", "timm", "keras"}
+    assert set(CATALOG) == set(sources.NAMED) == {"imagenet", "torchvision", "timm", "keras",
+                                                  "bit-m", "bit-m-in1k"}
     for source, entries in CATALOG.items():
         assert set(entries) <= set(MODEL_NAMES), source
         assert all(entry.source == source and entry.model == model

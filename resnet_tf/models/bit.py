@@ -1,7 +1,8 @@
 """Big Transfer (BiT): Google's ResNet V2 with group norm and weight-standardised convolutions,
 built from slim's ResNet V2 parts.
 
-    model = resnet_v2_50x1_bit(num_classes=1000, weights="timm")  # or a URL / path of its file
+    model = resnet_v2_50x1_bit(num_classes=1000, weights="bit-m-in1k")  # Google's .npz
+    backbone = resnet_v2_50x1_bit(num_classes=None, weights="bit-m")  # ImageNet-21k
 
 BiT (Kolesnikov et al., arXiv:1912.11370) is slim's pre-activation bottleneck network with two
 options of its units and root (`Bottleneck(normalizer="group_norm",
@@ -61,8 +62,10 @@ def bit_factory(model_name: str):
     build.__doc__ = (f"BiT's ResNet V2-{depth}x{width} (blocks of {RESNET_UNITS[depth]} "
                      f"bottleneck units, widths x{width}, group norm, weight-standardised "
                      "convolutions; BiT's layout, \"torchvision\"). See `resnet_v2` for the "
-                     "arguments; `weights`: None, \"timm\" (BiT-M fine-tuned on ImageNet-1k, "
-                     "as timm hosts it), or a URL or path of timm's file of the model "
+                     "arguments; `weights`: None, \"bit-m\" (Google's BiT-M-R"
+                     f"{depth}x{width}.npz, ImageNet-21k: 21,843 classes), \"bit-m-in1k\" "
+                     "(BiT-M fine-tuned on ImageNet-1k), \"timm\" (the same, as timm hosts "
+                     "it), or a URL or path of Google's .npz or timm's file of the model "
                      f"(`resnetv2_{depth}x{width}_bit`).")
     return build
 

@@ -34,7 +34,7 @@ DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
 DISTRIBUTE = ("none", "mirrored", "multiworker")
 DATASETS = ("digits", "cifar10", "folder", "tfrecord")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
-SCHEDULES = ("constant", "cosine", "exponential", "piecewise")
+SCHEDULES = ("constant", "cosine", "exponential", "piecewise", "bit_hyperrule")
 PREPROCESSING = ("inception", "cifar")
 NORMALIZATIONS = PREPROCESSINGS  # pixels' methods: inception, vgg, torchvision, caffe
 # The config keys each builder takes (the others must stay at their defaults for that model),
@@ -109,8 +109,10 @@ class TrainConfig:
     checkpoint_moving_averages: bool = False  # load slim's ExponentialMovingAverage shadows
     init_from: str = ""  # a `resnet-tf train` model dir to start from (its best checkpoint)
     # Released ImageNet weights to start from, all but the head (`resnet_tf.weights.sources`):
-    # "imagenet" (slim's), "torchvision", "timm", "keras", or a URL or path of such a file. The
-    # model takes the layout they need, and images are normalised as their source did.
+    # "imagenet" (slim's), "torchvision", "timm", "keras", "bit-m", "bit-m-in1k" (Big
+    # Transfer's ImageNet-21k, and fine-tuned on ImageNet-1k), or a URL or path of such a
+    # file. The model takes the layout they need, and images are normalised as their source
+    # did.
     weights: str = ""
     # How pixels become the model's input (`pixels.normalize_pixels`); null: "inception"
     # ([-1, 1]), or with `weights` their source's, which a run records here when it starts.

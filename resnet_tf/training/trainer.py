@@ -43,7 +43,14 @@ from resnet_tf.training.model_dir import (
     best_val_accuracy,
     readable_keras_file,
 )
-from resnet_tf.training.optimization import make_loss, make_metrics, make_optimizer
+from resnet_tf.training.optimization import (
+    BIT_BATCH_SIZE,
+    bit_hyperrule_epochs,
+    bit_hyperrule_steps,
+    make_loss,
+    make_metrics,
+    make_optimizer,
+)
 from resnet_tf.training.start import (
     init_from_record,
     initialization,
@@ -213,6 +220,8 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
                          inherit=init_from_record(config) if not resuming else None)
     if not (resuming or config.quantization_aware):  # QAT freezes its batch norm
         check_batch_norm_decay(config, data.steps_per_epoch)
+    if config.schedule == "bit_hyperrule" and not resuming:
+        print(bit_hyperrule_note(config, data.steps_per_epoch), flush=True)
     model, done, replicas = _make_model(config, strategy, data, init, run_dir, resuming, fresh,
                                         is_chief)
     if done >= config.epochs:
@@ -306,16 +315,32 @@ def _fit(model, config, data, strategy, distribute, done, callbacks, verbose) ->
         raise
 
 
+def bit_hyperrule_note(config: TrainConfig, steps_per_epoch: int) -> str:
+    """What BiT-HyperRule would train for this run's images, beside what the run trains."""
+    examples = steps_per_epoch * config.batch_size
+    steps = bit_hyperrule_steps(examples)
+    mixup = ("; BiT also mixes images (mixup 0.1) at this size, which resnet_tf does not"
+             if examples >= 20_000 else "")
+    return (f"resnet-tf: bit_hyperrule: BiT trains {examples} images for {steps[-1]} steps "
+            f"of {BIT_BATCH_SIZE} (about {bit_hyperrule_epochs(examples):.0f} epochs) at "
+            f"learning rate 0.003; this run: {config.epochs} epochs of {steps_per_epoch} "
+            f"steps of {config.batch_size} at {config.peak_learning_rate():g}, warm-up over "
+            f"the first {steps[0] / steps[-1]:.1%}, / 10 at "
+            f"{', '.join(f'{s / steps[-1]:.0%}' for s in steps[1:4])}{mixup}")
+
+
 def check_batch_norm_decay(config: TrainConfig, steps_per_epoch: int) -> None:
     """Warns when a run is too short for its batch norm decay. The moving statistics are
     exponential moving averages: after T steps their starting values (mean 0, variance 1, or
     the statistics a fine-tune starts from) still weigh decay**T in them. Above
     `BATCH_NORM_LEFT` the run would validate and save statistics that never settled (slim's
     0.997 keeps 41% of them after 300 steps). Names a decay that keeps at most a tenth of
-    that."""
+    that. Big Transfer's models (group norm) have no moving statistics."""
+    from resnet_tf.models.bit import BIT_MODELS
+
     steps = steps_per_epoch * config.epochs
     decay = config.batch_norm_decay
-    if not 0.0 <= decay < 1.0:  # the builders refuse it
+    if not 0.0 <= decay < 1.0 or config.model in BIT_MODELS:  # (the builders refuse it)
         return
     left = decay ** steps
     if left <= BATCH_NORM_LEFT:

@@ -19,6 +19,7 @@ TORCHVISION_URL = "https://download.pytorch.org/models/{file}"
 TIMM_URL = "https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
 KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/{file}"
 KERAS_RS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet_rs/{file}"
+BIT_URL = "https://storage.googleapis.com/bit_models/{name}.npz"
 
 SLIM_URL = "http://download.tensorflow.org/models/{release}.tar.gz"
 
@@ -56,7 +57,8 @@ class Published:
     """A source's released weights for one builder: where they are, how to check them, what
     their makers say of them and what they need."""
 
-    source: str  # "imagenet" (slim's releases) | "torchvision" | "timm" | "keras"
+    # "imagenet" (slim's releases) | "torchvision" | "timm" | "keras" | "bit-m" | "bit-m-in1k"
+    source: str
     model: str  # the builder, e.g. "resnet_v1_50"
     name: str  # the source's own name, e.g. "ResNet50_Weights.IMAGENET1K_V2"
     url: str
@@ -77,7 +79,11 @@ class Published:
         """Its name in the cache: the source, its name and the file's (slim's releases keep
         their archive's, as earlier versions cached them)."""
         file = os.path.basename(urllib.parse.urlparse(self.url).path)
-        return file if self.is_slim else f"{self.source}-{self.name.replace('/', '-')}-{file}"
+        if self.is_slim:
+            return file
+        if os.path.splitext(file)[0] == self.name:  # (BiT's files are named as the weights)
+            return f"{self.source}-{file}"
+        return f"{self.source}-{self.name.replace('/', '-')}-{file}"
 
     @property
     def former_fname(self) -> str | None:
@@ -128,6 +134,22 @@ def _timm_bit(depth, width, top1, size):
                      top1, EvalPreprocessing("inception", size, central_fraction=None))
 
 
+def _bit(depth, width, top1=None, size=None):
+    # Google's own Big Transfer files (BiT's repository), its .npz layout. BiT-M ("bit-m"):
+    # pre-trained on ImageNet-21k, 21,843 classes, at 224 px (timm's recipe for them: the
+    # central 87.5 %). Fine-tuned on ImageNet-1k ("bit-m-in1k", `BiT-M-R50x1-ILSVRC2012`): the
+    # files timm converted to its goog_in21k_ft_in1k (the same weights), so their top-1 is
+    # timm's results-imagenet.csv at its size, the whole image resized.
+    name = f"BiT-M-R{depth}x{width}" + ("-ILSVRC2012" if size else "")
+    model = f"resnet_v2_{depth}x{width}_bit"
+    if size is None:
+        return Published("bit-m", model, name, BIT_URL.format(name=name), None,
+                         EvalPreprocessing("inception", 224, central_fraction=0.875),
+                         num_classes=21843)
+    return Published("bit-m-in1k", model, name, BIT_URL.format(name=name), top1,
+                     EvalPreprocessing("inception", size, central_fraction=None))
+
+
 def _keras_rs(depth, size, md5, top1):
     # tf_keras' ResNetRS{depth}(weights="imagenet"): its largest published input size. Its
     # model normalises x / 255 with ImageNet's mean and std ("torchvision"); the Model
@@ -146,6 +168,7 @@ def _keras(model, file, file_hash, top1):
                      file_hash)
 
 
+BIT_SIZES = ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4))
 CATALOG: dict = {}  # source -> {builder name: Published}
 for _p in (
         # research/slim's "Pre-trained Models": V1 (VGG preprocessing, 224 px, 1000 classes)
@@ -214,10 +237,19 @@ for _p in (
         _timm_bit(101, 1, 82.332, 448),
         _timm_bit(101, 3, 84.430, 448),
         _timm_bit(152, 2, 84.468, 448),
-        _timm_bit(152, 4, 84.936, 480)):
+        _timm_bit(152, 4, 84.936, 480),
+        # ... and Google's own files of BiT-M, pre-trained and fine-tuned.
+        *(_bit(depth, width) for depth, width in BIT_SIZES),
+        _bit(50, 1, 80.386, 448),
+        _bit(50, 3, 83.982, 448),
+        _bit(101, 1, 82.332, 448),
+        _bit(101, 3, 84.430, 448),
+        _bit(152, 2, 84.468, 448),
+        _bit(152, 4, 84.936, 480)):
     CATALOG.setdefault(_p.source, {})[_p.model] = _p
 del _p
-NAMED = tuple(CATALOG)  # what `weights=` names: "imagenet", "torchvision", "timm", "keras"
+# What `weights=` names: "imagenet", "torchvision", "timm", "keras", "bit-m", "bit-m-in1k".
+NAMED = tuple(CATALOG)
 
 
 def published(source: str, model_name: str) -> Published:

@@ -4,6 +4,8 @@ that builds the same network (names below the model's scope), and which builder 
   - torchvision's and timm's ResNet state dicts (the same keys): the plain ResNets, ResNeXt and
     Wide ResNet (a grouped or wider conv2), timm's ResNet-D (`conv1.0`...: the deep stem;
     `downsample.1`: the projection after the average pool) and SE-ResNeXt (`se.fc1`, `se.fc2`);
+  - timm's Big Transfer ResNet V2s (`stem.conv`, `stages.0.blocks.0.norm1`, ...) and Google's
+    own BiT `.npz` files (`resnet/block1/unit01/a/standardized_conv2d/kernel`, ...);
   - keras.applications' ResNet / ResNetV2 `.h5` (`conv2_block1_1_conv`, ...) and tf_keras'
     ResNet-RS (`BlockGroup2__block_0__conv_1`, ...).
 
@@ -33,7 +35,7 @@ RS_DEPTHS = {units: depth for depth, units in RS_UNITS.items()}
 class Mapped:
     """A file's tensors in slim's names, with what they need."""
 
-    source: str  # "torchvision" | "timm" | "keras"
+    source: str  # "torchvision" | "timm" | "keras" | "bit" (Google's BiT files)
     layout: str
     num_classes: int
     preprocessing: EvalPreprocessing
@@ -163,53 +165,121 @@ def from_torch(model_name: str, state: dict, what: str, source: str) -> Mapped:
     return Mapped(source, "torchvision", classes or 0, prep, out)
 
 
+def _bit_arrays(units: dict, conv, group_norm, has_shortcut) -> dict:
+    """A BiT ResNet V2's arrays in slim's names, whichever file holds them: `conv(unit, part)`
+    gives a kernel (HWIO) and `group_norm(unit, part)` a (gamma, beta) pair of unit (stage,
+    index) or of the network (unit None); parts as timm names them ("conv1", "norm1", ...:
+    timm's `norm1` is slim's `preact`, `norm2` / `norm3` conv1's / conv2's `GroupNorm`)."""
+    out = {"conv1/weights": conv(None, "stem")}
+
+    def norm(name, unit, part):
+        out[f"{name}/gamma"], out[f"{name}/beta"] = group_norm(unit, part)
+
+    for stage in (0, 1, 2, 3):
+        for index in sorted(units[stage]):
+            unit, name = (stage, index), f"block{stage + 1}/unit_{index + 1}/bottleneck_v2"
+            norm(f"{name}/preact", unit, "norm1")
+            for k in (1, 2, 3):
+                out[f"{name}/conv{k}/weights"] = conv(unit, f"conv{k}")
+            norm(f"{name}/conv1/GroupNorm", unit, "norm2")
+            norm(f"{name}/conv2/GroupNorm", unit, "norm3")
+            if has_shortcut(unit):
+                out[f"{name}/shortcut/weights"] = conv(unit, "downsample")
+    norm("postnorm", None, "norm")
+    return out
+
+
+def _bit_depth(units: dict, what: str, network: str, keys) -> int:
+    counts = tuple(len(units[i]) for i in (0, 1, 2, 3))
+    depth = DEPTHS.get((counts, True))
+    if depth is None:
+        raise UserError(f"weights {what} do not hold {network} (units per stage {counts}; "
+                        f"keys such as {sorted(keys)[:4]})")
+    return depth
+
+
+# BiT's recipe: [-1, 1] pixels, the whole image resized (no crop) at the fine-tuned size.
+BIT_PREPROCESSING = EvalPreprocessing("inception", 448, central_fraction=None)
+
+
 def from_timm_bit(model_name: str, state: dict, what: str, source: str) -> Mapped:
     """timm's `resnetv2_<depth>x<width>_bit` (Big Transfer: group norm, weight-standardised
-    convolutions without biases) as `models.bit`'s builder: timm's `norm1` is slim's `preact`,
-    `norm2` / `norm3` are conv1's / conv2's `GroupNorm`, `norm` is `postnorm`."""
+    convolutions without biases) as `models.bit`'s builder."""
     units = collections.defaultdict(set)
     for key in state:
         match = re.match(r"stages\.(\d)\.blocks\.(\d+)\.", key)
         if match:
             units[int(match.group(1))].add(int(match.group(2)))
-    counts = tuple(len(units[i]) for i in (0, 1, 2, 3))
-    depth = DEPTHS.get((counts, True))
-    if depth is None or "stages.0.blocks.0.norm1.weight" not in state or \
+    network = "a timm Big Transfer ResNet V2"
+    depth = _bit_depth(units, what, network, state)
+    if "stages.0.blocks.0.norm1.weight" not in state or \
             "stages.0.blocks.0.norm1.running_mean" in state:
-        raise UserError(f"weights {what} do not hold a timm Big Transfer ResNet V2 (units per "
-                        f"stage {counts}; keys such as {sorted(state)[:4]})")
+        raise UserError(f"weights {what} do not hold {network} (keys such as "
+                        f"{sorted(state)[:4]})")
     width = int(state["stem.conv.weight"].shape[0]) // 64
     classes = int(state["head.fc.weight"].shape[0]) if "head.fc.weight" in state else None
     check_builder(model_name, f"resnet_v2_{depth}x{width}_bit", what,
                   f"a {source} BiT ResNet V2-{depth}x{width} ({classes or 'no'} classes)")
-    out, take = {}, _Taken(state)
+    take = _Taken(state)
 
-    def conv(key, name):
-        out[f"{name}/weights"] = np.transpose(take(f"{key}.weight"), (2, 3, 1, 0))
+    def key(unit, part):
+        part = {"stem": "stem.conv", "downsample": "downsample.conv"}.get(part, part)
+        return part if unit is None else f"stages.{unit[0]}.blocks.{unit[1]}.{part}"
 
-    def group_norm(key, name):
-        out[f"{name}/gamma"], out[f"{name}/beta"] = take(f"{key}.weight"), take(f"{key}.bias")
-
-    conv("stem.conv", "conv1")
-    for stage in (0, 1, 2, 3):
-        for index in sorted(units[stage]):
-            key = f"stages.{stage}.blocks.{index}"
-            name = f"block{stage + 1}/unit_{index + 1}/bottleneck_v2"
-            group_norm(f"{key}.norm1", f"{name}/preact")
-            for k in (1, 2, 3):
-                conv(f"{key}.conv{k}", f"{name}/conv{k}")
-            group_norm(f"{key}.norm2", f"{name}/conv1/GroupNorm")
-            group_norm(f"{key}.norm3", f"{name}/conv2/GroupNorm")
-            if f"{key}.downsample.conv.weight" in state:
-                conv(f"{key}.downsample.conv", f"{name}/shortcut")
-    group_norm("norm", "postnorm")
+    out = _bit_arrays(
+        units, lambda unit, part: np.transpose(take(f"{key(unit, part)}.weight"), (2, 3, 1, 0)),
+        lambda unit, part: (take(f"{key(unit, part)}.weight"), take(f"{key(unit, part)}.bias")),
+        lambda unit: f"{key(unit, 'downsample')}.weight" in state)
     if classes:
         out["logits/weights"] = np.transpose(take("head.fc.weight"), (2, 3, 1, 0))
         out["logits/biases"] = take("head.fc.bias")
     take.check_all_taken(what, "tensors", f"a BiT ResNet V2-{depth}x{width}")
-    # BiT's recipe: [-1, 1] pixels, the whole image resized (no crop) at the fine-tuned size.
-    prep = EvalPreprocessing("inception", 448, central_fraction=None)
-    return Mapped(source, "torchvision", classes or 0, prep, out)
+    return Mapped(source, "torchvision", classes or 0, BIT_PREPROCESSING, out)
+
+
+def from_bit_npz(model_name: str, arrays: dict, what: str) -> Mapped:
+    """Google's Big Transfer `.npz` (`BiT-M-R50x1.npz`, ...: `resnet/root_block/
+    standardized_conv2d/kernel`, `resnet/block1/unit01/a/group_norm/gamma`, ...; kernels HWIO
+    as slim's) as `models.bit`'s builder: unit part `a` is timm's norm1 / conv1 (its `proj` the
+    shortcut), `b` norm2 / conv2, `c` norm3 / conv3; the head a 1x1 convolution `head/conv2d`."""
+    units = collections.defaultdict(set)
+    for key in arrays:
+        match = re.match(r"resnet/block(\d)/unit(\d+)/", key)
+        if match:
+            units[int(match.group(1)) - 1].add(int(match.group(2)) - 1)
+    network = "a Big Transfer ResNet V2 in BiT's .npz layout"
+    depth = _bit_depth(units, what, network, arrays)
+    stem = "resnet/root_block/standardized_conv2d/kernel"
+    if stem not in arrays:
+        raise UserError(f"weights {what} do not hold {network} (no {stem}; keys such as "
+                        f"{sorted(arrays)[:4]})")
+    width = int(arrays[stem].shape[-1]) // 64
+    head = "resnet/head/conv2d"
+    classes = int(arrays[f"{head}/kernel"].shape[-1]) if f"{head}/kernel" in arrays else None
+    check_builder(model_name, f"resnet_v2_{depth}x{width}_bit", what,
+                  f"BiT's ResNet V2-{depth}x{width} ({classes or 'no'} classes)")
+    take = _Taken(arrays)
+    letter = {"conv1": "a", "conv2": "b", "conv3": "c", "downsample": "a/proj",
+              "norm1": "a", "norm2": "b", "norm3": "c"}
+
+    def key(unit, part):
+        if unit is None:
+            return {"stem": "resnet/root_block", "norm": "resnet"}[part]
+        return f"resnet/block{unit[0] + 1}/unit{unit[1] + 1:02d}/{letter[part]}"
+
+    def group_norm(unit, part):  # (C,) in the files; any (1, ..., C) is taken as (C,)
+        return tuple(np.reshape(take(f"{key(unit, part)}/group_norm/{name}"), (-1,))
+                     for name in ("gamma", "beta"))
+
+    out = _bit_arrays(units, lambda unit, part: take(f"{key(unit, part)}/standardized_conv2d/"
+                                                     "kernel"), group_norm,
+                      lambda unit: f"{key(unit, 'downsample')}/standardized_conv2d/kernel"
+                      in arrays)
+    if classes:
+        out["logits/weights"] = take(f"{head}/kernel")
+        out["logits/biases"] = take(f"{head}/bias")
+    take.check_all_taken(what, "arrays", f"BiT's ResNet V2-{depth}x{width}")
+    return Mapped("bit", "torchvision", classes or 0, BIT_PREPROCESSING, out)
 
 
 def from_keras(model_name: str, layers: dict, what: str) -> Mapped:

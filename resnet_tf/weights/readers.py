@@ -1,11 +1,12 @@
 """Weight files as the sources write them, read into NumPy: keras.applications' legacy `.h5`,
-timm's safetensors and PyTorch's `.pth`, each recognised by its first bytes (`file_kind`), not
-its name. A reader gives {name: array} (Keras `.h5`: {layer: [arrays]}) or one sentence that
+timm's safetensors, PyTorch's `.pth` and Big Transfer's `.npz` (NumPy's zip of arrays), each
+recognised by its bytes (`file_kind`), not its name. A reader gives {name: array} (Keras `.h5`: {layer: [arrays]}) or one sentence that
 names the file."""
 
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -13,13 +14,19 @@ from resnet_tf.errors import UserError, torn_file
 
 
 def file_kind(path: str) -> str | None:
-    """"hdf5", "safetensors", "torch" (a zip of PyTorch's format) or None, from the bytes."""
+    """"hdf5", "safetensors", "torch" (PyTorch's zip or legacy pickle), "npz" (a zip of `.npy`
+    arrays only: NumPy's `savez`, as Google's BiT files are) or None, from the bytes."""
     with open(path, "rb") as f:
         head = f.read(16)
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "hdf5"
     if head.startswith(b"PK\x03\x04"):
-        return "torch"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):  # torn: its reader names what is wrong with it
+            return "npz" if path.endswith(".npz") else "torch"
+        return "npz" if names and all(n.endswith(".npy") for n in names) else "torch"
     if len(head) >= 9 and head[8:9] == b"{":  # a little-endian header size, then its JSON
         size = int.from_bytes(head[:8], "little")
         if 2 <= size <= os.path.getsize(path) - 8:
@@ -40,6 +47,20 @@ def read_safetensors(path: str, what: str) -> dict:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
         raise torn_file(what, ".safetensors", error) from None
+
+
+def read_npz(path: str, what: str) -> dict:
+    """{name: array} of NumPy's `.npz` (arrays only: a pickled object is refused, not run)."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise UserError(f"weights {what} is an .npz file holding pickled Python objects, "
+                            "not only arrays; resnet_tf does not unpickle them") from None
+        raise torn_file(what, ".npz", error) from None
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise torn_file(what, ".npz", error) from None
 
 
 def read_torch(path: str, what: str) -> dict:

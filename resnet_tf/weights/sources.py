@@ -4,6 +4,7 @@
     resnet_v1_50(num_classes=1000, weights="timm")          # resnet50.a1_in1k
     resnet_v2_50(num_classes=1000, weights="keras")         # keras.applications' ResNet50V2
     resnet_v2_50(num_classes=1001, weights="imagenet")      # slim's release (`weights.slim`)
+    resnet_v2_50x1_bit(num_classes=None, weights="bit-m")   # Google's Big Transfer .npz
     resnet_v1_50(weights="/path/or/https/url/of/a/file.h5")  # recognised by its contents
 
 Each source's ResNets are slim's networks given the right layout (`models.resnet_utils.LAYOUTS`):
@@ -16,7 +17,8 @@ convolution biases before a batch norm are folded into its moving mean (exact in
 The rows of named weights are `weights.catalog`'s. Files (`weights.readers`): torchvision's
 `.pth` (read without PyTorch by `weights.torch_files`, which unpickles tensors and nothing
 else), timm's `.safetensors` (`safetensors`, no PyTorch), keras.applications' `.h5` (h5py: what
-tf_keras' and Keras 2's `save_weights` write, or a whole-model `.h5`). Downloads go into Keras'
+tf_keras' and Keras 2's `save_weights` write, or a whole-model `.h5`), Big Transfer's `.npz`
+(NumPy, arrays only). Downloads go into Keras'
 cache, checked against the catalog's hash (`weights.cache`: one lock, one offline sentence).
 """
 
@@ -33,16 +35,23 @@ from resnet_tf.data.pixels import EvalPreprocessing
 from resnet_tf.errors import MissingPathError, UserError
 from resnet_tf.weights.cache import fetch
 from resnet_tf.weights.catalog import CATALOG, NAMED, published, slim_conventions
-from resnet_tf.weights.mappings import Mapped, from_keras, from_torch, is_resnet_rs
+from resnet_tf.weights.mappings import (
+    Mapped,
+    from_bit_npz,
+    from_keras,
+    from_torch,
+    is_resnet_rs,
+)
 from resnet_tf.weights.readers import (
     file_kind,
     read_keras_h5,
+    read_npz,
     read_safetensors,
     read_torch,
 )
 
 # The file names of the sources' formats (a local file is recognised by its contents).
-SOURCE_SUFFIXES = (".h5", ".hdf5", ".pth", ".pt", ".bin", ".safetensors")
+SOURCE_SUFFIXES = (".h5", ".hdf5", ".pth", ".pt", ".bin", ".safetensors", ".npz")
 
 
 
@@ -51,7 +60,7 @@ class Weights:
     """Weights for a builder, resolved before it builds: the layout they need, their classes,
     how their images are prepared, and how to load them into the built model."""
 
-    source: str  # "slim" | "torchvision" | "timm" | "keras"
+    source: str  # "slim" | "torchvision" | "timm" | "keras" | "bit" | "bit-m" | "bit-m-in1k"
     layout: str
     num_classes: int
     preprocessing: EvalPreprocessing
@@ -75,7 +84,7 @@ class Weights:
 
 def resolve_weights(model_name: str, weights, num_classes, layout=None) -> Weights:
     """What `weights` names for builder `model_name`: slim's release ("imagenet") or any slim
-    checkpoint, a source's named weights ("torchvision", "timm", "keras"), or a file (a path or
+    checkpoint, a source's named weights ("torchvision", "timm", "keras", "bit-m", ...), or a file (a path or
     a URL) of any of them, recognised by its contents. Checks `num_classes` and `layout`
     against them before anything is built."""
     if isinstance(weights, Weights):
@@ -102,7 +111,8 @@ def normalization(model_name: str, weights) -> str:
     """How the source of `weights` normalised pixels (`pixels.normalize_pixels`), read without
     loading them (a URL's file is downloaded once, not read): a name's published recipe; a
     file's kind (a keras .h5: "caffe" for V1, "inception" for V2, "torchvision" for
-    ResNet-RS; a PyTorch or safetensors file: "torchvision"); slim's: its family's."""
+    ResNet-RS; a PyTorch or safetensors file: "torchvision", but "inception" for timm's BiT;
+    BiT's .npz: "inception"); slim's: its family's."""
     if isinstance(weights, Weights):
         return weights.preprocessing.method
     if weights in CATALOG:
@@ -119,6 +129,10 @@ def normalization(model_name: str, weights) -> str:
         if is_resnet_rs(names):  # ResNet-RS: ImageNet's mean and std (its model's own layers)
             return "torchvision"
         return "inception" if any(n.endswith("_preact_bn") for n in names) else "caffe"
+    if kind == "npz":
+        return "inception"
+    if kind == "safetensors" and _is_timm_bit(path):
+        return "inception"
     if kind in ("torch", "safetensors"):
         return "torchvision"
     return slim_conventions(model_name).preprocessing
@@ -191,9 +205,22 @@ def _read(model_name: str, path: str, what: str) -> Weights:
         state = (read_safetensors if kind == "safetensors" else read_torch)(path, what)
         return _weights(from_torch(model_name, state, what, "timm" if kind == "safetensors"
                                    else "torchvision"), what, path)
+    if kind == "npz":
+        return _weights(from_bit_npz(model_name, read_npz(path, what), what), what, path)
     raise UserError(f"weights {what} is neither a keras.applications .h5 file, a torchvision "
-                    ".pth file nor a timm .safetensors file (its first bytes are "
-                    f"{open(path, 'rb').read(8)!r})")
+                    ".pth file, a timm .safetensors file nor a Big Transfer .npz file (its "
+                    f"first bytes are {open(path, 'rb').read(8)!r})")
+
+
+def _is_timm_bit(path: str) -> bool:
+    """Whether a safetensors file holds timm's BiT (its keys, read without its tensors)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, "numpy") as f:
+            return "stem.conv.weight" in f.keys()
+    except (SafetensorError, OSError):  # a torn file: `_read` names it when it is read
+        return False
 
 
 # --------------------------------------------------------------------------------------------
