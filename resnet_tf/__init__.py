@@ -80,6 +80,7 @@ from resnet_tf.models.resnet_v2 import (
     resnet_v2_blocks,
     resnet_v2_stack,
 )
+from resnet_tf.models.schedules import WarmupStaircase  # noqa: F401 (registered for .keras)
 from resnet_tf.models.units import (
     AveragePoolShortcut,
     ResidualUnit,

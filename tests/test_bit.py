@@ -217,6 +217,9 @@ def test_bit_npz_files_that_are_not_bit_or_not_whole_are_one_sentence(tmp_path, 
     cases["extra.npz"] = r"hold arrays BiT's ResNet V2-50x1 has not \(1: resnet/global_step\)"
     np.savez(tmp_path / "pickled.npz", **arrays, note=np.array([{"a": 1}], dtype=object))
     cases["pickled.npz"] = "holding pickled Python objects, not only arrays"
+    np.savez(tmp_path / "missing.npz", **{k: v for k, v in arrays.items()
+                                          if k != "resnet/block1/unit02/b/group_norm/beta"})
+    cases["missing.npz"] = r"lack 'resnet/block1/unit02/b/group_norm/beta'"
     whole = (tmp_path / "extra.npz").read_bytes()
     (tmp_path / "torn.npz").write_bytes(whole[: len(whole) // 2])
     cases["torn.npz"] = r"is not a complete .npz file .*fetch it again$"
@@ -270,6 +273,22 @@ def test_the_hyperrule_schedule_is_bits_step_for_step(tmp_path):
     assert type(again) is type(optimizer)
     assert [float(restored(s)) for s in (100, 1000, 2000)] == pytest.approx([0.0024, 0.0003,
                                                                            0.00003])
+    # A model compiled with it, saved whole, compiles again where only resnet_tf is imported.
+    import subprocess
+    import sys
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=optimizer, loss="mse")
+    model.save(tmp_path / "m.keras")
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, keras, resnet_tf; m = keras.saving.load_model("
+         "sys.argv[1]); s = keras.optimizers.schedules.deserialize(m.optimizer.get_config()"
+         "['learning_rate']); print(type(s).__name__, float(s(1000)))", str(tmp_path / "m.keras")],
+        capture_output=True, text=True,
+        timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    name, rate = loaded.stdout.split()[-2:]
+    assert name == "WarmupStaircase" and float(rate) == pytest.approx(0.0003)
 
 
 @pytest.mark.large
@@ -302,7 +321,7 @@ def test_a_run_from_bit_m_learns_the_digits_with_the_hyperrule_and_int8_keeps_th
     run = tmp_path / "run"
     trained = resnet_tf_command("train", "--config", config, "--model-dir", run, env=env)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    assert ("bit_hyperrule: BiT trains 1408 images for 500 steps of 512 (about 182 epochs) "
+    assert ("bit_hyperrule: BiT trains 1438 images for 500 steps of 512 (about 178 epochs) "
             "at learning rate 0.003; this run: 4 epochs of 44 steps of 32 at 0.03, warm-up "
             "over the first 20.0%, / 10 at 40%, 60%, 80%") in trained.stdout
     assert "batch_norm_decay" not in trained.stdout  # (group norm: no moving statistics)

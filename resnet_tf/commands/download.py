@@ -11,11 +11,12 @@ def run(args) -> int:
     entry = published(args.weights, args.model)
     path = download(args.weights, args.model)
     prep = entry.preprocessing
-    if entry.is_slim:  # slim's checkpoints carry their classes (1001 for V2: a background)
+    if entry.is_slim or entry.top1 is None:  # slim's carry their classes (V2: a background)
         facts = f"{entry.num_classes} classes, {prep.method} preprocessing"
     else:
-        facts = (f"ImageNet top-1 {entry.top1} % as {args.weights} publishes it; {prep.method} "
-                 "preprocessing")
+        whose = "timm measures it" if args.weights == "bit-m-in1k" else \
+            f"{args.weights} publishes it"
+        facts = f"ImageNet top-1 {entry.top1} % as {whose}; {prep.method} preprocessing"
     whose = "slim" if entry.is_slim else args.weights
     print(f"{args.model}: {whose}'s {entry.name} ({facts}, {prep.image_size} px) at {path}")
     return 0

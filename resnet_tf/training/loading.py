@@ -41,10 +41,10 @@ def load_model_source(model_dir=None, slim_checkpoint=None, weights=None,
                       checkpoint="final", moving_averages=False) -> ModelSource:
     """The model of a `resnet-tf train` model dir (`checkpoint`: final, last or best), or a
     registry model loaded strictly from a slim checkpoint or `weights` ("imagenet",
-    "torchvision", "timm", "keras", "bit-m", "bit-m-in1k", a URL or a path: `resnet_tf.weights.sources`), with the
-    preprocessing and image size its source evaluates at (slim: its family's) unless
-    `image_size`; `num_classes` defaults to the weights' (slim's releases: 1000 for V1, 1001
-    for V2)."""
+    "torchvision", "timm", "keras", "bit-m", "bit-m-in1k", a URL or a path:
+    `resnet_tf.weights.sources`), with the preprocessing and image size its source evaluates
+    at (slim: its family's) unless `image_size`; `num_classes` defaults to the weights'
+    (slim's releases: 1000 for V1, 1001 for V2)."""
     if sum(source is not None for source in (model_dir, slim_checkpoint, weights)) != 1:
         raise UserError("give exactly one of model_dir, slim_checkpoint and weights")
     if model_dir is not None:

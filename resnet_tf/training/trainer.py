@@ -43,14 +43,12 @@ from resnet_tf.training.model_dir import (
     best_val_accuracy,
     readable_keras_file,
 )
-from resnet_tf.training.optimization import (
+from resnet_tf.models.schedules import (
     BIT_BATCH_SIZE,
     bit_hyperrule_epochs,
     bit_hyperrule_steps,
-    make_loss,
-    make_metrics,
-    make_optimizer,
 )
+from resnet_tf.training.optimization import make_loss, make_metrics, make_optimizer
 from resnet_tf.training.start import (
     init_from_record,
     initialization,
@@ -221,7 +219,8 @@ def _train(config, model_dir, distribute, cpu_devices, verbose, in_flight) -> di
     if not (resuming or config.quantization_aware):  # QAT freezes its batch norm
         check_batch_norm_decay(config, data.steps_per_epoch)
     if config.schedule == "bit_hyperrule" and not resuming:
-        print(bit_hyperrule_note(config, data.steps_per_epoch), flush=True)
+        print(bit_hyperrule_note(config, data.steps_per_epoch, data.record.counts["train"]),
+              flush=True)
     model, done, replicas = _make_model(config, strategy, data, init, run_dir, resuming, fresh,
                                         is_chief)
     if done >= config.epochs:
@@ -276,7 +275,8 @@ def _make_model(config, strategy, data, init, run_dir, resuming, fresh, is_chief
                       f"{config.peak_learning_rate():g} (learning_rate {config.learning_rate:g} "
                       f"x qat_learning_rate_scale {config.qat_learning_rate_scale:g}), "
                       f"{config.qat_weight_bits}-bit weights (qat_weight_bits)")
-        model.compile(optimizer=make_optimizer(config, data.steps_per_epoch),
+        model.compile(optimizer=make_optimizer(config, data.steps_per_epoch,
+                                               data.record.counts["train"]),
                       loss=make_loss(config), metrics=make_metrics(data.num_classes))
         # Every worker restores the chief's committed state (the model dir is shared).
         done = run_dir.restore(model, reconcile=is_chief) if resuming else 0
@@ -315,9 +315,9 @@ def _fit(model, config, data, strategy, distribute, done, callbacks, verbose) ->
         raise
 
 
-def bit_hyperrule_note(config: TrainConfig, steps_per_epoch: int) -> str:
-    """What BiT-HyperRule would train for this run's images, beside what the run trains."""
-    examples = steps_per_epoch * config.batch_size
+def bit_hyperrule_note(config: TrainConfig, steps_per_epoch: int, examples: int) -> str:
+    """What BiT-HyperRule would train for this run's `examples` images, beside what the run
+    trains."""
     steps = bit_hyperrule_steps(examples)
     mixup = ("; BiT also mixes images (mixup 0.1) at this size, which resnet_tf does not"
              if examples >= 20_000 else "")

@@ -168,7 +168,10 @@ def _keras(model, file, file_hash, top1):
                      file_hash)
 
 
-BIT_SIZES = ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4))
+# Big Transfer's BiT-M fine-tuned on ImageNet-1k: (depth, width, top-1 in timm's
+# results-imagenet.csv, the size it measures at).
+BIT_IN1K = ((50, 1, 80.386, 448), (50, 3, 83.982, 448), (101, 1, 82.332, 448),
+            (101, 3, 84.430, 448), (152, 2, 84.468, 448), (152, 4, 84.936, 480))
 CATALOG: dict = {}  # source -> {builder name: Published}
 for _p in (
         # research/slim's "Pre-trained Models": V1 (VGG preprocessing, 224 px, 1000 classes)
@@ -232,20 +235,10 @@ for _p in (
         _keras_rs(350, 320, "7ccb858cc738305e8ceb3c0140bee393", 84.2),
         _keras_rs(420, 320, "ae0eb9bed39e64fc8d7e0db4018dc7e8", 84.4),
         # Big Transfer (`models.bit`): timm's results-imagenet.csv at the fine-tuned size.
-        _timm_bit(50, 1, 80.386, 448),
-        _timm_bit(50, 3, 83.982, 448),
-        _timm_bit(101, 1, 82.332, 448),
-        _timm_bit(101, 3, 84.430, 448),
-        _timm_bit(152, 2, 84.468, 448),
-        _timm_bit(152, 4, 84.936, 480),
-        # ... and Google's own files of BiT-M, pre-trained and fine-tuned.
-        *(_bit(depth, width) for depth, width in BIT_SIZES),
-        _bit(50, 1, 80.386, 448),
-        _bit(50, 3, 83.982, 448),
-        _bit(101, 1, 82.332, 448),
-        _bit(101, 3, 84.430, 448),
-        _bit(152, 2, 84.468, 448),
-        _bit(152, 4, 84.936, 480)):
+        *(_timm_bit(*row) for row in BIT_IN1K),
+        # ... and Google's own files of BiT-M, pre-trained and fine-tuned (the same weights).
+        *(_bit(depth, width) for depth, width, _, _ in BIT_IN1K),
+        *(_bit(*row) for row in BIT_IN1K)):
     CATALOG.setdefault(_p.source, {})[_p.model] = _p
 del _p
 # What `weights=` names: "imagenet", "torchvision", "timm", "keras", "bit-m", "bit-m-in1k".

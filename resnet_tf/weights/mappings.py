@@ -63,10 +63,13 @@ class _Taken:
     """A file's tensors (a Keras `.h5`: its layers) by name, and which were taken: every one
     must be (`check_all_taken`), else the file is another network."""
 
-    def __init__(self, items: dict):
-        self.items, self.taken = items, set()
+    def __init__(self, items: dict, what: str):
+        self.items, self.what, self.taken = items, what, set()
 
     def __call__(self, key):
+        if key not in self.items:
+            raise UserError(f"weights {self.what} lack {key!r}, which the network their other "
+                            "names describe has; the file is another network or incomplete")
         self.taken.add(key)
         return self.items[key]
 
@@ -123,7 +126,7 @@ def from_torch(model_name: str, state: dict, what: str, source: str) -> Mapped:
     wanted, network = _torch_architecture(state, depth, bottleneck)
     check_builder(model_name, wanted, what, f"a {source} {network} ({classes or 'no'} classes)")
     unit = "bottleneck_v1" if bottleneck else "basic_v1"
-    out, take = {}, _Taken(state)
+    out, take = {}, _Taken(state, what)
 
     def conv(key, name, bias=False):
         out[f"{name}/weights"] = np.transpose(take(f"{key}.weight"), (2, 3, 1, 0))
@@ -198,8 +201,15 @@ def _bit_depth(units: dict, what: str, network: str, keys) -> int:
     return depth
 
 
-# BiT's recipe: [-1, 1] pixels, the whole image resized (no crop) at the fine-tuned size.
+# BiT's recipe: [-1, 1] pixels, the whole image resized (no crop) at the fine-tuned size; its
+# ImageNet-21k files (21,843 classes) as timm evaluates them: 224 px, the central 87.5 %.
 BIT_PREPROCESSING = EvalPreprocessing("inception", 448, central_fraction=None)
+BIT_21K_CLASSES = 21843
+BIT_21K_PREPROCESSING = EvalPreprocessing("inception", 224, central_fraction=0.875)
+
+
+def _bit_preprocessing(classes) -> EvalPreprocessing:
+    return BIT_21K_PREPROCESSING if classes == BIT_21K_CLASSES else BIT_PREPROCESSING
 
 
 def from_timm_bit(model_name: str, state: dict, what: str, source: str) -> Mapped:
@@ -220,7 +230,7 @@ def from_timm_bit(model_name: str, state: dict, what: str, source: str) -> Mappe
     classes = int(state["head.fc.weight"].shape[0]) if "head.fc.weight" in state else None
     check_builder(model_name, f"resnet_v2_{depth}x{width}_bit", what,
                   f"a {source} BiT ResNet V2-{depth}x{width} ({classes or 'no'} classes)")
-    take = _Taken(state)
+    take = _Taken(state, what)
 
     def key(unit, part):
         part = {"stem": "stem.conv", "downsample": "downsample.conv"}.get(part, part)
@@ -234,7 +244,7 @@ def from_timm_bit(model_name: str, state: dict, what: str, source: str) -> Mappe
         out["logits/weights"] = np.transpose(take("head.fc.weight"), (2, 3, 1, 0))
         out["logits/biases"] = take("head.fc.bias")
     take.check_all_taken(what, "tensors", f"a BiT ResNet V2-{depth}x{width}")
-    return Mapped(source, "torchvision", classes or 0, BIT_PREPROCESSING, out)
+    return Mapped(source, "torchvision", classes or 0, _bit_preprocessing(classes), out)
 
 
 def from_bit_npz(model_name: str, arrays: dict, what: str) -> Mapped:
@@ -258,7 +268,7 @@ def from_bit_npz(model_name: str, arrays: dict, what: str) -> Mapped:
     classes = int(arrays[f"{head}/kernel"].shape[-1]) if f"{head}/kernel" in arrays else None
     check_builder(model_name, f"resnet_v2_{depth}x{width}_bit", what,
                   f"BiT's ResNet V2-{depth}x{width} ({classes or 'no'} classes)")
-    take = _Taken(arrays)
+    take = _Taken(arrays, what)
     letter = {"conv1": "a", "conv2": "b", "conv3": "c", "downsample": "a/proj",
               "norm1": "a", "norm2": "b", "norm3": "c"}
 
@@ -279,7 +289,7 @@ def from_bit_npz(model_name: str, arrays: dict, what: str) -> Mapped:
         out["logits/weights"] = take(f"{head}/kernel")
         out["logits/biases"] = take(f"{head}/bias")
     take.check_all_taken(what, "arrays", f"BiT's ResNet V2-{depth}x{width}")
-    return Mapped("bit", "torchvision", classes or 0, BIT_PREPROCESSING, out)
+    return Mapped("bit", "torchvision", classes or 0, _bit_preprocessing(classes), out)
 
 
 def from_keras(model_name: str, layers: dict, what: str) -> Mapped:
@@ -303,7 +313,7 @@ def from_keras(model_name: str, layers: dict, what: str) -> Mapped:
     check_builder(model_name, f"resnet_{family}_{depth}", what,
                   f"a keras.applications ResNet{depth}{'V2' if v2 else ''} "
                   f"({classes or 'no'} classes)")
-    out, take = {}, _Taken(layers)
+    out, take = {}, _Taken(layers, what)
 
     if v2:
         kernel, bias = take("conv1_conv")
@@ -379,7 +389,7 @@ def from_keras_rs(model_name: str, layers: dict, what: str) -> Mapped:
     classes = int(layers["predictions"][0].shape[-1]) if "predictions" in layers else None
     check_builder(model_name, f"resnet_rs_{depth}", what,
                   f"a tf_keras ResNet-RS-{depth} ({classes or 'no'} classes)")
-    out, take = {}, _Taken(layers)
+    out, take = {}, _Taken(layers, what)
     for layer in layers:
         stem, unit = _RS_STEM.match(layer), _RS_UNIT.match(layer)
         arrays = layers[layer]

@@ -1,7 +1,7 @@
 """Weight files as the sources write them, read into NumPy: keras.applications' legacy `.h5`,
 timm's safetensors, PyTorch's `.pth` and Big Transfer's `.npz` (NumPy's zip of arrays), each
-recognised by its bytes (`file_kind`), not its name. A reader gives {name: array} (Keras `.h5`: {layer: [arrays]}) or one sentence that
-names the file."""
+recognised by its bytes (`file_kind`), not its name. A reader gives {name: array} (Keras
+`.h5`: {layer: [arrays]}) or one sentence that names the file."""
 
 from __future__ import annotations
 

@@ -84,7 +84,8 @@ class Weights:
 
 def resolve_weights(model_name: str, weights, num_classes, layout=None) -> Weights:
     """What `weights` names for builder `model_name`: slim's release ("imagenet") or any slim
-    checkpoint, a source's named weights ("torchvision", "timm", "keras", "bit-m", ...), or a file (a path or
+    checkpoint, a source's named weights ("torchvision", "timm", "keras", "bit-m", ...), or a
+    file (a path or
     a URL) of any of them, recognised by its contents. Checks `num_classes` and `layout`
     against them before anything is built."""
     if isinstance(weights, Weights):
@@ -131,7 +132,7 @@ def normalization(model_name: str, weights) -> str:
         return "inception" if any(n.endswith("_preact_bn") for n in names) else "caffe"
     if kind == "npz":
         return "inception"
-    if kind == "safetensors" and _is_timm_bit(path):
+    if kind in ("torch", "safetensors") and _is_timm_bit(path, kind):
         return "inception"
     if kind in ("torch", "safetensors"):
         return "torchvision"
@@ -212,8 +213,11 @@ def _read(model_name: str, path: str, what: str) -> Weights:
                     f"first bytes are {open(path, 'rb').read(8)!r})")
 
 
-def _is_timm_bit(path: str) -> bool:
-    """Whether a safetensors file holds timm's BiT (its keys, read without its tensors)."""
+def _is_timm_bit(path: str, kind: str) -> bool:
+    """Whether a safetensors or PyTorch file holds timm's BiT (`from_torch`'s test: its keys;
+    a safetensors file's read without its tensors)."""
+    if kind == "torch":
+        return "stem.conv.weight" in read_torch(path, repr(path))
     from safetensors import SafetensorError, safe_open
 
     try:
