@@ -36,6 +36,9 @@ NOT_RUN = {
         "test_weight_sources' files from 127.0.0.1",
     "resnet-tf train --config my_images.yaml --model-dir runs/tv --weights torchvision":
         "downloads torchvision's file; test_weight_sources trains from such a file by path",
+    "resnet-tf train --config finetune_bit --model-dir runs/bit":
+        "downloads Google's BiT-M-R50x1.npz (out of reach here) and trains a ResNet-50x1 for "
+        "256 epochs; test_bit trains from such a file in the cache with the same schedule",
     "resnet-tf train --config configs/cifar10_ablation_identity_full_preactivation.yaml "
     "--model-dir runs/full_preact": "downloads CIFAR-10 and trains ResNet-110 for 164 epochs",
 }
