@@ -14,9 +14,9 @@ def run(args) -> int:
     if entry.is_slim or entry.top1 is None:  # slim's carry their classes (V2: a background)
         facts = f"{entry.num_classes} classes, {prep.method} preprocessing"
     else:
-        whose = "timm measures it" if args.weights == "bit-m-in1k" else \
+        said = "timm measures it" if args.weights == "bit-m-in1k" else \
             f"{args.weights} publishes it"
-        facts = f"ImageNet top-1 {entry.top1} % as {whose}; {prep.method} preprocessing"
+        facts = f"ImageNet top-1 {entry.top1} % as {said}; {prep.method} preprocessing"
     whose = "slim" if entry.is_slim else args.weights
     print(f"{args.model}: {whose}'s {entry.name} ({facts}, {prep.image_size} px) at {path}")
     return 0

@@ -40,7 +40,6 @@ from resnet_tf.weights.mappings import (
     from_bit_npz,
     from_keras,
     from_torch,
-    is_resnet_rs,
 )
 from resnet_tf.weights.readers import (
     file_kind,
@@ -109,34 +108,19 @@ def resolve_weights(model_name: str, weights, num_classes, layout=None) -> Weigh
 
 
 def normalization(model_name: str, weights) -> str:
-    """How the source of `weights` normalised pixels (`pixels.normalize_pixels`), read without
-    loading them (a URL's file is downloaded once, not read): a name's published recipe; a
-    file's kind (a keras .h5: "caffe" for V1, "inception" for V2, "torchvision" for
-    ResNet-RS; a PyTorch or safetensors file: "torchvision", but "inception" for timm's BiT;
-    BiT's .npz: "inception"); slim's: its family's."""
+    """How the source of `weights` normalised pixels (`pixels.normalize_pixels`): a name's
+    published recipe; a file's, as its mapping says (the file read as it will be loaded, so the
+    two never differ: keras' V1 "caffe", V2 "inception", ResNet-RS "torchvision"; PyTorch's and
+    safetensors' "torchvision", but "inception" for timm's BiT; BiT's .npz "inception");
+    slim's: its family's."""
     if isinstance(weights, Weights):
         return weights.preprocessing.method
     if weights in CATALOG:
         return published(weights, model_name).preprocessing.method
     path = source_file(weights)
-    kind = None if path is None else file_kind(path)
-    if kind == "hdf5":
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            group = f["model_weights"] if "model_weights" in f else f
-            names = [n.decode() if isinstance(n, bytes) else n
-                     for n in group.attrs.get("layer_names", [])]
-        if is_resnet_rs(names):  # ResNet-RS: ImageNet's mean and std (its model's own layers)
-            return "torchvision"
-        return "inception" if any(n.endswith("_preact_bn") for n in names) else "caffe"
-    if kind == "npz":
-        return "inception"
-    if kind in ("torch", "safetensors") and _is_timm_bit(path, kind):
-        return "inception"
-    if kind in ("torch", "safetensors"):
-        return "torchvision"
-    return slim_conventions(model_name).preprocessing
+    if path is None:
+        return slim_conventions(model_name).preprocessing
+    return _read(model_name, path, repr(os.fspath(weights))).preprocessing.method
 
 
 def download(source: str, model_name: str) -> str:
@@ -211,20 +195,6 @@ def _read(model_name: str, path: str, what: str) -> Weights:
     raise UserError(f"weights {what} is neither a keras.applications .h5 file, a torchvision "
                     ".pth file, a timm .safetensors file nor a Big Transfer .npz file (its "
                     f"first bytes are {open(path, 'rb').read(8)!r})")
-
-
-def _is_timm_bit(path: str, kind: str) -> bool:
-    """Whether a safetensors or PyTorch file holds timm's BiT (`from_torch`'s test: its keys;
-    a safetensors file's read without its tensors)."""
-    if kind == "torch":
-        return "stem.conv.weight" in read_torch(path, repr(path))
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(path, "numpy") as f:
-            return "stem.conv.weight" in f.keys()
-    except (SafetensorError, OSError):  # a torn file: `_read` names it when it is read
-        return False
 
 
 # --------------------------------------------------------------------------------------------
